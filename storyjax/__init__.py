@@ -1,0 +1,1 @@
+"""storyjax: story-level multimodal generative models in JAX/Flax."""
