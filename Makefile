@@ -1,0 +1,28 @@
+# Fresh clone → `make train` or `make test`; both create .venv and install the package first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/director.py
+STAMP := $(VENV)/.installed
+
+.PHONY: install train evaluate test clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/python -m storyjax.train --config=$(CONFIG)
+
+evaluate: $(STAMP)
+	$(BIN)/python -m storyjax.evaluate --config=$(CONFIG) --workdir=runs/director
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf runs .jax_cache

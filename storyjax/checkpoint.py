@@ -1,0 +1,49 @@
+"""Orbax checkpoints of the train state together with the Grain iterator state.
+
+Saves are synchronous and atomic (Orbax writes to a temporary directory and renames it), so a crash
+never leaves a half-written step that looks complete; the newest `keep` steps are kept.
+"""
+import pathlib
+
+import grain
+import orbax.checkpoint as ocp
+
+from storyjax.errors import CheckpointError
+
+
+class Checkpointer:
+  """Saves and restores {'state': train state pytree, 'data_iter': grain iterator} under `directory`."""
+
+  def __init__(self, directory: str | pathlib.Path, keep: int):
+    self.directory = pathlib.Path(directory).absolute()
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True)
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data_iter": grain.checkpoint.CheckpointHandler()})
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state, data_iter) -> None:
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(data_iter)))
+
+  def restore(self, step: int, abstract_state, data_iter=None):
+    """Restores step `step` into shardings/shapes of `abstract_state` (and `data_iter` in place)."""
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iter is not None:
+      items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
+    path = self.directory / str(step)
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as error:  # Orbax raises many types for unreadable files; report them as one.
+      raise CheckpointError(
+          f"cannot restore checkpoint {path}: it is corrupt or was written by an incompatible config "
+          f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+          f"Move it away or use another --workdir; nothing was deleted.") from error
+    return restored["state"]
+
+  def close(self) -> None:
+    self._manager.close()

@@ -1,0 +1,26 @@
+"""Evaluates the latest checkpoint: `python -m storyjax.evaluate --config=... --workdir=DIR`.
+
+Prints one JSON object of metrics as its last line and writes it to DIR/eval.json.
+"""
+import json
+import pathlib
+
+import ml_collections
+
+from storyjax.train import TrainSetup, enable_compilation_cache, restore_params, run_cli
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+  workdir = pathlib.Path(workdir).absolute()
+  enable_compilation_cache(workdir.parent / ".jax_cache")
+  setup = TrainSetup(config)
+  params, step = restore_params(setup, workdir)
+  setup.task.load_assets(workdir)
+  results = {"step": step, **setup.task.evaluate(params, workdir)}
+  (workdir / "eval.json").write_text(json.dumps(results, indent=2))
+  print(json.dumps(results))
+  return results
+
+
+if __name__ == "__main__":
+  run_cli(evaluate)

@@ -1,0 +1,38 @@
+"""Feed-forward block and partitioned Dense / LayerNorm helpers."""
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+def dense(features: int, axes: tuple[str, str], dtype: Dtype = jnp.float32, name: str | None = None,
+          kernel_init=nn.initializers.lecun_normal()) -> nn.Dense:
+  """A Dense layer whose kernel carries logical axis names `axes` = (input axis, output axis)."""
+  return nn.Dense(
+      features, dtype=dtype, name=name,
+      kernel_init=nn.with_logical_partitioning(kernel_init, axes),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)))
+
+
+def layer_norm(dtype: Dtype = jnp.float32, name: str | None = None) -> nn.LayerNorm:
+  """LayerNorm (eps 1e-6) over the `embed` axis, statistics in fp32."""
+  return nn.LayerNorm(
+      epsilon=1e-6, dtype=dtype, name=name,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
+
+
+class MlpBlock(nn.Module):
+  """Dense → GELU → dropout → Dense: (..., D) → (..., D)."""
+  hidden_dim: int
+  dtype: Dtype = jnp.float32
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, inputs, deterministic: bool = True):
+    hidden = dense(self.hidden_dim, ("embed", "mlp"), self.dtype, name="fc1")(inputs)
+    hidden = nn.gelu(hidden)
+    hidden = nn.Dropout(self.dropout_rate)(hidden, deterministic=deterministic)
+    return dense(inputs.shape[-1], ("mlp", "embed"), self.dtype, name="fc2")(hidden)

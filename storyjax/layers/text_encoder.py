@@ -1,0 +1,41 @@
+"""A small caption transformer trained from scratch (the default text encoder)."""
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from storyjax.layers.transformer import TransformerEncoder
+
+Dtype = Any
+
+
+class ScratchTextEncoder(nn.Module):
+  """Token ids (B, L) int32 + mask (B, L) → token features (B, L, D) and pooled (B, D).
+
+  The pooled feature is the output at the last valid token ([EOS]), as CLIP pools at end-of-text.
+  """
+  vocab_size: int
+  width: int
+  num_layers: int
+  num_heads: int
+  max_length: int
+  dtype: Dtype = jnp.float32
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, token_ids, token_mask, deterministic: bool = True):
+    if token_ids.shape[-1] > self.max_length:
+      raise ValueError(f"caption has {token_ids.shape[-1]} tokens, more than max_length={self.max_length}")
+    embed = nn.Embed(
+        self.vocab_size, self.width, dtype=self.dtype, name="token_embedding",
+        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")))
+    positions = self.param(
+        "position_embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02), ("length", "embed")),
+        (self.max_length, self.width))
+    tokens = embed(token_ids) + positions[: token_ids.shape[-1]].astype(self.dtype)
+    features = TransformerEncoder(
+        self.num_layers, self.num_heads, 4 * self.width, self.dtype, self.dropout_rate,
+        name="encoder")(tokens, token_mask, deterministic)
+    last_valid = jnp.maximum(token_mask.sum(-1) - 1, 0)
+    pooled = jnp.take_along_axis(features, last_valid[:, None, None], axis=1)[:, 0]
+    return features, pooled

@@ -1,0 +1,197 @@
+"""Director task: E.T.-style camera trajectories, EDM training, guided Heun sampling, tag evaluation."""
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from storyjax.data import camera, procedural_et, tagging
+from storyjax.data.tokenizer import build_caption_tokenizer, load_caption_tokenizer, save_tokenizer, tokenize_captions
+from storyjax.diffusion import edm
+from storyjax.diffusion.guidance import classifier_free_guidance
+from storyjax.errors import ConfigError, DataError
+from storyjax.models.director import CAMERA_FEATURES, CHARACTER_FEATURES, Director
+from storyjax import plotting
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+TOKENIZER_DIR = "tokenizer"
+
+
+class Task:
+  """Binds the Director model to the generic train loop (see storyjax/train.py)."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    data, model, diffusion = config.data, config.model, config.diffusion
+    if data.source != "embedded":
+      raise ConfigError(f"data.source={data.source!r} is not available; supported: 'embedded'.")
+    if model.text_encoder != "scratch":
+      raise ConfigError(f"model.text_encoder={model.text_encoder!r} is not available; supported: 'scratch'.")
+    if model.dtype not in DTYPES:
+      raise ConfigError(f"model.dtype={model.dtype!r}; choose one of {sorted(DTYPES)}.")
+    if not 0 < data.max_frames <= camera.MAX_FRAMES:
+      raise ConfigError(f"data.max_frames={data.max_frames} must be in (0, {camera.MAX_FRAMES}].")
+    self.num_frames = data.max_frames
+    self.edm = edm.EDMConfig(
+        sigma_data=diffusion.sigma_data, p_mean=diffusion.p_mean, p_std=diffusion.p_std,
+        sigma_min=diffusion.sigma_min, sigma_max=diffusion.sigma_max, rho=diffusion.rho,
+        num_steps=diffusion.num_steps)
+    self.tokenizer = build_caption_tokenizer(procedural_et.caption_vocabulary())
+    self.model = Director(
+        num_frames=self.num_frames, width=model.width, num_layers=model.num_layers,
+        num_heads=model.num_heads, vocab_size=len(self.tokenizer), text_width=model.text_width,
+        text_layers=model.text_layers, text_heads=model.text_heads,
+        max_caption_length=model.max_caption_length, variant=model.variant, mlp_ratio=model.mlp_ratio,
+        dropout_rate=model.dropout_rate, stochastic_depth=model.stochastic_depth,
+        dtype=DTYPES[model.dtype])
+
+  # ---- data -------------------------------------------------------------------------------------
+  def source(self, split: str) -> procedural_et.EmbeddedET:
+    data = self.config.data
+    size = {"train": data.train_size, "test": data.test_size}[split]
+    return procedural_et.EmbeddedET(data.subset, split, size, seed=data.seed, max_frames=data.max_frames,
+                                    min_frames=data.min_frames)
+
+  def preprocess(self, example: dict) -> dict:
+    """One source example → the model's numpy features (no strings)."""
+    expected = {"camera_traj": (self.num_frames, CAMERA_FEATURES),
+                "char_traj": (self.num_frames, CHARACTER_FEATURES), "mask": (self.num_frames,)}
+    for key, shape in expected.items():
+      if key not in example:
+        raise DataError(f"example {example.get('id', '?')} has no {key!r}")
+      if np.shape(example[key]) != shape:
+        raise DataError(f"example {example.get('id', '?')}: {key} has shape {np.shape(example[key])}, "
+                        f"expected {shape} (data.max_frames={self.num_frames})")
+    token_ids, token_mask = tokenize_captions(self.tokenizer, [example["caption"]],
+                                              self.config.model.max_caption_length)
+    return {"camera_traj": np.asarray(example["camera_traj"], np.float32),
+            "char_traj": np.asarray(example["char_traj"], np.float32),
+            "mask": np.asarray(example["mask"], bool),
+            "caption_tokens": token_ids[0], "caption_mask": token_mask[0]}
+
+  def save_assets(self, workdir: pathlib.Path) -> None:
+    save_tokenizer(self.tokenizer, workdir / TOKENIZER_DIR)
+
+  def load_assets(self, workdir: pathlib.Path) -> None:
+    self.tokenizer = load_caption_tokenizer(workdir / TOKENIZER_DIR)
+
+  # ---- model ------------------------------------------------------------------------------------
+  def _apply(self, params, batch, camera_in, c_noise, drop_char, drop_caption, train=False, rng=None):
+    return self.model.apply(
+        {"params": params}, camera_in, c_noise, batch["char_traj"], batch["caption_tokens"],
+        batch["caption_mask"], batch["mask"], drop_char, drop_caption, train=train,
+        rngs={"dropout": rng} if train else None)
+
+  def init_params(self, rng, batch):
+    """Boxed (logically partitioned) parameters for a batch of model features."""
+    no_drop = jnp.zeros(batch["mask"].shape[:1], bool)
+    c_noise = jnp.zeros(batch["mask"].shape[:1], jnp.float32)
+    return self.model.init({"params": rng}, batch["camera_traj"], c_noise, batch["char_traj"],
+                           batch["caption_tokens"], batch["caption_mask"], batch["mask"], no_drop,
+                           no_drop)["params"]
+
+  def loss(self, params, batch, rng, train: bool = True):
+    """EDM loss on the frame-valid entries of σ_data-scaled features ('edm2 normalisation')."""
+    rng_drop, rng_noise, rng_dropout = jax.random.split(rng, 3)
+    batch_size = batch["mask"].shape[0]
+    drop_all, drop_char, drop_caption = jax.random.bernoulli(
+        rng_drop, self.config.diffusion.condition_dropout, (3, batch_size))
+    network_fn = lambda camera_in, c_noise: self._apply(
+        params, batch, camera_in, c_noise, drop_all | drop_char, drop_all | drop_caption, train, rng_dropout)
+    clean = batch["camera_traj"] * self.edm.sigma_data
+    loss, _ = edm.edm_loss(network_fn, rng_noise, clean, self.edm.sigma_data, self.edm.p_mean,
+                           self.edm.p_std, weight_mask=batch["mask"][..., None])
+    return loss, {}
+
+  def generate(self, params, batch, rng, guidance_weight: float):
+    """Guided Heun sampling → standardized camera features (B, T, 9), zero on padded frames."""
+    batch_size = batch["mask"].shape[0]
+    noise = jax.random.normal(rng, (batch_size, self.num_frames, CAMERA_FEATURES))
+    sigmas = edm.karras_sigmas(self.edm.num_steps, self.edm.sigma_min, self.edm.sigma_max, self.edm.rho)
+    keep = jnp.zeros((batch_size,), bool)
+
+    if guidance_weight == 1.0:  # uncond + 1·(cond − uncond) is the conditional model alone.
+      def denoise_fn(noisy, sigma):
+        network_fn = lambda camera_in, c_noise: self._apply(params, batch, camera_in, c_noise, keep, keep)
+        return edm.denoise(network_fn, noisy, jnp.full((batch_size,), sigma), self.edm.sigma_data)
+    else:
+      doubled = jax.tree.map(lambda leaf: jnp.concatenate([leaf, leaf]), batch)
+      drop = jnp.concatenate([keep, ~keep])
+
+      def denoise_fn(noisy, sigma):
+        network_fn = lambda camera_in, c_noise: self._apply(params, doubled, camera_in, c_noise, drop, drop)
+        both = edm.denoise(network_fn, jnp.concatenate([noisy, noisy]), jnp.full((2 * batch_size,), sigma),
+                           self.edm.sigma_data)
+        return classifier_free_guidance(both[:batch_size], both[batch_size:], guidance_weight)
+
+    samples = edm.heun_sample(denoise_fn, noise, sigmas) / self.edm.sigma_data
+    return samples * batch["mask"][..., None]
+
+  # ---- evaluation -------------------------------------------------------------------------------
+  def evaluate(self, params, workdir: pathlib.Path) -> dict:
+    """Samples the test captions, re-tags the generated poses with the E.T. tagger, plots a few."""
+    eval_config = self.config.eval
+    test_source = self.source("test")
+    num_samples = min(eval_config.num_samples, len(test_source))
+    generate = jax.jit(self.generate, static_argnums=3)
+    rng = jax.random.PRNGKey(eval_config.seed)
+    plots_dir = workdir / "plots"
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    matches, reference_matches, step_agreement, truths = [], [], [], []
+    for start in range(0, num_samples, eval_config.batch_size):
+      indices = [min(start + offset, num_samples - 1) for offset in range(eval_config.batch_size)]
+      examples = [test_source[index] for index in indices]
+      batch = jax.tree.map(lambda *leaves: jnp.asarray(np.stack(leaves)), *map(self.preprocess, examples))
+      generated = np.asarray(generate(params, batch, jax.random.fold_in(rng, start),
+                                      self.config.diffusion.guidance_weight))
+      for offset, example in enumerate(examples[: num_samples - start]):
+        num_frames = int(example["num_frames"])
+        truth = tuple(int(c) for c in example["cam_classes"] if c != tagging.PAD_CLASS)
+        poses = camera.decode_camera(generated[offset, :num_frames])
+        tags = tagging.tag_camera(poses)
+        reference_tags = tagging.tag_camera(camera.decode_camera(example["camera_traj"][:num_frames]))
+        matches.append(tagging.run_sequence(tags) == truth)
+        reference_matches.append(tagging.run_sequence(reference_tags) == truth)
+        step_agreement.append(np.mean(tags == reference_tags))
+        truths.append(truth)
+        if start + offset < eval_config.num_plots:
+          char_pos = camera.decode_character(example["char_traj"][:num_frames])
+          tag_names = " → ".join(tagging.CAMERA_CLASS_NAMES[c] for c in tagging.run_sequence(tags))
+          plotting.plot_camera_trajectory(plots_dir / f"sample_{start + offset:03d}.png", poses, char_pos,
+                                          caption=example["caption"], tags=f"generated tags: {tag_names}")
+    _, counts = np.unique(np.array([str(t) for t in truths]), return_counts=True)
+    return {"tag_accuracy": float(np.mean(matches)),
+            "tag_accuracy_chance": float(counts.max() / counts.sum()),
+            "reference_tag_accuracy": float(np.mean(reference_matches)),
+            "tag_step_accuracy": float(np.mean(step_agreement)),
+            "num_samples": num_samples, "subset": self.config.data.subset,
+            "guidance_weight": float(self.config.diffusion.guidance_weight)}
+
+  def sample(self, params, captions: list[str], char_index: int, rng) -> dict:
+    """Generates one trajectory per caption, conditioned on test example `char_index`'s character.
+
+    Returns numpy arrays: camera_pose (N, T, 3, 4) camera-to-world, camera_traj (N, T, 9), char_traj (N, T, 3)
+    world positions, caption (N,), tags (N,) E.T. tag runs joined by ' → ', mask (N, T).
+    """
+    if char_index >= 0:
+      reference = self.source("test")[char_index]
+    else:
+      reference = {"char_traj": camera.encode_character(np.zeros((self.num_frames, 3))),
+                   "mask": np.ones((self.num_frames,), bool)}
+    examples = [{"camera_traj": np.zeros((self.num_frames, CAMERA_FEATURES), np.float32),
+                 "char_traj": reference["char_traj"], "mask": reference["mask"], "caption": caption}
+                for caption in captions]
+    batch = jax.tree.map(lambda *leaves: jnp.asarray(np.stack(leaves)), *map(self.preprocess, examples))
+    camera_traj = np.asarray(jax.jit(self.generate, static_argnums=3)(
+        params, batch, rng, self.config.diffusion.guidance_weight))
+    mask = np.asarray(batch["mask"])
+    num_frames = int(mask[0].sum())
+    poses = np.zeros(camera_traj.shape[:2] + (3, 4))
+    poses[:, :num_frames] = camera.decode_camera(camera_traj[:, :num_frames])
+    char_pos = np.zeros(camera_traj.shape[:2] + (3,))
+    char_pos[:, :num_frames] = camera.decode_character(np.asarray(batch["char_traj"])[:, :num_frames])
+    tags = [" → ".join(tagging.CAMERA_CLASS_NAMES[c] for c in tagging.run_sequence(tagging.tag_camera(pose[:num_frames])))
+            for pose in poses]
+    return {"camera_pose": poses, "camera_traj": camera_traj, "char_traj": char_pos,
+            "caption": np.array(captions), "tags": np.array(tags), "mask": mask}
