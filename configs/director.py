@@ -16,8 +16,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.name = "director" if variant is None else f"director_{variant}"
   config.task = "director"
   config.seed = 0
-  config.total_steps = 3000
-  config.batch_size = 64
+  config.total_steps = 2500
+  config.batch_size = 32
   config.log_every = 50
   config.checkpoint_every = 500
   config.keep_checkpoints = 2
@@ -30,13 +30,13 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       "ema_decay": 0.999})
 
   config.model = ml_collections.ConfigDict({
-      "variant": "A", "width": 128, "num_layers": 4, "num_heads": 4, "mlp_ratio": 4,
+      "variant": "A", "caption_tokens": "sequence", "width": 96, "num_layers": 4, "num_heads": 4, "mlp_ratio": 4,
       "dropout_rate": 0.0, "stochastic_depth": 0.0, "dtype": "float32",
-      "text_encoder": "scratch", "text_width": 128, "text_layers": 2, "text_heads": 4,
-      "max_caption_length": 40})
+      "text_encoder": "scratch", "text_width": 96, "text_layers": 2, "text_heads": 4,
+      "max_caption_length": 36})
 
   config.data = ml_collections.ConfigDict({
-      "source": "embedded", "subset": "pure", "max_frames": 120, "min_frames": 80,
+      "source": "embedded", "subset": "pure", "max_frames": 100, "min_frames": 64,
       "train_size": 20_000, "test_size": 500, "seed": 0, "num_threads": 2})
 
   config.diffusion = ml_collections.ConfigDict({
@@ -67,7 +67,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
                              "weight_decay": 0.1, "ema_decay": 0.9999})
     config.model.update({"width": 512, "num_layers": 8, "num_heads": 16, "dropout_rate": 0.1,
                          "stochastic_depth": 0.1, "text_width": 512, "text_layers": 4, "text_heads": 8,
-                         "max_caption_length": 77})
+                         "caption_tokens": "pooled", "max_caption_length": 77})
     config.data.update({"subset": "mixed", "max_frames": 300, "min_frames": 125, "train_size": 100_000,
                         "test_size": 2000})
     config.eval.update({"num_samples": 1000, "batch_size": 100})

@@ -143,10 +143,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
     check_config_compatible(config, workdir / "config.json")
     state = checkpointer.restore(latest, setup.abstract_state, data_iter)
     setup.task.load_assets(workdir)
-    logging.info("Resumed from step %d in %s", latest, workdir)
+    print(f"resumed from step {latest} in {workdir}")
   start_step = int(state["step"])
   num_params = sum(leaf.size for leaf in jax.tree.leaves(state["params"]))
-  logging.info("%d parameters; mesh %s", num_params, dict(setup.mesh.shape))
+  if is_main:
+    print(f"{config.name}: {num_params:,} parameters, mesh {dict(setup.mesh.shape)}, workdir {workdir}")
 
   train_step = setup.compiled_train_step()
   logger = MetricLogger(workdir, start_step, enabled=is_main)
@@ -205,6 +206,7 @@ def run_cli(main_fn) -> None:
   def wrapped(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)  # Orbax and Grain log every save at INFO.
     try:
       main_fn(_CONFIG.value, pathlib.Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(_CONFIG.value))
     except StoryjaxError as error:

@@ -1,7 +1,8 @@
 """Director: a diffusion transformer over camera trajectories (thesis §3.2).
 
 Variant A ("in-context"): the conditions — noise level, character trajectory and caption — become tokens
-prepended to the camera-frame tokens of a pre-norm transformer.
+prepended to the camera-frame tokens of a pre-norm transformer. The caption enters as its pooled
+end-of-text feature (as published) or as its whole token sequence (`caption_tokens="sequence"`).
 """
 from typing import Any
 
@@ -17,6 +18,7 @@ Dtype = Any
 CAMERA_FEATURES = 9
 CHARACTER_FEATURES = 3
 VARIANTS = ("A",)
+CAPTION_TOKENS = ("pooled", "sequence")
 
 
 class Director(nn.Module):
@@ -37,6 +39,7 @@ class Director(nn.Module):
   text_heads: int
   max_caption_length: int
   variant: str = "A"
+  caption_tokens: str = "pooled"
   mlp_ratio: int = 4
   dropout_rate: float = 0.0
   stochastic_depth: float = 0.0
@@ -47,6 +50,8 @@ class Director(nn.Module):
                drop_char, drop_caption, train: bool = False):
     if self.variant not in VARIANTS:
       raise ValueError(f"Director variant {self.variant!r} is not implemented; choose one of {VARIANTS}.")
+    if self.caption_tokens not in CAPTION_TOKENS:
+      raise ValueError(f"caption_tokens={self.caption_tokens!r}; choose one of {CAPTION_TOKENS}.")
     batch, num_frames, channels = camera_traj.shape
     if (num_frames, channels) != (self.num_frames, CAMERA_FEATURES):
       raise ValueError(f"camera_traj must be (B, {self.num_frames}, {CAMERA_FEATURES}), got {camera_traj.shape}")
@@ -54,22 +59,26 @@ class Director(nn.Module):
       raise ValueError(f"char_traj must be (B, T, 3) = {(batch, num_frames, 3)}, got {char_traj.shape}")
     deterministic = not train
 
-    _, caption_pooled = ScratchTextEncoder(
+    caption_sequence, caption_pooled = ScratchTextEncoder(
         self.vocab_size, self.text_width, self.text_layers, self.text_heads, self.max_caption_length,
         self.dtype, self.dropout_rate, name="text_encoder")(caption_tokens, caption_mask, deterministic)
+    if self.caption_tokens == "pooled":  # the published A: one end-of-text token
+      caption_features, caption_key_mask = caption_pooled[:, None], jnp.ones((batch, 1), bool)
+    else:  # every caption token in context
+      caption_features, caption_key_mask = caption_sequence, caption_mask
     # Dropped conditions are all-zero features, as in the published Director.
-    caption_pooled = jnp.where(drop_caption[:, None], 0.0, caption_pooled)
+    caption_features = jnp.where(drop_caption[:, None, None], 0.0, caption_features)
     char_flat = jnp.where(drop_char[:, None], 0.0, char_traj.reshape(batch, -1))
 
-    condition_tokens = jnp.stack([
-        NoiseLevelEmbedding(self.width, dtype=self.dtype, name="noise_embedding")(c_noise),
-        dense(self.width, ("io", "embed"), self.dtype, name="char_projection")(char_flat),
-        dense(self.width, ("io", "embed"), self.dtype, name="caption_projection")(caption_pooled),
+    condition_tokens = jnp.concatenate([
+        NoiseLevelEmbedding(self.width, dtype=self.dtype, name="noise_embedding")(c_noise)[:, None],
+        dense(self.width, ("io", "embed"), self.dtype, name="char_projection")(char_flat)[:, None],
+        dense(self.width, ("io", "embed"), self.dtype, name="caption_projection")(caption_features),
     ], axis=1)
     camera_tokens = dense(self.width, ("io", "embed"), self.dtype, name="camera_projection")(camera_traj)
     tokens = jnp.concatenate([condition_tokens, camera_tokens], axis=1)
     tokens = tokens + sinusoidal_embedding(jnp.arange(tokens.shape[1]), self.width).astype(self.dtype)
-    key_mask = jnp.concatenate([jnp.ones((batch, condition_tokens.shape[1]), bool), frame_mask], axis=1)
+    key_mask = jnp.concatenate([jnp.ones((batch, 2), bool), caption_key_mask, frame_mask], axis=1)
 
     tokens = TransformerEncoder(
         self.num_layers, self.num_heads, self.mlp_ratio * self.width, self.dtype, self.dropout_rate,

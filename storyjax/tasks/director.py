@@ -18,6 +18,11 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 TOKENIZER_DIR = "tokenizer"
 
 
+def tag_names(step_classes) -> str:
+  """E.T. camera tags per step (N-1,) → their runs as names, e.g. 'push_in → trucking_left'."""
+  return " → ".join(tagging.CAMERA_CLASS_NAMES[c] for c in tagging.run_sequence(step_classes))
+
+
 class Task:
   """Binds the Director model to the generic train loop (see storyjax/train.py)."""
 
@@ -42,7 +47,8 @@ class Task:
         num_frames=self.num_frames, width=model.width, num_layers=model.num_layers,
         num_heads=model.num_heads, vocab_size=len(self.tokenizer), text_width=model.text_width,
         text_layers=model.text_layers, text_heads=model.text_heads,
-        max_caption_length=model.max_caption_length, variant=model.variant, mlp_ratio=model.mlp_ratio,
+        max_caption_length=model.max_caption_length, variant=model.variant,
+        caption_tokens=model.caption_tokens, mlp_ratio=model.mlp_ratio,
         dropout_rate=model.dropout_rate, stochastic_depth=model.stochastic_depth,
         dtype=DTYPES[model.dtype])
 
@@ -157,9 +163,8 @@ class Task:
         truths.append(truth)
         if start + offset < eval_config.num_plots:
           char_pos = camera.decode_character(example["char_traj"][:num_frames])
-          tag_names = " → ".join(tagging.CAMERA_CLASS_NAMES[c] for c in tagging.run_sequence(tags))
           plotting.plot_camera_trajectory(plots_dir / f"sample_{start + offset:03d}.png", poses, char_pos,
-                                          caption=example["caption"], tags=f"generated tags: {tag_names}")
+                                          caption=example["caption"], tags=f"generated tags: {tag_names(tags)}")
     _, counts = np.unique(np.array([str(t) for t in truths]), return_counts=True)
     return {"tag_accuracy": float(np.mean(matches)),
             "tag_accuracy_chance": float(counts.max() / counts.sum()),
@@ -191,7 +196,6 @@ class Task:
     poses[:, :num_frames] = camera.decode_camera(camera_traj[:, :num_frames])
     char_pos = np.zeros(camera_traj.shape[:2] + (3,))
     char_pos[:, :num_frames] = camera.decode_character(np.asarray(batch["char_traj"])[:, :num_frames])
-    tags = [" → ".join(tagging.CAMERA_CLASS_NAMES[c] for c in tagging.run_sequence(tagging.tag_camera(pose[:num_frames])))
-            for pose in poses]
+    tags = [tag_names(tagging.tag_camera(pose[:num_frames])) for pose in poses]
     return {"camera_pose": poses, "camera_traj": camera_traj, "char_traj": char_pos,
             "caption": np.array(captions), "tags": np.array(tags), "mask": mask}
