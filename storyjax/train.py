@@ -26,8 +26,9 @@ from storyjax.metric_logger import MetricLogger
 from storyjax.errors import CheckpointError, ConfigError, DivergenceError, StoryjaxError
 from storyjax.tasks import get_task
 
-# Config sections whose change makes an existing checkpoint unusable.
+# Config sections whose change makes an existing checkpoint unusable (data.num_threads is only speed).
 STATE_DEFINING_KEYS = ("task", "model", "data")
+SPEED_ONLY_KEYS = {"data": ("num_threads",)}
 
 
 def enable_compilation_cache(directory: pathlib.Path) -> None:
@@ -104,6 +105,10 @@ def check_config_compatible(config: ml_collections.ConfigDict, config_path: path
   except (OSError, json.JSONDecodeError) as error:
     raise CheckpointError(f"{config_path} is unreadable ({error}); cannot verify the checkpoints.") from error
   current = json.loads(config.to_json())
+  for section in (saved, current):
+    for key, ignored in SPEED_ONLY_KEYS.items():
+      for name in ignored:
+        section.get(key, {}).pop(name, None)
   for key in STATE_DEFINING_KEYS:
     if saved.get(key) != current.get(key):
       raise CheckpointError(
