@@ -83,7 +83,7 @@ class TrainSetup:
     updates, opt_state = self.optimizer.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     ema_params = optim.update_ema(state["ema_params"], params, state["step"], self.config.optimizer.ema_decay)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": self.schedule(state["step"]), **aux}
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": self.schedule(state["step"]), **aux}
     return {"step": state["step"] + 1, "params": params, "ema_params": ema_params,
             "opt_state": opt_state}, metrics
 
@@ -118,13 +118,12 @@ def check_config_compatible(config: ml_collections.ConfigDict, config_path: path
 
 def restore_params(setup: TrainSetup, workdir: pathlib.Path, ema: bool = True):
   """Latest checkpoint's (EMA) parameters, for evaluation and sampling."""
-  checkpointer = Checkpointer(workdir / "checkpoints", keep=setup.config.keep_checkpoints)
-  step = checkpointer.latest_step()
-  if step is None:
-    raise CheckpointError(f"no checkpoint in {workdir / 'checkpoints'}; train first with --workdir={workdir}")
-  check_config_compatible(setup.config, workdir / "config.json")
-  state = checkpointer.restore(step, setup.abstract_state)
-  checkpointer.close()
+  with Checkpointer(workdir / "checkpoints", keep=setup.config.keep_checkpoints) as checkpointer:
+    step = checkpointer.latest_step()
+    if step is None:
+      raise CheckpointError(f"no checkpoint in {workdir / 'checkpoints'}; train first with --workdir={workdir}")
+    check_config_compatible(setup.config, workdir / "config.json")
+    state = checkpointer.restore(step, setup.abstract_state)
   return state["ema_params" if ema else "params"], step
 
 
@@ -134,7 +133,24 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
   workdir.mkdir(parents=True, exist_ok=True)
   enable_compilation_cache(workdir.parent / ".jax_cache")
   setup = TrainSetup(config)
-  checkpointer = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
+  with Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints) as checkpointer:
+    state = _train_loop(config, workdir, setup, checkpointer)
+  results = {}
+  if config.eval.at_end:
+    results = setup.task.evaluate(state["ema_params"], workdir)
+    if jax.process_index() == 0:
+      (workdir / "eval.json").write_text(json.dumps(results, indent=2))
+  if jax.process_index() == 0:
+    print(f"metrics:     {workdir / 'metrics.jsonl'} (TensorBoard: {workdir / 'tensorboard'})")
+    print(f"checkpoints: {workdir / 'checkpoints'}")
+    if results:
+      print(f"plots:       {workdir / 'plots'}")
+      print(f"evaluation:  {workdir / 'eval.json'} {json.dumps(results)}")
+  return results
+
+
+def _train_loop(config, workdir, setup: TrainSetup, checkpointer: Checkpointer):
+  """Initialises or restores the state, then steps to `config.total_steps`; returns the final state."""
   data_iter = make_train_iterator(setup.task.source("train"), setup.task.preprocess, config.batch_size,
                                   config.seed, config.data.num_threads)
   latest = checkpointer.latest_step()
@@ -148,7 +164,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
     check_config_compatible(config, workdir / "config.json")
     state = checkpointer.restore(latest, setup.abstract_state, data_iter)
     setup.task.load_assets(workdir)
-    print(f"resumed from step {latest} in {workdir}")
+    if is_main:
+      print(f"resumed from step {latest} in {workdir}")
   start_step = int(state["step"])
   num_params = sum(leaf.size for leaf in jax.tree.leaves(state["params"]))
   if is_main:
@@ -181,20 +198,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
   finally:
     tqdm_bar.close()
     logger.close()
-    checkpointer.close()
-
-  results = {}
-  if config.eval.at_end:
-    results = setup.task.evaluate(state["ema_params"], workdir)
-    if is_main:
-      (workdir / "eval.json").write_text(json.dumps(results, indent=2))
-  if is_main:
-    print(f"metrics:     {workdir / 'metrics.jsonl'} (TensorBoard: {workdir / 'tensorboard'})")
-    print(f"checkpoints: {workdir / 'checkpoints'}")
-    if results:
-      print(f"plots:       {workdir / 'plots'}")
-      print(f"evaluation:  {workdir / 'eval.json'} {json.dumps(results)}")
-  return results
+  return state
 
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/director.py:smoke.",
