@@ -7,15 +7,12 @@ import pathlib
 
 import ml_collections
 
-from storyjax.train import TrainSetup, enable_compilation_cache, restore_params, run_cli
+from storyjax.train import load_trained, run_cli
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   workdir = pathlib.Path(workdir).absolute()
-  enable_compilation_cache(workdir.parent / ".jax_cache")
-  setup = TrainSetup(config)
-  params, step = restore_params(setup, workdir)
-  setup.task.load_assets(workdir)
+  setup, params, step = load_trained(config, workdir)
   results = {"step": step, **setup.task.evaluate(params, workdir)}
   (workdir / "eval.json").write_text(json.dumps(results, indent=2))
   print(json.dumps(results))

@@ -12,7 +12,7 @@ import numpy as np
 from storyjax import plotting
 from storyjax.data.camera import write_kitti_poses
 from storyjax.errors import ConfigError
-from storyjax.train import TrainSetup, enable_compilation_cache, restore_params, run_cli
+from storyjax.train import load_trained, run_cli
 
 _PROMPTS = flags.DEFINE_multi_string("prompt", None, "Caption(s) to sample; repeat the flag for several.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Samples per prompt.")
@@ -24,10 +24,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 def sample(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   workdir = pathlib.Path(workdir).absolute()
-  enable_compilation_cache(workdir.parent / ".jax_cache")
-  setup = TrainSetup(config)
-  params, _ = restore_params(setup, workdir)
-  setup.task.load_assets(workdir)
+  setup, params, _ = load_trained(config, workdir)
   captions = [prompt for prompt in (_PROMPTS.value or []) for _ in range(_NUM_SAMPLES.value)]
   if not captions:
     raise ConfigError("give at least one --prompt")

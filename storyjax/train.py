@@ -127,6 +127,15 @@ def restore_params(setup: TrainSetup, workdir: pathlib.Path, ema: bool = True):
   return state["ema_params" if ema else "params"], step
 
 
+def load_trained(config: ml_collections.ConfigDict, workdir: pathlib.Path):
+  """(setup, EMA params, step) of the latest checkpoint in `workdir`, with the task's saved assets."""
+  enable_compilation_cache(workdir.parent / ".jax_cache")
+  setup = TrainSetup(config)
+  params, step = restore_params(setup, workdir)
+  setup.task.load_assets(workdir)
+  return setup, params, step
+
+
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   """Trains (or resumes) in `workdir`; returns the final evaluation metrics (empty if eval is off)."""
   workdir = pathlib.Path(workdir).absolute()

@@ -196,3 +196,21 @@ def test_train_evaluate_sample_end_to_end(runs_dir):
   np.testing.assert_allclose(rotations @ rotations.transpose(0, 2, 1), np.broadcast_to(np.eye(3), rotations.shape),
                              atol=1e-5)
   assert (workdir / "samples" / "sample_003.png").stat().st_size > 10_000
+
+
+def test_loss_falls_and_bfloat16_compute(runs_dir):
+  """A short run learns (loss falls by half); bf16 compute keeps fp32 parameters and finite losses."""
+  config = smoke_config()
+  config.total_steps, config.checkpoint_every = 60, 60
+  config.optimizer.update({"learning_rate": 3e-3, "warmup_steps": 5})
+  train_lib.train(config, runs_dir / "learning")
+  losses = [record["loss"] for _, record in sorted(logged(runs_dir / "learning").items())]
+  assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10]), losses
+
+  config = smoke_config()
+  config.model.dtype = "bfloat16"
+  setup = train_lib.TrainSetup(config)
+  state = setup.init_state()
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state["params"]))
+  train_lib.train(config, runs_dir / "bfloat16")
+  assert all(np.isfinite(record["loss"]) for record in logged(runs_dir / "bfloat16").values())
