@@ -26,9 +26,10 @@ from storyjax.metric_logger import MetricLogger
 from storyjax.errors import CheckpointError, ConfigError, DivergenceError, StoryjaxError
 from storyjax.tasks import get_task
 
-# Config sections whose change makes an existing checkpoint unusable (data.num_threads is only speed).
+# Config sections whose change makes an existing checkpoint unusable, less the keys that do not shape the
+# train state (loader threads, the size of the evaluation split).
 STATE_DEFINING_KEYS = ("task", "model", "data")
-SPEED_ONLY_KEYS = {"data": ("num_threads",)}
+NON_STATE_KEYS = {"data": ("num_threads", "test_size")}
 
 
 def enable_compilation_cache(directory: pathlib.Path) -> None:
@@ -106,7 +107,7 @@ def check_config_compatible(config: ml_collections.ConfigDict, config_path: path
     raise CheckpointError(f"{config_path} is unreadable ({error}); cannot verify the checkpoints.") from error
   current = json.loads(config.to_json())
   for section in (saved, current):
-    for key, ignored in SPEED_ONLY_KEYS.items():
+    for key, ignored in NON_STATE_KEYS.items():
       for name in ignored:
         section.get(key, {}).pop(name, None)
   for key in STATE_DEFINING_KEYS:

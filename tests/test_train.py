@@ -12,7 +12,7 @@ import pytest
 
 from configs import director as director_config
 from storyjax import train as train_lib
-from storyjax.errors import CheckpointError, DataError, DivergenceError
+from storyjax.errors import CheckpointError, ConfigError, DataError, DivergenceError
 from storyjax.data import procedural_et
 from storyjax.tasks.director import Task as DirectorTask
 
@@ -214,3 +214,14 @@ def test_loss_falls_and_bfloat16_compute(runs_dir):
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state["params"]))
   train_lib.train(config, runs_dir / "bfloat16")
   assert all(np.isfinite(record["loss"]) for record in logged(runs_dir / "bfloat16").values())
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("data.subset", "everything", "data config"), ("model.variant", "Z", "model.variant"),
+    ("model.dtype", "float8", "model.dtype"), ("data.source", "youtube", "data.source")])
+def test_bad_config_values_are_named(key, value, message):
+  config = smoke_config()
+  section, name = key.split(".")
+  config[section][name] = value
+  with pytest.raises(ConfigError, match=message):
+    train_lib.TrainSetup(config)

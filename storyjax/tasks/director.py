@@ -11,7 +11,7 @@ from storyjax.data.tokenizer import build_caption_tokenizer, load_caption_tokeni
 from storyjax.diffusion import edm
 from storyjax.diffusion.guidance import classifier_free_guidance
 from storyjax.errors import ConfigError, DataError
-from storyjax.models.director import CAMERA_FEATURES, CHARACTER_FEATURES, Director
+from storyjax.models.director import CAMERA_FEATURES, CAPTION_TOKENS, CHARACTER_FEATURES, VARIANTS, Director
 from storyjax import plotting
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -33,6 +33,9 @@ class Task:
       raise ConfigError(f"data.source={data.source!r} is not available; supported: 'embedded'.")
     if model.text_encoder != "scratch":
       raise ConfigError(f"model.text_encoder={model.text_encoder!r} is not available; supported: 'scratch'.")
+    for key, choices in (("variant", VARIANTS), ("caption_tokens", CAPTION_TOKENS)):
+      if model[key] not in choices:
+        raise ConfigError(f"model.{key}={model[key]!r}; choose one of {choices}.")
     if model.dtype not in DTYPES:
       raise ConfigError(f"model.dtype={model.dtype!r}; choose one of {sorted(DTYPES)}.")
     if not 0 < data.max_frames <= camera.MAX_FRAMES:
@@ -56,8 +59,11 @@ class Task:
   def source(self, split: str) -> procedural_et.EmbeddedET:
     data = self.config.data
     size = {"train": data.train_size, "test": data.test_size}[split]
-    return procedural_et.EmbeddedET(data.subset, split, size, seed=data.seed, max_frames=data.max_frames,
-                                    min_frames=data.min_frames)
+    try:
+      return procedural_et.EmbeddedET(data.subset, split, size, seed=data.seed, max_frames=data.max_frames,
+                                      min_frames=data.min_frames)
+    except ValueError as error:  # e.g. an unknown data.subset or a too small data.min_frames
+      raise ConfigError(f"data config: {error}") from error
 
   def preprocess(self, example: dict) -> dict:
     """One source example → the model's numpy features (no strings)."""
