@@ -1,0 +1,1 @@
+"""Data: E.T. conventions and tagger, procedural datasets, tokenizers, Grain pipelines."""

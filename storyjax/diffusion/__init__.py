@@ -1,0 +1,1 @@
+"""Diffusion: EDM preconditioning, loss and samplers; classifier-free guidance."""

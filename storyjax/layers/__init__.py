@@ -1,0 +1,1 @@
+"""Shared Flax layers: attention, MLP, transformer blocks, embeddings, text encoders."""

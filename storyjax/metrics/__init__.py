@@ -1,0 +1,1 @@
+"""Evaluation metrics shared across models (trajectory-feature metrics arrive with CLaTr)."""

@@ -1,0 +1,1 @@
+"""Flax models, one file per model, no training code."""
