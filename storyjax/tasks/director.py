@@ -82,6 +82,10 @@ class Task:
             "mask": np.asarray(example["mask"], bool),
             "caption_tokens": token_ids[0], "caption_mask": token_mask[0]}
 
+  def batch(self, examples: list[dict]) -> dict:
+    """Source examples → one stacked batch of model features (jax arrays)."""
+    return jax.tree.map(lambda *leaves: jnp.asarray(np.stack(leaves)), *map(self.preprocess, examples))
+
   def save_assets(self, workdir: pathlib.Path) -> None:
     save_tokenizer(self.tokenizer, workdir / TOKENIZER_DIR)
 
@@ -154,7 +158,7 @@ class Task:
     for start in range(0, num_samples, eval_config.batch_size):
       indices = [min(start + offset, num_samples - 1) for offset in range(eval_config.batch_size)]
       examples = [test_source[index] for index in indices]
-      batch = jax.tree.map(lambda *leaves: jnp.asarray(np.stack(leaves)), *map(self.preprocess, examples))
+      batch = self.batch(examples)
       generated = np.asarray(generate(params, batch, jax.random.fold_in(rng, start),
                                       self.config.diffusion.guidance_weight))
       for offset, example in enumerate(examples[: num_samples - start]):
@@ -193,7 +197,7 @@ class Task:
     examples = [{"camera_traj": np.zeros((self.num_frames, CAMERA_FEATURES), np.float32),
                  "char_traj": reference["char_traj"], "mask": reference["mask"], "caption": caption}
                 for caption in captions]
-    batch = jax.tree.map(lambda *leaves: jnp.asarray(np.stack(leaves)), *map(self.preprocess, examples))
+    batch = self.batch(examples)
     camera_traj = np.asarray(jax.jit(self.generate, static_argnums=3)(
         params, batch, rng, self.config.diffusion.guidance_weight))
     mask = np.asarray(batch["mask"])
