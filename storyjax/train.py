@@ -117,24 +117,18 @@ def check_config_compatible(config: ml_collections.ConfigDict, config_path: path
           f"({saved.get(key)} vs now {current.get(key)}); use another --workdir.")
 
 
-def restore_params(setup: TrainSetup, workdir: pathlib.Path, ema: bool = True):
-  """Latest checkpoint's (EMA) parameters, for evaluation and sampling."""
-  with Checkpointer(workdir / "checkpoints", keep=setup.config.keep_checkpoints) as checkpointer:
-    step = checkpointer.latest_step()
-    if step is None:
-      raise CheckpointError(f"no checkpoint in {workdir / 'checkpoints'}; train first with --workdir={workdir}")
-    check_config_compatible(setup.config, workdir / "config.json")
-    state = checkpointer.restore(step, setup.abstract_state)
-  return state["ema_params" if ema else "params"], step
-
-
 def load_trained(config: ml_collections.ConfigDict, workdir: pathlib.Path):
   """(setup, EMA params, step) of the latest checkpoint in `workdir`, with the task's saved assets."""
   enable_compilation_cache(workdir.parent / ".jax_cache")
   setup = TrainSetup(config)
-  params, step = restore_params(setup, workdir)
+  with Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints) as checkpointer:
+    step = checkpointer.latest_step()
+    if step is None:
+      raise CheckpointError(f"no checkpoint in {workdir / 'checkpoints'}; train first with --workdir={workdir}")
+    check_config_compatible(config, workdir / "config.json")
+    state = checkpointer.restore(step, setup.abstract_state)
   setup.task.load_assets(workdir)
-  return setup, params, step
+  return setup, state["ema_params"], step
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
