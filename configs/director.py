@@ -21,6 +21,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.log_every = 50
   config.checkpoint_every = 500
   config.keep_checkpoints = 2
+  config.profile_steps = 0  # > 0: jax.profiler trace of that many steps (from the 2nd) into <workdir>/profile
 
   config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1})
 

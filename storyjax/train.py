@@ -19,7 +19,7 @@ import optax
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from storyjax import optim, sharding
+from storyjax import distributed, optim, profiling, sharding
 from storyjax.checkpoint import Checkpointer
 from storyjax.data.pipeline import make_train_iterator
 from storyjax.metric_logger import MetricLogger
@@ -68,6 +68,9 @@ class TrainSetup:
         lambda leaf, leaf_sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf_sharding),
         self.abstract_state, self.state_shardings)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
+    self.abstract_batch = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct((config.batch_size,) + leaf.shape[1:], leaf.dtype,
+                                          sharding=self.batch_sharding), self.example_batch)
 
   def _init_state(self, rng):
     params = nn.unbox(self.task.init_params(rng, self.example_batch))
@@ -88,10 +91,12 @@ class TrainSetup:
     return {"step": state["step"] + 1, "params": params, "ema_params": ema_params,
             "opt_state": opt_state}, metrics
 
-  def compiled_train_step(self):
+  def compile_train_step(self) -> jax.stages.Compiled:
+    """The step compiled ahead of time for the sharded state and global batch (donates the state)."""
     replicated = sharding.replicated(self.mesh)
-    return jax.jit(self.train_step, in_shardings=(self.state_shardings, self.batch_sharding),
-                   out_shardings=(self.state_shardings, replicated), donate_argnums=0)
+    jitted = jax.jit(self.train_step, in_shardings=(self.state_shardings, self.batch_sharding),
+                     out_shardings=(self.state_shardings, replicated), donate_argnums=0)
+    return jitted.lower(self.abstract_state, self.abstract_batch).compile()
 
   def device_batch(self, local_batch: dict) -> dict:
     """Process-local numpy batch → global jax.Arrays split over the data axes."""
@@ -155,8 +160,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
 
 def _train_loop(config, workdir, setup: TrainSetup, checkpointer: Checkpointer):
   """Initialises or restores the state, then steps to `config.total_steps`; returns the final state."""
-  data_iter = make_train_iterator(setup.task.source("train"), setup.task.preprocess, config.batch_size,
-                                  config.seed, config.data.num_threads)
   latest = checkpointer.latest_step()
   is_main = jax.process_index() == 0
   if latest is None:
@@ -166,24 +169,33 @@ def _train_loop(config, workdir, setup: TrainSetup, checkpointer: Checkpointer):
       setup.task.save_assets(workdir)
   else:
     check_config_compatible(config, workdir / "config.json")
-    state = checkpointer.restore(latest, setup.abstract_state, data_iter)
+    state = checkpointer.restore(latest, setup.abstract_state)
     setup.task.load_assets(workdir)
     if is_main:
       print(f"resumed from step {latest} in {workdir}")
   start_step = int(state["step"])
   num_params = sum(leaf.size for leaf in jax.tree.leaves(state["params"]))
+  train_step = setup.compile_train_step()
+  cost = profiling.compiled_cost(train_step)
   if is_main:
-    print(f"{config.name}: {num_params:,} parameters, mesh {dict(setup.mesh.shape)}, workdir {workdir}")
-
-  train_step = setup.compiled_train_step()
+    print(f"{config.name}: {num_params:,} parameters, mesh {dict(setup.mesh.shape)}, "
+          f"{jax.process_count()} process(es), workdir {workdir}")
+    print(f"train step {cost.describe()}")
+  profiling.check_fits(cost, jax.local_devices()[0], "the train step")
+  data_iter = make_train_iterator(setup.task.source("train"), setup.task.preprocess, config.batch_size,
+                                  config.seed, config.data.num_threads, start_step=start_step)
+  profiler = profiling.StepProfiler(workdir / "profile", first_step=start_step + 2,
+                                    num_steps=config.profile_steps)
   logger = MetricLogger(workdir, start_step, enabled=is_main)
   tqdm_bar = tqdm(total=config.total_steps, initial=start_step, disable=not is_main, desc="train",
                   dynamic_ncols=True)
   interval_start, interval_steps = time.perf_counter(), 0
   try:
     for step in range(start_step + 1, config.total_steps + 1):
+      profiler.before_step(step)
       state, metrics = train_step(state, setup.device_batch(next(data_iter)))
       loss = float(metrics["loss"])
+      profiler.after_step(step)
       if not np.isfinite(loss):
         raise DivergenceError(f"loss is {loss} at step {step}; stopping (checkpoints up to step "
                               f"{checkpointer.latest_step()} are kept).")
@@ -198,8 +210,9 @@ def _train_loop(config, workdir, setup: TrainSetup, checkpointer: Checkpointer):
         tqdm_bar.set_postfix(loss=f"{loss:.4f}")
         interval_start, interval_steps = time.perf_counter(), 0
       if step % config.checkpoint_every == 0 or step == config.total_steps:
-        checkpointer.save(step, state, data_iter)
+        checkpointer.save(step, state)
   finally:
+    profiler.close()
     tqdm_bar.close()
     logger.close()
   return state
@@ -221,6 +234,7 @@ def run_cli(main_fn) -> None:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # Orbax and Grain log every save at INFO.
     try:
+      distributed.initialize()
       main_fn(_CONFIG.value, pathlib.Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(_CONFIG.value))
     except StoryjaxError as error:
       print(f"error: {error}", file=sys.stderr)

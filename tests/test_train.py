@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import director as director_config
-from storyjax import train as train_lib
+from storyjax import profiling, train as train_lib
 from storyjax.errors import CheckpointError, ConfigError, DataError, DivergenceError
 from storyjax.data import procedural_et
 from storyjax.tasks.director import Task as DirectorTask
@@ -225,3 +225,34 @@ def test_bad_config_values_are_named(key, value, message):
   config[section][name] = value
   with pytest.raises(ConfigError, match=message):
     train_lib.TrainSetup(config)
+
+
+def test_step_cost_printed_and_profile_written(runs_dir, capsys):
+  config = smoke_config()
+  config.profile_steps = 2
+  workdir = runs_dir / "profiled"
+  train_lib.train(config, workdir)
+  printed = capsys.readouterr().out
+  assert "train step per device:" in printed and "GFLOP per step" in printed
+  assert list((workdir / "profile").rglob("*.xplane.pb")), "no jax.profiler trace was written"
+
+
+def test_step_larger_than_device_memory_fails_before_training(runs_dir, monkeypatch):
+  monkeypatch.setattr(profiling, "device_memory_bytes", lambda device: 1024)
+  workdir = runs_dir / "too_big"
+  with pytest.raises(ConfigError, match=r"needs \d+\.\d+ GiB per device but .* has 0\.00 GiB"):
+    train_lib.train(smoke_config(), workdir)
+  assert not (workdir / "metrics.jsonl").exists()
+  assert not [p for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+
+
+def test_compiled_cost_matches_the_state_size():
+  """The AOT memory analysis counts the whole fp32 state (params, EMA, 2 Adam moments) as arguments."""
+  setup = train_lib.TrainSetup(smoke_config())
+  cost = profiling.compiled_cost(setup.compile_train_step())
+  state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(setup.abstract_state))
+  batch_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(setup.abstract_batch))
+  assert cost.argument_bytes == state_bytes + batch_bytes
+  assert cost.alias_bytes == state_bytes  # the donated state is updated in place
+  num_params = sum(leaf.size for leaf in jax.tree.leaves(setup.abstract_state["params"]))
+  assert cost.flops > 6 * num_params * setup.config.batch_size  # forward + backward touch every weight per example

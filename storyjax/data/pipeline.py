@@ -1,4 +1,4 @@
-"""Grain input pipelines: per-process shards, deterministic in (seed, step), checkpointable."""
+"""Grain input pipelines: per-process shards whose order depends only on (seed, step)."""
 from typing import Callable
 
 import grain
@@ -8,17 +8,21 @@ from storyjax.errors import ConfigError
 
 
 def make_train_iterator(source, preprocess: Callable[[dict], dict], global_batch_size: int, seed: int,
-                        num_threads: int) -> grain.DatasetIterator:
-  """Infinite iterator of this process's part of each global batch; reshuffled every epoch.
+                        num_threads: int, start_step: int = 0, process_index: int | None = None,
+                        process_count: int | None = None) -> grain.DatasetIterator:
+  """Infinite iterator over this process's block of each global batch, from batch `start_step` on.
 
-  Process p of P reads examples p, p+P, ... of the shuffled stream, so the P local batches of a step
-  together hold exactly the examples a single process would read, and no example is read twice.
+  The example stream is the source reshuffled every epoch; global batch s holds stream elements
+  [s·B, (s+1)·B) and process p of P reads only the contiguous rows [p·B/P, (p+1)·B/P) of it. The P
+  local batches therefore assemble (in process order) into exactly the batch one process would read,
+  no example is read twice, and a restart at any step, with any number of processes, resumes exactly.
   """
-  process_count, process_index = jax.process_count(), jax.process_index()
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
   if global_batch_size % process_count:
     raise ConfigError(f"batch_size={global_batch_size} is not divisible by the {process_count} processes.")
-  dataset = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
-  dataset = dataset[process_index::process_count].map(preprocess)
-  dataset = dataset.batch(global_batch_size // process_count, drop_remainder=True)
+  dataset = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None).map(preprocess)
+  local_batches = dataset.batch(global_batch_size // process_count, drop_remainder=True)
+  local_batches = local_batches[start_step * process_count + process_index::process_count]
   read_options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * max(num_threads, 1))
-  return iter(dataset.to_iter_dataset(read_options))
+  return iter(local_batches.to_iter_dataset(read_options))
