@@ -38,7 +38,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict({
       "source": "embedded", "subset": "pure", "max_frames": 100, "min_frames": 64,
-      "train_size": 20_000, "test_size": 500, "seed": 0, "num_threads": 2})
+      "train_size": 20_000, "test_size": 500, "seed": 0, "num_threads": 2,
+      "num_workers": 0})  # num_workers > 0: build batches in that many processes (paper sizes on a GPU need ~4)
 
   config.diffusion = ml_collections.ConfigDict({
       "sigma_data": 0.5, "p_mean": -1.2, "p_std": 1.2, "sigma_min": 0.002, "sigma_max": 80.0,
@@ -70,6 +71,6 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
                          "stochastic_depth": 0.1, "text_width": 512, "text_layers": 4, "text_heads": 8,
                          "caption_tokens": "pooled", "max_caption_length": 77})
     config.data.update({"subset": "mixed", "max_frames": 300, "min_frames": 125, "train_size": 100_000,
-                        "test_size": 2000})
+                        "test_size": 2000, "num_workers": 4})
     config.eval.update({"num_samples": 1000, "batch_size": 100})
   return config

@@ -4,7 +4,9 @@ Every CLI calls `initialize()` first. Three ways in:
 - explicit: `STORYJAX_NUM_PROCESSES`, `STORYJAX_PROCESS_ID` and `JAX_COORDINATOR_ADDRESS=host:port`
   (launch/local.sh sets these; use them on any cluster without a scheduler JAX knows);
 - SLURM: under `srun` with more than one task, JAX reads SLURM_PROCID, SLURM_NTASKS, the node list, ...;
-- Cloud TPU pods: when `TPU_WORKER_HOSTNAMES` lists several hosts, JAX asks the TPU metadata.
+- Cloud TPU pods: when `TPU_WORKER_HOSTNAMES` lists several hosts (GKE), JAX reads the TPU environment;
+- `STORYJAX_DISTRIBUTED=auto`: JAX's own cluster detection wherever it applies (e.g. TPU VMs made with
+  gcloud, whose workers it finds through the metadata server).
 Otherwise the run is single-process and nothing is initialised.
 """
 import os
@@ -33,5 +35,6 @@ def initialize() -> None:
       raise ConfigError(f"STORYJAX_PROCESS_ID={process_id} is outside [0, {num_processes}).")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                process_id=process_id)
-  elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
+  elif (os.environ.get("STORYJAX_DISTRIBUTED") == "auto" or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+        or "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")):
     jax.distributed.initialize()

@@ -11,13 +11,13 @@ GIB = 2**30
 
 
 @dataclasses.dataclass(frozen=True)
-class CompiledCost:
-  """Per-device figures of one AOT-compiled SPMD program (XLA's memory and cost analyses)."""
-  argument_bytes: int  # inputs resident on the device (state shard + batch shard)
+class StepCost:
+  """What one call of a compiled SPMD program costs: memory per device, FLOPs in all."""
+  argument_bytes: int  # inputs resident on one device (its state shard + batch shard)
   output_bytes: int
   alias_bytes: int  # outputs written in place of donated inputs
-  temp_bytes: int  # activations and other scratch
-  flops: float  # per device and call
+  temp_bytes: int  # activations and other scratch on one device
+  flops: float  # the whole call over all devices, counted on the HLO before XLA optimises it
 
   @property
   def peak_bytes(self) -> int:
@@ -33,15 +33,38 @@ class CompiledCost:
             f"{(self.output_bytes - self.alias_bytes) / GIB:.3f}); {self.flops / 1e9:.2f} GFLOP per step")
 
 
-def compiled_cost(compiled: jax.stages.Compiled) -> CompiledCost:
+def compile_with_cost(lowered: jax.stages.Lowered) -> tuple[jax.stages.Compiled, StepCost]:
+  """Compiles `lowered`; memory from XLA's analysis of the compiled program, FLOPs from the lowered one.
+
+  The compiled program's own FLOP count is per device and, on GPU, misses library calls (cuBLAS GEMMs),
+  so FLOPs are counted on the platform-independent HLO of the whole step instead.
+  """
+  compiled = lowered.compile()
   memory = compiled.memory_analysis()
-  cost = compiled.cost_analysis()
+  return compiled, StepCost(argument_bytes=int(memory.argument_size_in_bytes),
+                            output_bytes=int(memory.output_size_in_bytes),
+                            alias_bytes=int(memory.alias_size_in_bytes),
+                            temp_bytes=int(memory.temp_size_in_bytes),
+                            flops=hlo_flops(lowered))
+
+
+def hlo_flops(lowered: jax.stages.Lowered) -> float:
+  """FLOPs of the whole lowered program; NaN when no HLO cost model is reachable."""
+  cost = lowered.cost_analysis()  # None on backends that are PJRT plugins (the CUDA one, for instance)
+  if cost is None:
+    cost = cpu_hlo_cost(lowered)
   cost = cost[0] if isinstance(cost, list) else cost  # a list of one dict in older jax versions
-  return CompiledCost(argument_bytes=int(memory.argument_size_in_bytes),
-                      output_bytes=int(memory.output_size_in_bytes),
-                      alias_bytes=int(memory.alias_size_in_bytes),
-                      temp_bytes=int(memory.temp_size_in_bytes),
-                      flops=float((cost or {}).get("flops", 0.0)))
+  return float((cost or {}).get("flops", float("nan")))
+
+
+def cpu_hlo_cost(lowered: jax.stages.Lowered) -> dict | None:
+  """The same pre-optimisation HLO cost analysis, run by the CPU client (jax internals, hence guarded)."""
+  try:
+    from jax._src.lib import _jax  # pylint: disable=import-outside-toplevel
+    client = jax.local_devices(backend="cpu")[0].client
+    return _jax.hlo_module_cost_analysis(client, lowered.compiler_ir("hlo").as_hlo_module())
+  except Exception:  # a jax version without these internals: FLOPs are then reported as unknown
+    return None
 
 
 def device_memory_bytes(device: jax.Device) -> int | None:
@@ -58,7 +81,7 @@ def device_memory_bytes(device: jax.Device) -> int | None:
   return None
 
 
-def check_fits(cost: CompiledCost, device: jax.Device, what: str) -> None:
+def check_fits(cost: StepCost, device: jax.Device, what: str) -> None:
   """Raises ConfigError before any step runs when the compiled program cannot fit on `device`."""
   available = device_memory_bytes(device)
   if available is not None and cost.peak_bytes > available:
@@ -80,12 +103,13 @@ class StepProfiler:
   def before_step(self, step: int) -> None:
     if step == self.first_step and self.last_step >= self.first_step:
       self.directory.mkdir(parents=True, exist_ok=True)
-      jax.profiler.start_trace(str(self.directory))
+      jax.profiler.start_trace(str(self.directory), create_perfetto_trace=True)
       self._active = True
 
-  def after_step(self, step: int) -> None:
-    """Call once the step's outputs are ready (e.g. after reading the loss)."""
+  def after_step(self, step: int, outputs) -> None:
+    """Call after dispatching step `step`; on the last traced step it waits for `outputs`."""
     if self._active and step == self.last_step:
+      jax.block_until_ready(outputs)
       self.close()
       if jax.process_index() == 0:
         print(f"profile:     {self.directory} (tensorboard --logdir {self.directory}, or Perfetto)")

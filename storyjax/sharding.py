@@ -3,7 +3,11 @@
 Every parameter is annotated with logical axis names (`nn.with_logical_partitioning`); this module
 maps them onto a `Mesh` with axes `data`, `fsdp`, `model`. Batches are split over (`data`, `fsdp`);
 parameters and optimizer state are sharded over `fsdp` (ZeRO-3 style) and `model` (tensor parallel).
+Layers also pin their activations with `activation_*` names (`nn.with_logical_constraint`), so that
+under fsdp XLA gathers the weights rather than the batch; those constraints act only inside
+`activation_sharding(mesh)`.
 """
+import contextlib
 import math
 from typing import Any, Sequence
 
@@ -21,10 +25,15 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("embed", "fsdp"),
     ("mlp", "model"),
     ("heads", "model"),
-    ("kv", None),
     ("vocab", None),
     ("length", None),
     ("io", None),
+    ("activation_batch", BATCH_AXES),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_heads", "model"),
+    ("activation_kv", None),
+    ("activation_mlp", "model"),
 )
 
 
@@ -78,3 +87,10 @@ def logical_shardings(boxed_tree: Any, mesh: Mesh) -> Any:
   return jax.tree.map(
       lambda spec, leaf: NamedSharding(mesh, _fit_spec(spec, leaf.shape, mesh)),
       mesh_specs, nn.unbox(boxed_tree), is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: Mesh):
+  """Context in which to trace (jit/lower) a step so the layers' activation constraints apply on `mesh`."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_AXIS_RULES):
+    yield

@@ -27,9 +27,9 @@ from storyjax.errors import CheckpointError, ConfigError, DivergenceError, Story
 from storyjax.tasks import get_task
 
 # Config sections whose change makes an existing checkpoint unusable, less the keys that do not shape the
-# train state (loader threads, the size of the evaluation split).
+# train state (loader threads and processes, the size of the evaluation split).
 STATE_DEFINING_KEYS = ("task", "model", "data")
-NON_STATE_KEYS = {"data": ("num_threads", "test_size")}
+NON_STATE_KEYS = {"data": ("num_threads", "num_workers", "test_size")}
 
 
 def enable_compilation_cache(directory: pathlib.Path) -> None:
@@ -91,12 +91,20 @@ class TrainSetup:
     return {"step": state["step"] + 1, "params": params, "ema_params": ema_params,
             "opt_state": opt_state}, metrics
 
-  def compile_train_step(self) -> jax.stages.Compiled:
-    """The step compiled ahead of time for the sharded state and global batch (donates the state)."""
+  def lower_train_step(self) -> jax.stages.Lowered:
+    """The step traced for the sharded state and global batch (donates the state); `.compile()` it."""
     replicated = sharding.replicated(self.mesh)
     jitted = jax.jit(self.train_step, in_shardings=(self.state_shardings, self.batch_sharding),
                      out_shardings=(self.state_shardings, replicated), donate_argnums=0)
-    return jitted.lower(self.abstract_state, self.abstract_batch).compile()
+    with sharding.activation_sharding(self.mesh):
+      return jitted.lower(self.abstract_state, self.abstract_batch)
+
+  def train_iterator(self, start_step: int = 0):
+    """This process's part of the global batches from step `start_step` on; `.close()` it when done."""
+    data = self.config.data
+    return make_train_iterator(self.task.source("train"), self.task.preprocess, self.config.batch_size,
+                               self.config.seed, data.num_threads, start_step=start_step,
+                               num_workers=data.num_workers)
 
   def device_batch(self, local_batch: dict) -> dict:
     """Process-local numpy batch → global jax.Arrays split over the data axes."""
@@ -175,15 +183,13 @@ def _train_loop(config, workdir, setup: TrainSetup, checkpointer: Checkpointer):
       print(f"resumed from step {latest} in {workdir}")
   start_step = int(state["step"])
   num_params = sum(leaf.size for leaf in jax.tree.leaves(state["params"]))
-  train_step = setup.compile_train_step()
-  cost = profiling.compiled_cost(train_step)
+  train_step, cost = profiling.compile_with_cost(setup.lower_train_step())
   if is_main:
     print(f"{config.name}: {num_params:,} parameters, mesh {dict(setup.mesh.shape)}, "
           f"{jax.process_count()} process(es), workdir {workdir}")
     print(f"train step {cost.describe()}")
   profiling.check_fits(cost, jax.local_devices()[0], "the train step")
-  data_iter = make_train_iterator(setup.task.source("train"), setup.task.preprocess, config.batch_size,
-                                  config.seed, config.data.num_threads, start_step=start_step)
+  data_iter = setup.train_iterator(start_step)
   profiler = profiling.StepProfiler(workdir / "profile", first_step=start_step + 2,
                                     num_steps=config.profile_steps)
   logger = MetricLogger(workdir, start_step, enabled=is_main)
@@ -191,34 +197,47 @@ def _train_loop(config, workdir, setup: TrainSetup, checkpointer: Checkpointer):
                   dynamic_ncols=True)
   interval_start, interval_steps = time.perf_counter(), 0
   try:
-    for step in range(start_step + 1, config.total_steps + 1):
+    unchecked = None  # (step, loss) not read yet: reading a loss waits for its step to finish, so the
+    for step in range(start_step + 1, config.total_steps + 1):  # loss of step s is read after s+1 is queued.
       profiler.before_step(step)
       state, metrics = train_step(state, setup.device_batch(next(data_iter)))
-      loss = float(metrics["loss"])
-      profiler.after_step(step)
-      if not np.isfinite(loss):
-        raise DivergenceError(f"loss is {loss} at step {step}; stopping (checkpoints up to step "
-                              f"{checkpointer.latest_step()} are kept).")
+      if unchecked is not None:
+        _check_finite(*unchecked, checkpointer)
+      unchecked = (step, metrics["loss"])
+      profiler.after_step(step, metrics)
       interval_steps += 1
       tqdm_bar.update(1)
-      if step % config.log_every == 0 or step == config.total_steps:
+      log_now = step % config.log_every == 0 or step == config.total_steps
+      save_now = step % config.checkpoint_every == 0 or step == config.total_steps
+      if log_now or save_now:
+        _check_finite(*unchecked, checkpointer)
+        unchecked = None
+      if log_now:
         elapsed = time.perf_counter() - interval_start
         logged = {name: float(value) for name, value in metrics.items()}
         logged["steps_per_sec"] = interval_steps / elapsed
         logged["examples_per_sec"] = interval_steps * config.batch_size / elapsed
         logger.write(step, logged)
-        tqdm_bar.set_postfix(loss=f"{loss:.4f}")
+        tqdm_bar.set_postfix(loss=f"{logged['loss']:.4f}")
         interval_start, interval_steps = time.perf_counter(), 0
-      if step % config.checkpoint_every == 0 or step == config.total_steps:
+      if save_now:
         checkpointer.save(step, state)
   finally:
+    data_iter.close()
     profiler.close()
     tqdm_bar.close()
     logger.close()
   return state
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/director.py:smoke.",
+def _check_finite(step: int, loss: jax.Array, checkpointer: Checkpointer) -> None:
+  loss = float(loss)
+  if not np.isfinite(loss):
+    raise DivergenceError(f"loss is {loss} at step {step}; stopping (checkpoints up to step "
+                          f"{checkpointer.latest_step()} are kept).")
+
+
+CONFIG_FLAG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/director.py:smoke.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>).")
 
@@ -235,7 +254,8 @@ def run_cli(main_fn) -> None:
     logging.set_verbosity(logging.WARNING)  # Orbax and Grain log every save at INFO.
     try:
       distributed.initialize()
-      main_fn(_CONFIG.value, pathlib.Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(_CONFIG.value))
+      config = CONFIG_FLAG.value
+      main_fn(config, pathlib.Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(config))
     except StoryjaxError as error:
       print(f"error: {error}", file=sys.stderr)
       sys.exit(1)

@@ -246,13 +246,16 @@ def test_step_larger_than_device_memory_fails_before_training(runs_dir, monkeypa
   assert not [p for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
 
 
-def test_compiled_cost_matches_the_state_size():
+def test_step_cost_counts_the_state_and_all_flops():
   """The AOT memory analysis counts the whole fp32 state (params, EMA, 2 Adam moments) as arguments."""
   setup = train_lib.TrainSetup(smoke_config())
-  cost = profiling.compiled_cost(setup.compile_train_step())
+  _, cost = profiling.compile_with_cost(setup.lower_train_step())
   state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(setup.abstract_state))
   batch_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(setup.abstract_batch))
   assert cost.argument_bytes == state_bytes + batch_bytes
   assert cost.alias_bytes == state_bytes  # the donated state is updated in place
   num_params = sum(leaf.size for leaf in jax.tree.leaves(setup.abstract_state["params"]))
   assert cost.flops > 6 * num_params * setup.config.batch_size  # forward + backward touch every weight per example
+  _, sharded_cost = profiling.compile_with_cost(train_lib.TrainSetup(smoke_config(fsdp=8)).lower_train_step())
+  assert sharded_cost.flops == pytest.approx(cost.flops, rel=1e-3)  # FLOPs of the whole step, not per device
+  assert sharded_cost.argument_bytes < cost.argument_bytes / 4

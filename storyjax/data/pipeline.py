@@ -9,13 +9,15 @@ from storyjax.errors import ConfigError
 
 def make_train_iterator(source, preprocess: Callable[[dict], dict], global_batch_size: int, seed: int,
                         num_threads: int, start_step: int = 0, process_index: int | None = None,
-                        process_count: int | None = None) -> grain.DatasetIterator:
+                        process_count: int | None = None, num_workers: int = 0) -> grain.DatasetIterator:
   """Infinite iterator over this process's block of each global batch, from batch `start_step` on.
 
   The example stream is the source reshuffled every epoch; global batch s holds stream elements
   [s·B, (s+1)·B) and process p of P reads only the contiguous rows [p·B/P, (p+1)·B/P) of it. The P
   local batches therefore assemble (in process order) into exactly the batch one process would read,
   no example is read twice, and a restart at any step, with any number of processes, resumes exactly.
+  `num_workers` > 0 builds batches in that many worker processes (same batches, same order); `num_threads`
+  reads examples in threads within each of them.
   """
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
@@ -25,4 +27,7 @@ def make_train_iterator(source, preprocess: Callable[[dict], dict], global_batch
   local_batches = dataset.batch(global_batch_size // process_count, drop_remainder=True)
   local_batches = local_batches[start_step * process_count + process_index::process_count]
   read_options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * max(num_threads, 1))
-  return iter(local_batches.to_iter_dataset(read_options))
+  batches = local_batches.to_iter_dataset(read_options)
+  if num_workers:
+    batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return iter(batches)

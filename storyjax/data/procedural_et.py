@@ -220,33 +220,32 @@ def _camera_trajectory(rng, classes, lengths) -> tuple[np.ndarray, list[str | No
   """Camera-to-world poses (N, 3, 4), N = sum(lengths) + 1, and each segment's pan name (or None)."""
   num_steps = int(np.sum(lengths))
   velocity = np.zeros((num_steps, 3))  # camera frame of the step's first frame, units/s
-  step_rotation = np.tile(np.eye(3), (num_steps, 1, 1))  # R_t⁻¹ R_{t+1}
+  rotation = np.empty((num_steps + 1, 3, 3))  # camera-to-world rotation of every frame
+  rotation[0] = np.eye(3)
   pans = []
   for camera_class, start, length in zip(classes, np.cumsum(lengths) - lengths, lengths):
     steps = slice(start, start + length)
     pan_name = None
     if camera_class == 0 and rng.random() < 0.5:  # half of the static segments pan or tilt
       pan_name = _pick(rng, tuple(_PANS))
-    if pan_name is not None:
+    if pan_name is not None:  # about the camera's own axis, so the segment's rotations compose by angle
       pan = _PANS[pan_name]
-      angles = np.deg2rad(rng.uniform(*pan.degrees)) * _smoothstep(np.arange(length + 1) / length)
-      rotvecs = np.diff(angles)[:, None] * np.array(pan.rotation_axis, float)
-      step_rotation[steps] = Rotation.from_rotvec(rotvecs).as_matrix()  # about the camera's own axis
-    elif camera_class != 0:
-      signs = np.sum([_CAMERA_AXIS_MOTIONS[name].signs for name in _CAMERA_MOTIONS[camera_class]], axis=0)
-      speeds = rng.uniform(*_CAMERA_SPEED, size=3)
-      speeds = np.maximum(speeds, _MIN_AXIS_SPEED_RATIO * np.max(speeds[signs != 0]))
-      velocity[steps] = signs * speeds
+      angles = np.deg2rad(rng.uniform(*pan.degrees)) * _smoothstep(np.arange(1, length + 1) / length)
+      turned = Rotation.from_rotvec(angles[:, None] * np.array(pan.rotation_axis, float)).as_matrix()
+      rotation[start + 1:start + length + 1] = rotation[start] @ turned
+    else:
+      rotation[start + 1:start + length + 1] = rotation[start]
+      if camera_class != 0:
+        signs = np.sum([_CAMERA_AXIS_MOTIONS[name].signs for name in _CAMERA_MOTIONS[camera_class]], axis=0)
+        speeds = rng.uniform(*_CAMERA_SPEED, size=3)
+        speeds = np.maximum(speeds, _MIN_AXIS_SPEED_RATIO * np.max(speeds[signs != 0]))
+        velocity[steps] = signs * speeds
     pans.append(pan_name)
   velocity = velocity * _ease_envelope(lengths)[:, None] + rng.normal(0.0, _JITTER_STD, velocity.shape)
 
-  rotation = np.empty((num_steps + 1, 3, 3))
-  position = np.empty((num_steps + 1, 3))
-  rotation[0] = np.eye(3)
-  position[0] = (rng.uniform(-0.5, 0.5), rng.uniform(-0.6, -0.1), -rng.uniform(1.0, 3.0))
-  for t in range(num_steps):
-    position[t + 1] = position[t] + rotation[t] @ velocity[t] / camera.FPS
-    rotation[t + 1] = rotation[t] @ step_rotation[t]
+  start_position = (rng.uniform(-0.5, 0.5), rng.uniform(-0.6, -0.1), -rng.uniform(1.0, 3.0))
+  world_steps = np.einsum("tij,tj->ti", rotation[:-1], velocity) / camera.FPS
+  position = start_position + np.concatenate([np.zeros((1, 3)), np.cumsum(world_steps, axis=0)])
   return np.concatenate([rotation, position[:, :, None]], axis=2), pans
 
 

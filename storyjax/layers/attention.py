@@ -4,17 +4,17 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from storyjax.layers.mlp import dense
+
 Dtype = Any
-
-
-def _partitioned(init, names):
-  return nn.with_logical_partitioning(init, names)
+HEAD_AXES = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
 
 
 class MultiHeadAttention(nn.Module):
   """Attention of queries (B, Lq, D) over context (B, Lk, D) → (B, Lq, D).
 
-  `key_mask` (B, Lk) bool marks valid context tokens; masked keys get no weight.
+  `key_mask` (B, Lk) bool marks valid context tokens; masked keys get no weight. Projection kernels are
+  (D, H·Dh) with the head-major output axis named `heads`, so tensor parallelism splits whole heads.
   """
   num_heads: int
   dtype: Dtype = jnp.float32
@@ -26,20 +26,18 @@ class MultiHeadAttention(nn.Module):
     if width % self.num_heads:
       raise ValueError(f"width {width} is not divisible by num_heads {self.num_heads}")
     head_dim = width // self.num_heads
-    project = lambda name: nn.DenseGeneral(
-        features=(self.num_heads, head_dim), dtype=self.dtype, name=name,
-        kernel_init=_partitioned(nn.initializers.xavier_uniform(), ("embed", "heads", "kv")),
-        bias_init=_partitioned(nn.initializers.zeros, ("heads", "kv")))
-    query = project("query")(queries)
-    key = project("key")(context)
-    value = project("value")(context)
+
+    def project(name, inputs):  # (B, L, D) → (B, L, H, Dh)
+      projected = dense(width, ("embed", "heads"), self.dtype, name, nn.initializers.xavier_uniform())(inputs)
+      return nn.with_logical_constraint(projected.reshape(inputs.shape[:-1] + (self.num_heads, head_dim)),
+                                        HEAD_AXES)
+
+    query, key, value = project("query", queries), project("key", context), project("value", context)
     logits = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32) / jnp.sqrt(head_dim)
     if key_mask is not None:
       logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
     weights = nn.softmax(logits, axis=-1).astype(self.dtype)
     weights = nn.Dropout(self.dropout_rate)(weights, deterministic=deterministic)
     attended = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
-    return nn.DenseGeneral(
-        features=width, axis=(-2, -1), dtype=self.dtype, name="out",
-        kernel_init=_partitioned(nn.initializers.xavier_uniform(), ("heads", "kv", "embed")),
-        bias_init=_partitioned(nn.initializers.zeros, ("embed",)))(attended)
+    attended = attended.reshape(attended.shape[:-2] + (width,))
+    return dense(width, ("heads", "embed"), self.dtype, "out", nn.initializers.xavier_uniform())(attended)

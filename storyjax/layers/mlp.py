@@ -33,6 +33,7 @@ class MlpBlock(nn.Module):
   @nn.compact
   def __call__(self, inputs, deterministic: bool = True):
     hidden = dense(self.hidden_dim, ("embed", "mlp"), self.dtype, name="fc1")(inputs)
-    hidden = nn.gelu(hidden)
+    hidden_axes = ("activation_batch",) + ("activation_length",) * (hidden.ndim - 2) + ("activation_mlp",)
+    hidden = nn.gelu(nn.with_logical_constraint(hidden, hidden_axes))
     hidden = nn.Dropout(self.dropout_rate)(hidden, deterministic=deterministic)
     return dense(inputs.shape[-1], ("mlp", "embed"), self.dtype, name="fc2")(hidden)

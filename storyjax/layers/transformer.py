@@ -9,6 +9,7 @@ from storyjax.layers.attention import MultiHeadAttention
 from storyjax.layers.mlp import MlpBlock, layer_norm
 
 Dtype = Any
+RESIDUAL_AXES = ("activation_batch", "activation_length", "activation_embed")
 
 
 class StochasticDepth(nn.Module):
@@ -34,6 +35,7 @@ class TransformerBlock(nn.Module):
 
   @nn.compact
   def __call__(self, tokens, key_mask=None, deterministic: bool = True):
+    tokens = nn.with_logical_constraint(tokens, RESIDUAL_AXES)
     drop_path = StochasticDepth(self.stochastic_depth)
     dropout = nn.Dropout(self.dropout_rate)
     normed = layer_norm(self.dtype, name="attention_norm")(tokens)
@@ -42,7 +44,8 @@ class TransformerBlock(nn.Module):
     tokens = tokens + drop_path(dropout(attended, deterministic=deterministic), deterministic)
     normed = layer_norm(self.dtype, name="mlp_norm")(tokens)
     transformed = MlpBlock(self.mlp_dim, self.dtype, self.dropout_rate, name="mlp")(normed, deterministic)
-    return tokens + drop_path(dropout(transformed, deterministic=deterministic), deterministic)
+    tokens = tokens + drop_path(dropout(transformed, deterministic=deterministic), deterministic)
+    return nn.with_logical_constraint(tokens, RESIDUAL_AXES)
 
 
 class TransformerEncoder(nn.Module):
