@@ -111,7 +111,8 @@ def main(argv):
       "flops_per_step": flops,
       "achieved_tflops_per_device": flops * together / jax.device_count() / 1e12 if flops else None,
       "peak_tflops_per_device": peak, "mfu": mfu(together), "step_only_mfu": mfu(step_only),
-      "memory_per_device": {**cost.to_dict(), "flops": flops}, "measured_peak_bytes_in_use": allocator.get("peak_bytes_in_use"),
+      "memory_per_device": {key: value for key, value in cost.to_dict().items() if key != "flops"},
+      "measured_peak_bytes_in_use": allocator.get("peak_bytes_in_use"),
       "timing": {"warmup_steps": _WARMUP.value, "steps": _STEPS.value, "repeats": _REPEATS.value},
   }))
 

@@ -13,7 +13,8 @@ if [[ $# -lt 2 || ! "$1" =~ ^[1-9][0-9]*$ ]]; then
 fi
 num_processes=$1
 shift
-port=${COORDINATOR_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("localhost", 0)); print(s.getsockname()[1])')}
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("localhost", 0)); print(s.getsockname()[1])'; }
+port=${COORDINATOR_PORT:-$(free_port)}
 log_dir=${LOG_DIR:-/tmp}
 
 pids=()

@@ -1,0 +1,42 @@
+"""The benchmark scripts run for every model config and print sensible JSON (no timing is asserted)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+MODEL_CONFIGS = sorted(path.name for path in (REPO_ROOT / "configs").glob("*.py") if path.name != "__init__.py")
+
+
+def _run_json(*args) -> dict:
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  result = subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config_file", MODEL_CONFIGS)
+def test_throughput_prints_rates_flops_and_memory(config_file, tmp_path):
+  report = _run_json("benchmarks/throughput.py", f"--config=configs/{config_file}:smoke", "--warmup_steps=1",
+                     "--steps=2", "--repeats=1", f"--cache_dir={tmp_path}")
+  for key in ("steps_per_sec", "step_only_steps_per_sec", "pipeline_only_batches_per_sec", "flops_per_step"):
+    assert report[key] > 0, key
+  assert report["examples_per_sec"] == pytest.approx(report["steps_per_sec"] * report["batch_size"])
+  assert report["memory_per_device"]["peak_bytes"] > report["memory_per_device"]["argument_bytes"] > 0
+  assert report["mfu"] is None  # no known peak for a CPU unless --peak_tflops is given
+
+
+@pytest.mark.slow
+def test_memory_falls_with_fsdp():
+  report = _run_json("benchmarks/memory.py", "--config=configs/director.py:smoke", "--device_counts=1,8")
+  layouts = {(row["num_devices"], row["layout"]): row for row in report["rows"]}
+  assert set(layouts) == {(1, "single"), (8, "data"), (8, "fsdp"), (8, "fsdp+model")}
+  single, data, fsdp = layouts[1, "single"], layouts[8, "data"], layouts[8, "fsdp"]
+  assert fsdp["argument_gib"] < data["argument_gib"] / 4  # the state is sharded 8 ways, the batch too
+  assert fsdp["peak_gib"] < single["peak_gib"] / 4
+  assert report["summary"]["peak_reduction_1_device_to_fsdp8"] == pytest.approx(single["peak_gib"] / fsdp["peak_gib"])
