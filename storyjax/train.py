@@ -197,8 +197,10 @@ def _train_loop(config, workdir, setup: TrainSetup, checkpointer: Checkpointer):
                   dynamic_ncols=True)
   interval_start, interval_steps = time.perf_counter(), 0
   try:
-    unchecked = None  # (step, loss) not read yet: reading a loss waits for its step to finish, so the
-    for step in range(start_step + 1, config.total_steps + 1):  # loss of step s is read after s+1 is queued.
+    # Reading a loss waits for its step to finish, so step s's loss is read once step s+1 is queued
+    # (and at once on log and checkpoint steps, so a NaN state is never saved).
+    unchecked = None  # (step, loss) not read yet
+    for step in range(start_step + 1, config.total_steps + 1):
       profiler.before_step(step)
       state, metrics = train_step(state, setup.device_batch(next(data_iter)))
       if unchecked is not None:
