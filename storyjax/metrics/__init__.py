@@ -1,1 +1,1 @@
-"""Evaluation metrics shared across models (trajectory-feature metrics arrive with CLaTr)."""
+"""Evaluation metrics shared across models: distribution distances (FD, PRDC) in `distribution.py`."""
