@@ -31,13 +31,18 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       "ema_decay": 0.999})
 
   config.model = ml_collections.ConfigDict({
-      "variant": "A", "caption_tokens": "sequence", "width": 96, "num_layers": 4, "num_heads": 4, "mlp_ratio": 4,
+      "variant": "A", "caption_tokens": "sequence",  # caption_tokens: A only (B pools, C attends to all)
+      "num_registers": 16, "condition_layers": 2,  # C only: learned registers, condition transformer depth
+      "width": 96, "num_layers": 4, "num_heads": 4, "mlp_ratio": 4,
       "dropout_rate": 0.0, "stochastic_depth": 0.0, "dtype": "float32",
-      "text_encoder": "scratch", "text_width": 96, "text_layers": 2, "text_heads": 4,
+      "text_encoder": "scratch",  # or "clip": frozen CLIP ViT-B/32 text features (E.T.'s precomputed ones or clip_path)
+      "clip_path": "",  # a local Hugging Face CLIP checkpoint directory (config.json, weights, tokenizer)
+      "text_width": 96, "text_layers": 2, "text_heads": 4,
       "max_caption_length": 36})
 
   config.data = ml_collections.ConfigDict({
-      "source": "embedded", "subset": "pure", "max_frames": 100, "min_frames": 64,
+      "source": "embedded", "path": "",  # source "et": the released E.T. layout in directory `path`
+      "subset": "pure", "max_frames": 100, "min_frames": 64,
       "train_size": 20_000, "test_size": 500, "seed": 0, "num_threads": 2,
       "num_workers": 0})  # num_workers > 0: build batches in that many processes (paper sizes on a GPU need ~4)
 
@@ -46,7 +51,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       "rho": 40.0, "num_steps": 10, "guidance_weight": 1.4, "condition_dropout": 0.1})
 
   config.eval = ml_collections.ConfigDict({
-      "at_end": True, "num_samples": 200, "batch_size": 50, "num_plots": 4, "seed": 1})
+      "at_end": True, "num_samples": 200, "batch_size": 50, "num_plots": 4, "seed": 1,
+      "clatr_workdir": "runs/clatr",  # CLaTr checkpoint for fd_clatr, prdc, clatr_score ("" = skip)
+      "clatr_config": "configs/clatr.py",
+      "num_reference": 1000})  # train-split reference examples for fd_clatr and prdc
 
   if variant == "smoke":
     config.total_steps = 6

@@ -27,9 +27,9 @@ from storyjax.errors import CheckpointError, ConfigError, DivergenceError, Story
 from storyjax.tasks import get_task
 
 # Config sections whose change makes an existing checkpoint unusable, less the keys that do not shape the
-# train state (loader threads and processes, the size of the evaluation split).
+# train state (loader threads and processes, the size of the evaluation split, where files are).
 STATE_DEFINING_KEYS = ("task", "model", "data")
-NON_STATE_KEYS = {"data": ("num_threads", "num_workers", "test_size")}
+NON_STATE_KEYS = {"data": ("num_threads", "num_workers", "test_size", "path"), "model": ("clip_path",)}
 
 
 def enable_compilation_cache(directory: pathlib.Path) -> None:

@@ -16,10 +16,10 @@ def dense(features: int, axes: tuple[str, str], dtype: Dtype = jnp.float32, name
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)))
 
 
-def layer_norm(dtype: Dtype = jnp.float32, name: str | None = None) -> nn.LayerNorm:
-  """LayerNorm (eps 1e-6) over the `embed` axis, statistics in fp32."""
+def layer_norm(dtype: Dtype = jnp.float32, name: str | None = None, affine: bool = True) -> nn.LayerNorm:
+  """LayerNorm (eps 1e-6) over the `embed` axis, statistics in fp32; `affine=False` drops scale and bias."""
   return nn.LayerNorm(
-      epsilon=1e-6, dtype=dtype, name=name,
+      epsilon=1e-6, dtype=dtype, name=name, use_scale=affine, use_bias=affine,
       scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
 

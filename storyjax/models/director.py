@@ -1,8 +1,16 @@
-"""Director: a diffusion transformer over camera trajectories (thesis §3.2).
+"""Director: a diffusion transformer over camera trajectories (thesis §3.2), in its three variants.
 
-Variant A ("in-context"): the conditions — noise level, character trajectory and caption — become tokens
-prepended to the camera-frame tokens of a pre-norm transformer. The caption enters as its pooled
-end-of-text feature (as published) or as its whole token sequence (`caption_tokens="sequence"`).
+- A ("in-context"): the conditions — noise level, character trajectory and caption — become tokens prepended
+  to the camera-frame tokens of a pre-norm transformer. The caption enters as its pooled end-of-text feature
+  (as published) or as its whole token sequence (`caption_tokens="sequence"`).
+- B ("adaLN"): the pooled conditions, Linear(character ‖ caption end-of-text feature) + noise embedding,
+  modulate every block by adaLN-zero.
+- C ("cross-attention"): learned registers, the noise level, one token per character frame and the caption
+  token sequence pass through a small transformer; every backbone block cross-attends to the result.
+
+The caption comes from a small transformer trained with the model (`text_encoder="scratch"`, token ids in)
+or from a frozen encoder such as CLIP (`text_encoder="frozen"`, features (B, L, Dt) in; the pooled feature is
+the one at the last valid token, CLIP's end-of-text).
 """
 from typing import Any
 
@@ -17,41 +25,66 @@ from storyjax.layers.transformer import TransformerEncoder
 Dtype = Any
 CAMERA_FEATURES = 9
 CHARACTER_FEATURES = 3
-VARIANTS = ("A",)
+VARIANTS = ("A", "B", "C")
 CAPTION_TOKENS = ("pooled", "sequence")
+TEXT_ENCODERS = ("scratch", "frozen")
+
+
+def with_positions(tokens):
+  """(B, L, D) + the sinusoidal embedding of positions 0..L−1."""
+  return tokens + sinusoidal_embedding(jnp.arange(tokens.shape[1]), tokens.shape[-1]).astype(tokens.dtype)
 
 
 class Director(nn.Module):
   """EDM network F of the camera denoiser.
 
   Inputs: camera_traj (B, T, 9) = c_in·noisy feature; c_noise (B,); char_traj (B, T, 3);
-  caption_tokens (B, L) int32 with caption_mask (B, L); frame_mask (B, T) bool;
-  drop_char, drop_caption (B,) bool: replace that condition by zeros (classifier-free guidance).
-  Returns (B, T, 9).
+  caption (B, L) int32 token ids (scratch text encoder) or (B, L, Dt) features (frozen encoder), with
+  caption_mask (B, L); frame_mask (B, T) bool; drop_char, drop_caption (B,) bool: replace that condition by
+  zeros (classifier-free guidance). Returns (B, T, 9).
   """
   num_frames: int
   width: int
   num_layers: int
   num_heads: int
-  vocab_size: int
-  text_width: int
-  text_layers: int
-  text_heads: int
-  max_caption_length: int
   variant: str = "A"
+  text_encoder: str = "scratch"
+  vocab_size: int = 0
+  text_width: int = 0
+  text_layers: int = 0
+  text_heads: int = 0
+  max_caption_length: int = 77
   caption_tokens: str = "pooled"
+  num_registers: int = 16
+  condition_layers: int = 2
   mlp_ratio: int = 4
   dropout_rate: float = 0.0
   stochastic_depth: float = 0.0
   dtype: Dtype = jnp.float32
 
+  def _transformer(self, num_layers: int, name: str) -> TransformerEncoder:
+    return TransformerEncoder(num_layers, self.num_heads, self.mlp_ratio * self.width, self.dtype,
+                              self.dropout_rate, self.stochastic_depth, name=name)
+
+  def _caption_features(self, caption, caption_mask, deterministic):
+    """→ caption token features (B, L, Dt) and the pooled end-of-text feature (B, Dt)."""
+    if self.text_encoder == "scratch":
+      return ScratchTextEncoder(
+          self.vocab_size, self.text_width, self.text_layers, self.text_heads, self.max_caption_length,
+          self.dtype, self.dropout_rate, name="text_encoder")(caption, caption_mask, deterministic)
+    if caption.ndim != 3:
+      raise ValueError(f"a frozen text encoder gives caption features (B, L, Dt), got shape {caption.shape}")
+    last_valid = jnp.maximum(caption_mask.sum(-1) - 1, 0)
+    pooled = jnp.take_along_axis(caption, last_valid[:, None, None], axis=1)[:, 0]
+    return caption.astype(self.dtype), pooled.astype(self.dtype)
+
   @nn.compact
-  def __call__(self, camera_traj, c_noise, char_traj, caption_tokens, caption_mask, frame_mask,
+  def __call__(self, camera_traj, c_noise, char_traj, caption, caption_mask, frame_mask,
                drop_char, drop_caption, train: bool = False):
-    if self.variant not in VARIANTS:
-      raise ValueError(f"Director variant {self.variant!r} is not implemented; choose one of {VARIANTS}.")
-    if self.caption_tokens not in CAPTION_TOKENS:
-      raise ValueError(f"caption_tokens={self.caption_tokens!r}; choose one of {CAPTION_TOKENS}.")
+    for field, value, choices in (("variant", self.variant, VARIANTS), ("caption_tokens", self.caption_tokens,
+                                  CAPTION_TOKENS), ("text_encoder", self.text_encoder, TEXT_ENCODERS)):
+      if value not in choices:
+        raise ValueError(f"Director {field}={value!r}; choose one of {choices}.")
     batch, num_frames, channels = camera_traj.shape
     if (num_frames, channels) != (self.num_frames, CAMERA_FEATURES):
       raise ValueError(f"camera_traj must be (B, {self.num_frames}, {CAMERA_FEATURES}), got {camera_traj.shape}")
@@ -59,30 +92,52 @@ class Director(nn.Module):
       raise ValueError(f"char_traj must be (B, T, 3) = {(batch, num_frames, 3)}, got {char_traj.shape}")
     deterministic = not train
 
-    caption_sequence, caption_pooled = ScratchTextEncoder(
-        self.vocab_size, self.text_width, self.text_layers, self.text_heads, self.max_caption_length,
-        self.dtype, self.dropout_rate, name="text_encoder")(caption_tokens, caption_mask, deterministic)
-    if self.caption_tokens == "pooled":  # the published A: one end-of-text token
-      caption_features, caption_key_mask = caption_pooled[:, None], jnp.ones((batch, 1), bool)
-    else:  # every caption token in context
-      caption_features, caption_key_mask = caption_sequence, caption_mask
+    caption_sequence, caption_pooled = self._caption_features(caption, caption_mask, deterministic)
     # Dropped conditions are all-zero features, as in the published Director.
-    caption_features = jnp.where(drop_caption[:, None, None], 0.0, caption_features)
-    char_flat = jnp.where(drop_char[:, None], 0.0, char_traj.reshape(batch, -1))
-
-    condition_tokens = jnp.concatenate([
-        NoiseLevelEmbedding(self.width, dtype=self.dtype, name="noise_embedding")(c_noise)[:, None],
-        dense(self.width, ("io", "embed"), self.dtype, name="char_projection")(char_flat)[:, None],
-        dense(self.width, ("io", "embed"), self.dtype, name="caption_projection")(caption_features),
-    ], axis=1)
+    caption_sequence = jnp.where(drop_caption[:, None, None], 0.0, caption_sequence)
+    caption_pooled = jnp.where(drop_caption[:, None], 0.0, caption_pooled)
+    char_traj = jnp.where(drop_char[:, None, None], 0.0, char_traj)
+    noise_embedding = NoiseLevelEmbedding(self.width, dtype=self.dtype, name="noise_embedding")(c_noise)
     camera_tokens = dense(self.width, ("io", "embed"), self.dtype, name="camera_projection")(camera_traj)
-    tokens = jnp.concatenate([condition_tokens, camera_tokens], axis=1)
-    tokens = tokens + sinusoidal_embedding(jnp.arange(tokens.shape[1]), self.width).astype(self.dtype)
-    key_mask = jnp.concatenate([jnp.ones((batch, 2), bool), caption_key_mask, frame_mask], axis=1)
 
-    tokens = TransformerEncoder(
-        self.num_layers, self.num_heads, self.mlp_ratio * self.width, self.dtype, self.dropout_rate,
-        self.stochastic_depth, name="backbone")(tokens, key_mask, deterministic)
-    camera_tokens = tokens[:, condition_tokens.shape[1]:]
+    if self.variant == "A":
+      if self.caption_tokens == "pooled":  # the published A: one end-of-text token
+        caption_features, caption_key_mask = caption_pooled[:, None], jnp.ones((batch, 1), bool)
+      else:  # every caption token in context
+        caption_features, caption_key_mask = caption_sequence, caption_mask
+      condition_tokens = jnp.concatenate([
+          noise_embedding[:, None],
+          dense(self.width, ("io", "embed"), self.dtype, name="char_projection")(
+              char_traj.reshape(batch, -1))[:, None],
+          dense(self.width, ("io", "embed"), self.dtype, name="caption_projection")(caption_features),
+      ], axis=1)
+      tokens = with_positions(jnp.concatenate([condition_tokens, camera_tokens], axis=1))
+      key_mask = jnp.concatenate([jnp.ones((batch, 2), bool), caption_key_mask, frame_mask], axis=1)
+      tokens = self._transformer(self.num_layers, "backbone")(tokens, key_mask, deterministic)
+      camera_tokens = tokens[:, condition_tokens.shape[1]:]
+    elif self.variant == "B":
+      pooled_conditions = jnp.concatenate([char_traj.reshape(batch, -1), caption_pooled], axis=-1)
+      condition = dense(self.width, ("io", "embed"), self.dtype, name="condition_projection")(
+          pooled_conditions) + noise_embedding
+      camera_tokens = self._transformer(self.num_layers, "backbone")(
+          with_positions(camera_tokens), frame_mask, deterministic, condition=condition)
+    else:
+      registers = self.param("registers", nn.with_logical_partitioning(nn.initializers.normal(0.02),
+                                                                       ("length", "embed")),
+                             (self.num_registers, self.width))
+      condition_tokens = jnp.concatenate([
+          jnp.broadcast_to(registers.astype(self.dtype), (batch,) + registers.shape),
+          noise_embedding[:, None],
+          dense(self.width, ("io", "embed"), self.dtype, name="char_projection")(char_traj),
+          dense(self.width, ("io", "embed"), self.dtype, name="caption_projection")(caption_sequence),
+      ], axis=1)
+      # Unlike the published code, padded character frames and caption tokens are masked out.
+      condition_mask = jnp.concatenate([jnp.ones((batch, self.num_registers + 1), bool), frame_mask,
+                                        caption_mask], axis=1)
+      condition_tokens = self._transformer(self.condition_layers, "condition_encoder")(
+          with_positions(condition_tokens), condition_mask, deterministic)
+      camera_tokens = self._transformer(self.num_layers, "backbone")(
+          with_positions(camera_tokens), frame_mask, deterministic, context=condition_tokens,
+          context_mask=condition_mask)
     return dense(CAMERA_FEATURES, ("embed", "io"), self.dtype, name="output_projection",
                  kernel_init=nn.initializers.zeros)(camera_tokens).astype(jnp.float32)

@@ -51,7 +51,8 @@ class Task:
         num_heads=model.num_heads, vocab_size=len(self.tokenizer), text_width=model.text_width,
         text_layers=model.text_layers, text_heads=model.text_heads,
         max_caption_length=model.max_caption_length, variant=model.variant,
-        caption_tokens=model.caption_tokens, mlp_ratio=model.mlp_ratio,
+        caption_tokens=model.caption_tokens, num_registers=model.num_registers,
+        condition_layers=model.condition_layers, mlp_ratio=model.mlp_ratio,
         dropout_rate=model.dropout_rate, stochastic_depth=model.stochastic_depth,
         dtype=DTYPES[model.dtype])
 
