@@ -9,6 +9,12 @@ from storyjax.layers.transformer import TransformerEncoder
 Dtype = Any
 
 
+def pool_last_valid(features, mask):
+  """(B, L, D) features, (B, L) mask → (B, D) at the last valid position (CLIP's end-of-text token)."""
+  last_valid = jnp.maximum(mask.sum(-1) - 1, 0)
+  return jnp.take_along_axis(features, last_valid[:, None, None], axis=1)[:, 0]
+
+
 class ScratchTextEncoder(nn.Module):
   """Token ids (B, L) int32 + mask (B, L) → token features (B, L, D) and pooled (B, D).
 
@@ -36,6 +42,4 @@ class ScratchTextEncoder(nn.Module):
     features = TransformerEncoder(
         self.num_layers, self.num_heads, 4 * self.width, self.dtype, self.dropout_rate,
         name="encoder")(tokens, token_mask, deterministic)
-    last_valid = jnp.maximum(token_mask.sum(-1) - 1, 0)
-    pooled = jnp.take_along_axis(features, last_valid[:, None, None], axis=1)[:, 0]
-    return features, pooled
+    return features, pool_last_valid(features, token_mask)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from storyjax.layers.embeddings import NoiseLevelEmbedding, sinusoidal_embedding
 from storyjax.layers.mlp import dense
-from storyjax.layers.text_encoder import ScratchTextEncoder
+from storyjax.layers.text_encoder import ScratchTextEncoder, pool_last_valid
 from storyjax.layers.transformer import TransformerEncoder
 
 Dtype = Any
@@ -74,9 +74,7 @@ class Director(nn.Module):
           self.dtype, self.dropout_rate, name="text_encoder")(caption, caption_mask, deterministic)
     if caption.ndim != 3:
       raise ValueError(f"a frozen text encoder gives caption features (B, L, Dt), got shape {caption.shape}")
-    last_valid = jnp.maximum(caption_mask.sum(-1) - 1, 0)
-    pooled = jnp.take_along_axis(caption, last_valid[:, None, None], axis=1)[:, 0]
-    return caption.astype(self.dtype), pooled.astype(self.dtype)
+    return caption.astype(self.dtype), pool_last_valid(caption, caption_mask).astype(self.dtype)
 
   @nn.compact
   def __call__(self, camera_traj, c_noise, char_traj, caption, caption_mask, frame_mask,
