@@ -15,7 +15,7 @@ import time
 from absl import app, flags
 import jax
 
-from storyjax import profiling, train as train_lib
+from storyjax import cli, profiling, train as train_lib
 
 _DEVICE_COUNTS = flags.DEFINE_list("device_counts", ["1", "8", "64", "256"], "Mesh sizes to compile for.")
 
@@ -53,7 +53,7 @@ def main(argv):
   device_counts = sorted({int(count) for count in _DEVICE_COUNTS.value})
   jax.config.update("jax_platforms", "cpu")
   jax.config.update("jax_num_cpu_devices", device_counts[-1])
-  config = train_lib.CONFIG_FLAG.value
+  config = cli.CONFIG_FLAG.value
   rows = []
   for num_devices in device_counts:
     for layout, mesh in mesh_layouts(num_devices).items():

@@ -53,7 +53,6 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict({
       "at_end": True, "num_samples": 200, "batch_size": 50, "num_plots": 4, "seed": 1,
       "clatr_workdir": "runs/clatr",  # CLaTr checkpoint for fd_clatr, prdc, clatr_score ("" = skip)
-      "clatr_config": "configs/clatr.py",
       "num_reference": 1000})  # train-split reference examples for fd_clatr and prdc
 
   if variant == "smoke":
@@ -66,7 +65,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
                          "text_layers": 1, "text_heads": 2})
     config.data.update({"max_frames": 64, "min_frames": 56, "train_size": 64, "test_size": 8,
                         "num_threads": 0})
-    config.eval.update({"at_end": False, "num_samples": 4, "batch_size": 4, "num_plots": 1})
+    config.eval.update({"at_end": False, "num_samples": 4, "batch_size": 4, "num_plots": 1, "clatr_workdir": ""})
   elif variant == "paper":
     # Published Director sizes and optimisation (shared/spec/references.md); E.T.'s 300-frame window.
     config.total_steps = 200_000

@@ -7,7 +7,8 @@ import pathlib
 
 import ml_collections
 
-from storyjax.train import load_trained, run_cli
+from storyjax.cli import run_cli
+from storyjax.train import load_trained
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:

@@ -12,7 +12,8 @@ import numpy as np
 from storyjax import plotting
 from storyjax.data.camera import write_kitti_poses
 from storyjax.errors import ConfigError
-from storyjax.train import load_trained, run_cli
+from storyjax.cli import run_cli
+from storyjax.train import load_trained
 
 _PROMPTS = flags.DEFINE_multi_string("prompt", None, "Caption(s) to sample; repeat the flag for several.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Samples per prompt.")

@@ -6,24 +6,21 @@ donates the old state. Data order depends only on (seed, step), so a restart res
 """
 import json
 import pathlib
-import sys
 import time
 
-from absl import app, flags, logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from ml_collections import config_flags
 from tqdm import tqdm
 
-from storyjax import distributed, optim, profiling, sharding
+from storyjax import optim, profiling, sharding
 from storyjax.checkpoint import Checkpointer
 from storyjax.data.pipeline import make_train_iterator
 from storyjax.metric_logger import MetricLogger
-from storyjax.errors import CheckpointError, ConfigError, DivergenceError, StoryjaxError
+from storyjax.errors import CheckpointError, ConfigError, DivergenceError
 from storyjax.tasks import get_task
 
 # Config sections whose change makes an existing checkpoint unusable, less the keys that do not shape the
@@ -239,31 +236,7 @@ def _check_finite(step: int, loss: jax.Array, checkpointer: Checkpointer) -> Non
                           f"{checkpointer.latest_step()} are kept).")
 
 
-CONFIG_FLAG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/director.py:smoke.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>).")
-
-
-def default_workdir(config: ml_collections.ConfigDict) -> pathlib.Path:
-  return pathlib.Path("runs") / config.name
-
-
-def run_cli(main_fn) -> None:
-  """Runs an entry point, turning user errors into one line on stderr and exit code 1."""
-  def wrapped(argv):
-    if len(argv) > 1:
-      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)  # Orbax and Grain log every save at INFO.
-    try:
-      distributed.initialize()
-      config = CONFIG_FLAG.value
-      main_fn(config, pathlib.Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(config))
-    except StoryjaxError as error:
-      print(f"error: {error}", file=sys.stderr)
-      sys.exit(1)
-  flags.mark_flag_as_required("config")
-  app.run(wrapped)
-
-
 if __name__ == "__main__":
+  from storyjax.cli import run_cli
+
   run_cli(train)

@@ -6,7 +6,7 @@ import importlib
 
 import ml_collections
 
-TASKS = ("director",)
+TASKS = ("director", "clatr")
 
 
 def get_task(config: ml_collections.ConfigDict):

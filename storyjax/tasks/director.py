@@ -6,16 +6,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from storyjax.data import camera, procedural_et, tagging
-from storyjax.data.tokenizer import build_caption_tokenizer, load_caption_tokenizer, save_tokenizer, tokenize_captions
+from storyjax.data import camera, tagging
+from storyjax.data.caption_inputs import CaptionInputs
+from storyjax.data.sources import trajectory_source
 from storyjax.diffusion import edm
 from storyjax.diffusion.guidance import classifier_free_guidance
 from storyjax.errors import ConfigError, DataError
 from storyjax.models.director import CAMERA_FEATURES, CAPTION_TOKENS, CHARACTER_FEATURES, VARIANTS, Director
 from storyjax import plotting
+from storyjax.metrics import clatr as clatr_metrics, distribution
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-TOKENIZER_DIR = "tokenizer"
 
 
 def tag_names(step_classes) -> str:
@@ -29,10 +30,6 @@ class Task:
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
     data, model, diffusion = config.data, config.model, config.diffusion
-    if data.source != "embedded":
-      raise ConfigError(f"data.source={data.source!r} is not available; supported: 'embedded'.")
-    if model.text_encoder != "scratch":
-      raise ConfigError(f"model.text_encoder={model.text_encoder!r} is not available; supported: 'scratch'.")
     for key, choices in (("variant", VARIANTS), ("caption_tokens", CAPTION_TOKENS)):
       if model[key] not in choices:
         raise ConfigError(f"model.{key}={model[key]!r}; choose one of {choices}.")
@@ -45,10 +42,11 @@ class Task:
         sigma_data=diffusion.sigma_data, p_mean=diffusion.p_mean, p_std=diffusion.p_std,
         sigma_min=diffusion.sigma_min, sigma_max=diffusion.sigma_max, rho=diffusion.rho,
         num_steps=diffusion.num_steps)
-    self.tokenizer = build_caption_tokenizer(procedural_et.caption_vocabulary())
+    self.caption_inputs = CaptionInputs(model.text_encoder, model.max_caption_length, model.clip_path)
     self.model = Director(
         num_frames=self.num_frames, width=model.width, num_layers=model.num_layers,
-        num_heads=model.num_heads, vocab_size=len(self.tokenizer), text_width=model.text_width,
+        num_heads=model.num_heads, text_encoder="frozen" if self.caption_inputs.frozen else "scratch",
+        vocab_size=self.caption_inputs.vocab_size, text_width=model.text_width,
         text_layers=model.text_layers, text_heads=model.text_heads,
         max_caption_length=model.max_caption_length, variant=model.variant,
         caption_tokens=model.caption_tokens, num_registers=model.num_registers,
@@ -57,14 +55,8 @@ class Task:
         dtype=DTYPES[model.dtype])
 
   # ---- data -------------------------------------------------------------------------------------
-  def source(self, split: str) -> procedural_et.EmbeddedET:
-    data = self.config.data
-    size = {"train": data.train_size, "test": data.test_size}[split]
-    try:
-      return procedural_et.EmbeddedET(data.subset, split, size, seed=data.seed, max_frames=data.max_frames,
-                                      min_frames=data.min_frames)
-    except ValueError as error:  # e.g. an unknown data.subset or a too small data.min_frames
-      raise ConfigError(f"data config: {error}") from error
+  def source(self, split: str):
+    return trajectory_source(self.config.data, split)
 
   def preprocess(self, example: dict) -> dict:
     """One source example → the model's numpy features (no strings)."""
@@ -76,27 +68,26 @@ class Task:
       if np.shape(example[key]) != shape:
         raise DataError(f"example {example.get('id', '?')}: {key} has shape {np.shape(example[key])}, "
                         f"expected {shape} (data.max_frames={self.num_frames})")
-    token_ids, token_mask = tokenize_captions(self.tokenizer, [example["caption"]],
-                                              self.config.model.max_caption_length)
+    caption, caption_mask = self.caption_inputs(example)
     return {"camera_traj": np.asarray(example["camera_traj"], np.float32),
             "char_traj": np.asarray(example["char_traj"], np.float32),
             "mask": np.asarray(example["mask"], bool),
-            "caption_tokens": token_ids[0], "caption_mask": token_mask[0]}
+            "caption": caption, "caption_mask": caption_mask}
 
   def batch(self, examples: list[dict]) -> dict:
     """Source examples → one stacked batch of model features (jax arrays)."""
     return jax.tree.map(lambda *leaves: jnp.asarray(np.stack(leaves)), *map(self.preprocess, examples))
 
   def save_assets(self, workdir: pathlib.Path) -> None:
-    save_tokenizer(self.tokenizer, workdir / TOKENIZER_DIR)
+    self.caption_inputs.save(workdir)
 
   def load_assets(self, workdir: pathlib.Path) -> None:
-    self.tokenizer = load_caption_tokenizer(workdir / TOKENIZER_DIR)
+    self.caption_inputs.load(workdir)
 
   # ---- model ------------------------------------------------------------------------------------
   def _apply(self, params, batch, camera_in, c_noise, drop_char, drop_caption, train=False, rng=None):
     return self.model.apply(
-        {"params": params}, camera_in, c_noise, batch["char_traj"], batch["caption_tokens"],
+        {"params": params}, camera_in, c_noise, batch["char_traj"], batch["caption"],
         batch["caption_mask"], batch["mask"], drop_char, drop_caption, train=train,
         rngs={"dropout": rng} if train else None)
 
@@ -105,7 +96,7 @@ class Task:
     no_drop = jnp.zeros(batch["mask"].shape[:1], bool)
     c_noise = jnp.zeros(batch["mask"].shape[:1], jnp.float32)
     return self.model.init({"params": rng}, batch["camera_traj"], c_noise, batch["char_traj"],
-                           batch["caption_tokens"], batch["caption_mask"], batch["mask"], no_drop,
+                           batch["caption"], batch["caption_mask"], batch["mask"], no_drop,
                            no_drop)["params"]
 
   def loss(self, params, batch, rng, train: bool = True):
@@ -147,7 +138,14 @@ class Task:
 
   # ---- evaluation -------------------------------------------------------------------------------
   def evaluate(self, params, workdir: pathlib.Path) -> dict:
-    """Samples the test captions, re-tags the generated poses with the E.T. tagger, plots a few."""
+    """Samples the test captions and scores the trajectories.
+
+    tag_*: the E.T. tagger re-run on the decoded generated poses against the caption's motion classes.
+    With a CLaTr checkpoint in eval.clatr_workdir, also the published metrics on CLaTr means: fd_clatr and
+    precision / recall / density / coverage (k = 3) against eval.num_reference train examples, and
+    clatr_score between the generated trajectories and their test captions; *_reference are the same
+    metrics for the real test trajectories (the ceiling on this data).
+    """
     eval_config = self.config.eval
     test_source = self.source("test")
     num_samples = min(eval_config.num_samples, len(test_source))
@@ -155,34 +153,63 @@ class Task:
     rng = jax.random.PRNGKey(eval_config.seed)
     plots_dir = workdir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
-    matches, reference_matches, step_agreement, truths = [], [], [], []
+    matches, reference_matches, step_agreement, truths, examples, generated = [], [], [], [], [], []
     for start in range(0, num_samples, eval_config.batch_size):
       indices = [min(start + offset, num_samples - 1) for offset in range(eval_config.batch_size)]
-      examples = [test_source[index] for index in indices]
-      batch = self.batch(examples)
-      generated = np.asarray(generate(params, batch, jax.random.fold_in(rng, start),
-                                      self.config.diffusion.guidance_weight))
-      for offset, example in enumerate(examples[: num_samples - start]):
-        num_frames = int(example["num_frames"])
-        truth = tuple(int(c) for c in example["cam_classes"] if c != tagging.PAD_CLASS)
-        poses = camera.decode_camera(generated[offset, :num_frames])
-        tags = tagging.tag_camera(poses)
-        reference_tags = tagging.tag_camera(camera.decode_camera(example["camera_traj"][:num_frames]))
-        matches.append(tagging.run_sequence(tags) == truth)
-        reference_matches.append(tagging.run_sequence(reference_tags) == truth)
-        step_agreement.append(np.mean(tags == reference_tags))
-        truths.append(truth)
-        if start + offset < eval_config.num_plots:
-          char_pos = camera.decode_character(example["char_traj"][:num_frames])
-          plotting.plot_camera_trajectory(plots_dir / f"sample_{start + offset:03d}.png", poses, char_pos,
-                                          caption=example["caption"], tags=f"generated tags: {tag_names(tags)}")
+      batch_examples = [test_source[index] for index in indices]
+      batch_generated = np.asarray(generate(params, self.batch(batch_examples), jax.random.fold_in(rng, start),
+                                            self.config.diffusion.guidance_weight))
+      examples += batch_examples[: num_samples - start]
+      generated.append(batch_generated[: num_samples - start])
+    generated = np.concatenate(generated)
+    for index, example in enumerate(examples):
+      num_frames = int(example["num_frames"])
+      truth = tuple(int(c) for c in example["cam_classes"] if c != tagging.PAD_CLASS)
+      poses = camera.decode_camera(generated[index, :num_frames])
+      tags = tagging.tag_camera(poses)
+      reference_tags = tagging.tag_camera(camera.decode_camera(example["camera_traj"][:num_frames]))
+      matches.append(tagging.run_sequence(tags) == truth)
+      reference_matches.append(tagging.run_sequence(reference_tags) == truth)
+      step_agreement.append(np.mean(tags == reference_tags))
+      truths.append(truth)
+      if index < eval_config.num_plots:
+        char_pos = camera.decode_character(example["char_traj"][:num_frames])
+        plotting.plot_camera_trajectory(plots_dir / f"sample_{index:03d}.png", poses, char_pos,
+                                        caption=example["caption"], tags=f"generated tags: {tag_names(tags)}")
     _, counts = np.unique(np.array([str(t) for t in truths]), return_counts=True)
-    return {"tag_accuracy": float(np.mean(matches)),
-            "tag_accuracy_chance": float(counts.max() / counts.sum()),
-            "reference_tag_accuracy": float(np.mean(reference_matches)),
-            "tag_step_accuracy": float(np.mean(step_agreement)),
-            "num_samples": num_samples, "subset": self.config.data.subset,
-            "guidance_weight": float(self.config.diffusion.guidance_weight)}
+    results = {"tag_accuracy": float(np.mean(matches)),
+               "tag_accuracy_chance": float(counts.max() / counts.sum()),
+               "reference_tag_accuracy": float(np.mean(reference_matches)),
+               "tag_step_accuracy": float(np.mean(step_agreement)),
+               "num_samples": num_samples, "subset": self.config.data.subset,
+               "guidance_weight": float(self.config.diffusion.guidance_weight)}
+    if eval_config.clatr_workdir:
+      results.update(self._clatr_metrics(generated, examples))
+    return results
+
+  def _clatr_metrics(self, generated: np.ndarray, examples: list[dict]) -> dict:
+    """FD_CLaTr, P/R/D/C and CLaTr-Score of generated (N, T, 9) features for their test examples."""
+    from storyjax.tasks import clatr  # a task module of its own; imported only when CLaTr metrics are asked for
+
+    encoder = clatr.load_clatr(pathlib.Path(self.config.eval.clatr_workdir))
+    if encoder.max_frames != self.num_frames:
+      raise ConfigError(f"the CLaTr checkpoint in {self.config.eval.clatr_workdir} encodes {encoder.max_frames} "
+                        f"frames but data.max_frames={self.num_frames}; train CLaTr with the same max_frames.")
+    train_source = self.source("train")
+    reference = [train_source[index] for index in range(min(self.config.eval.num_reference, len(train_source)))]
+    stacked = lambda items, key: np.stack([item[key] for item in items])
+    mask = stacked(examples, "mask")
+    reference_feats = encoder.trajectory_features(stacked(reference, "camera_traj"), stacked(reference, "mask"))
+    generated_feats = encoder.trajectory_features(generated, mask)
+    real_feats = encoder.trajectory_features(stacked(examples, "camera_traj"), mask)
+    text_feats = encoder.text_features([example["caption"] for example in examples])
+    results = {"fd_clatr": distribution.frechet_distance(reference_feats, generated_feats),
+               **distribution.prdc(reference_feats, generated_feats, k=3),
+               "clatr_score": clatr_metrics.clatr_score(text_feats, generated_feats),
+               "fd_clatr_reference": distribution.frechet_distance(reference_feats, real_feats),
+               "clatr_score_reference": clatr_metrics.clatr_score(text_feats, real_feats),
+               "num_reference": len(reference)}
+    return results
 
   def sample(self, params, captions: list[str], char_index: int, rng) -> dict:
     """Generates one trajectory per caption, conditioned on test example `char_index`'s character.

@@ -1,0 +1,28 @@
+"""The configured trajectory data: the embedded procedural E.T. set or the released E.T. layout on disk."""
+import ml_collections
+
+from storyjax.data import procedural_et
+from storyjax.errors import ConfigError
+
+SOURCES = ("embedded", "et")
+
+
+def trajectory_source(data: ml_collections.ConfigDict, split: str):
+  """A Grain random-access source of E.T.-style examples (keys of `procedural_et.EmbeddedET.__getitem__`).
+
+  "embedded": data.train_size / data.test_size procedural samples of data.subset; "et": the split file
+  `{data.subset}_{split}_split.txt` of the released layout in data.path (sizes come from the split files).
+  """
+  if data.source not in SOURCES:
+    raise ConfigError(f"data.source={data.source!r}; choose one of {SOURCES}.")
+  if data.source == "et":
+    from storyjax.data.et import ETSource  # reads the released layout; the embedded default never needs it
+    if not data.path:
+      raise ConfigError("data.source='et' needs --config.data.path=DIR, the released E.T. dataset directory.")
+    return ETSource(data.path, data.subset, split, max_frames=data.max_frames)
+  size = {"train": data.train_size, "test": data.test_size}[split]
+  try:
+    return procedural_et.EmbeddedET(data.subset, split, size, seed=data.seed, max_frames=data.max_frames,
+                                    min_frames=data.min_frames)
+  except ValueError as error:  # e.g. an unknown data.subset or a too small data.min_frames
+    raise ConfigError(f"data config: {error}") from error
