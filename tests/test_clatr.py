@@ -1,0 +1,144 @@
+"""CLaTr: losses against numpy formulas, metrics against brute force, masking, training, and Director's use of it."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import clatr as clatr_config, director as director_config
+from storyjax import train as train_lib
+from storyjax.errors import CheckpointError, ConfigError
+from storyjax.metrics.clatr import clatr_score, retrieval_recall
+from storyjax.models.clatr import Clatr
+from storyjax.tasks import clatr as clatr_task
+
+
+def _np_smooth_l1(x, y):
+  d = np.abs(x - y)
+  return np.where(d < 1, 0.5 * d ** 2, d - 0.5)
+
+
+def test_smooth_l1_and_kl_match_numpy():
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(size=(4, 6, 9)) * 2, rng.normal(size=(4, 6, 9))
+  mask = rng.random((4, 6, 1)) < 0.7
+  expected = (_np_smooth_l1(x, y) * mask).sum() / (mask.sum() * 9)
+  np.testing.assert_allclose(clatr_task.smooth_l1(jnp.asarray(x), jnp.asarray(y), jnp.asarray(mask)), expected,
+                             rtol=1e-5)
+  m1, v1, m2, v2 = rng.normal(size=(4, 3, 8))
+  # KL(N1‖N2) per element: log(σ2/σ1) + (σ1² + (μ1 − μ2)²) / (2σ2²) − 1/2
+  s1, s2 = np.exp(0.5 * v1), np.exp(0.5 * v2)
+  expected = np.mean(np.log(s2 / s1) + (s1 ** 2 + (m1 - m2) ** 2) / (2 * s2 ** 2) - 0.5)
+  np.testing.assert_allclose(clatr_task.gaussian_kl(m1, v1, m2, v2), expected, rtol=1e-5)
+  np.testing.assert_allclose(clatr_task.gaussian_kl(m1, v1), np.mean(-np.log(s1) + (s1 ** 2 + m1 ** 2) / 2 - 0.5),
+                             rtol=1e-5)
+  assert abs(float(clatr_task.gaussian_kl(m1, v1, m1, v1))) < 1e-6
+
+
+def test_info_nce_matches_numpy_and_filters_duplicates():
+  rng = np.random.default_rng(1)
+  text, motion = rng.normal(size=(2, 5, 8))
+  duplicates = np.eye(5, dtype=bool)
+  duplicates[0, 3] = duplicates[3, 0] = True
+  unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)
+  logits = unit(text) @ unit(motion).T / 0.1
+  masked = np.where(duplicates & ~np.eye(5, dtype=bool), -np.inf, logits)
+  log_softmax = lambda a, axis: a - np.log(np.exp(a - a.max(axis, keepdims=True)).sum(axis, keepdims=True)) \
+      - a.max(axis, keepdims=True)
+  expected = -0.5 * (np.mean(np.diag(log_softmax(masked, 1))) + np.mean(np.diag(log_softmax(masked, 0))))
+  ours = clatr_task.info_nce(jnp.asarray(text), jnp.asarray(motion), jnp.asarray(duplicates), 0.1)
+  np.testing.assert_allclose(ours, expected, rtol=1e-5)
+  unfiltered = clatr_task.info_nce(jnp.asarray(text), jnp.asarray(motion), jnp.eye(5, dtype=bool), 0.1)
+  assert abs(float(unfiltered) - float(ours)) > 1e-4
+
+  ids = jnp.array([[2, 5, 3, 0], [2, 5, 3, 0], [2, 6, 3, 0]])
+  np.testing.assert_array_equal(clatr_task.duplicate_captions(ids, ids > 0),
+                                [[1, 1, 0], [1, 1, 0], [0, 0, 1]])
+  features = jnp.asarray(rng.normal(size=(3, 4, 8)), jnp.float32)
+  features = features.at[1, 2].set(features[0, 1] * 3.0)  # same direction at the pooled position
+  mask = jnp.array([[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]], bool)
+  assert np.asarray(clatr_task.duplicate_captions(features, mask))[0, 1]
+  assert not np.asarray(clatr_task.duplicate_captions(features, mask))[0, 2]
+
+
+def test_clatr_score_and_retrieval_against_brute_force():
+  rng = np.random.default_rng(2)
+  text, traj = rng.normal(size=(2, 30, 6))
+  cos = np.sum(text * traj, 1) / np.linalg.norm(text, axis=1) / np.linalg.norm(traj, axis=1)
+  assert clatr_score(text, traj) == pytest.approx(max(0.0, 100 * cos.mean()))
+  assert clatr_score(text, text) == pytest.approx(100.0)
+  assert clatr_score(text, -text) == 0.0  # clamped after averaging
+  positives = rng.random((30, 30)) < 0.1
+  positives[np.arange(30), np.arange(30)] = True
+  results = retrieval_recall(text, traj, ks=(1, 5), positives=positives)
+  similarity = (text / np.linalg.norm(text, axis=1, keepdims=True)) @ (traj / np.linalg.norm(traj, axis=1,
+                                                                                           keepdims=True)).T
+  for k in (1, 5):
+    top = np.argsort(-similarity, axis=1)[:, :k]
+    assert results[f"R@{k}"] == pytest.approx(np.mean([positives[i, top[i]].any() for i in range(30)]))
+  chance = retrieval_recall(text, traj, ks=(1,))["R@1_chance"]
+  assert chance == pytest.approx(1 / 30)
+  assert retrieval_recall(traj, traj, ks=(1,))["R@1"] == 1.0
+
+
+def test_trajectory_means_ignore_padding():
+  model = Clatr(num_frames=10, width=16, num_layers=1, num_heads=2, mlp_dim=32, vocab_size=20)
+  rng = np.random.default_rng(3)
+  camera_traj = rng.normal(size=(2, 10, 9)).astype(np.float32)
+  mask = np.arange(10)[None] < np.array([[10], [6]])
+  caption, caption_mask = np.ones((2, 4), np.int32), np.ones((2, 4), bool)
+  params = model.init(jax.random.PRNGKey(0), camera_traj, mask, caption, caption_mask)
+  mean = model.apply(params, camera_traj, mask, method=Clatr.encode_trajectory)[0]
+  changed = np.where(mask[..., None], camera_traj, 50.0).astype(np.float32)
+  np.testing.assert_allclose(model.apply(params, changed, mask, method=Clatr.encode_trajectory)[0], mean,
+                             atol=1e-5)
+  decoded = model.apply(params, mean, mask, method=Clatr.decode)
+  assert decoded.shape == (2, 10, 9) and np.all(np.asarray(decoded)[1, 6:] == 0)
+
+
+@pytest.fixture(scope="module")
+def clatr_run(runs_dir):
+  config = clatr_config.get_config("smoke")
+  config.total_steps = 40
+  config.checkpoint_every = 40
+  config.mesh.update({"data": 1})
+  workdir = runs_dir / "clatr"
+  train_lib.train(config, workdir)
+  return workdir
+
+
+def test_training_lowers_the_loss_and_features_load(clatr_run):
+  records = [json.loads(line) for line in (clatr_run / "metrics.jsonl").read_text().splitlines()]
+  losses = [record["loss"] for record in records]
+  assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+  assert {"reconstruction", "kl", "latent", "contrastive"} <= set(records[-1])
+  features = clatr_task.load_clatr(clatr_run)
+  test = clatr_task.trajectory_source(clatr_config.get_config("smoke").data, "test")
+  examples = [test[i] for i in range(3)]
+  traj = features.trajectory_features(np.stack([e["camera_traj"] for e in examples]),
+                                      np.stack([e["mask"] for e in examples]))
+  text = features.text_features([e["caption"] for e in examples])
+  assert traj.shape == text.shape == (3, 32) and np.all(np.isfinite(traj))
+  with pytest.raises(ConfigError, match="64"):
+    features.trajectory_features(np.zeros((1, 10, 9)), np.ones((1, 10), bool))
+
+
+def test_load_clatr_errors(tmp_path, runs_dir):
+  with pytest.raises(CheckpointError, match="configs/clatr.py"):
+    clatr_task.load_clatr(tmp_path)
+
+
+def test_director_evaluation_reports_clatr_metrics(runs_dir, clatr_run):
+  config = director_config.get_config("smoke")
+  config.mesh.update({"data": 1})
+  config.eval.update({"clatr_workdir": str(clatr_run), "num_reference": 16, "num_samples": 8})
+  config.data.test_size = 8
+  workdir = runs_dir / "director_with_clatr"
+  train_lib.train(config, workdir)
+  setup, params, _ = train_lib.load_trained(config, workdir)
+  results = setup.task.evaluate(params, workdir)
+  for key in ("fd_clatr", "precision", "recall", "density", "coverage", "clatr_score", "fd_clatr_reference",
+              "clatr_score_reference"):
+    assert np.isfinite(results[key]), key
+  assert 0 <= results["precision"] <= 1 and 0 <= results["coverage"] <= 1 and results["fd_clatr"] >= 0
