@@ -19,7 +19,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.name = "clatr" if variant is None else f"clatr_{variant}"
   config.task = "clatr"
   config.seed = 0
-  config.total_steps = 3000
+  config.total_steps = 2000
   config.batch_size = 64
   config.log_every = 50
   config.checkpoint_every = 1000
@@ -34,7 +34,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       "ema_decay": 0.999})
 
   config.model = ml_collections.ConfigDict({
-      "width": 128, "num_layers": 3, "num_heads": 4, "mlp_dim": 256, "dropout_rate": 0.1, "dtype": "float32",
+      "width": 64, "num_layers": 2, "num_heads": 4, "mlp_dim": 128, "dropout_rate": 0.1, "dtype": "float32",
       "text_encoder": "scratch",  # or "clip": frozen CLIP features (E.T.'s precomputed ones or clip_path)
       "clip_path": "", "max_caption_length": 36})
 
