@@ -257,28 +257,31 @@ def export_embedded(root, subset: str, split_sizes: dict[str, int], seed: int = 
   return written
 
 
-_PATH = flags.DEFINE_string("path", None, "An E.T. dataset directory to validate.")
-_RETAG = flags.DEFINE_bool("retag", False, "With --path: recompute the tags from traj/ and char/ and compare.")
-_EXPORT = flags.DEFINE_string("export", None, "Write the embedded procedural data in the E.T. layout here.")
-_SUBSET = flags.DEFINE_enum("subset", "pure", ["pure", "mixed"], "With --export: the procedural subset.")
-_TRAIN_SIZE = flags.DEFINE_integer("train_size", 100, "With --export: train samples.")
-_TEST_SIZE = flags.DEFINE_integer("test_size", 20, "With --export: test samples.")
-_MAX_FRAMES = flags.DEFINE_integer("max_frames", camera.MAX_FRAMES, "With --export: frames per sample at most.")
+def _define_flags() -> None:
+  """Flags of the CLI only: importing this module (as every training run does) defines none."""
+  flags.DEFINE_string("path", None, "An E.T. dataset directory to validate.")
+  flags.DEFINE_bool("retag", False, "With --path: recompute the tags from traj/ and char/ and compare.")
+  flags.DEFINE_string("export", None, "Write the embedded procedural data in the E.T. layout here.")
+  flags.DEFINE_enum("subset", "pure", ["pure", "mixed"], "With --export: the procedural subset.")
+  flags.DEFINE_integer("train_size", 100, "With --export: train samples.")
+  flags.DEFINE_integer("test_size", 20, "With --export: test samples.")
+  flags.DEFINE_integer("max_frames", camera.MAX_FRAMES, "With --export: frames per sample at most.")
 
 
 def main(argv) -> None:
+  args = flags.FLAGS
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
-    if (_PATH.value is None) == (_EXPORT.value is None):
+    if (args.path is None) == (args.export is None):
       raise DataError("give exactly one of --path=DIR (validate) or --export=DIR (write the embedded data)")
-    if _EXPORT.value:
-      written = export_embedded(_EXPORT.value, _SUBSET.value, {"train": _TRAIN_SIZE.value, "test": _TEST_SIZE.value},
-                                max_frames=_MAX_FRAMES.value)
-      summary = {"exported": _EXPORT.value, "splits": {name: len(ids) for name, ids in written.items()}}
+    if args.export:
+      written = export_embedded(args.export, args.subset, {"train": args.train_size, "test": args.test_size},
+                                max_frames=args.max_frames)
+      summary = {"exported": args.export, "splits": {name: len(ids) for name, ids in written.items()}}
     else:
-      summary = validate(_PATH.value, retag=_RETAG.value)
-      print(f"{summary['num_samples']} samples in {_PATH.value}")
+      summary = validate(args.path, retag=args.retag)
+      print(f"{summary['num_samples']} samples in {args.path}")
       for name, count in summary["splits"].items():
         print(f"  {name}: {count}")
       frames = summary["frames"]
@@ -293,4 +296,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -2,6 +2,7 @@
 import ml_collections
 
 from storyjax.data import procedural_et
+from storyjax.data.et import ETSource
 from storyjax.errors import ConfigError
 
 SOURCES = ("embedded", "et")
@@ -16,7 +17,6 @@ def trajectory_source(data: ml_collections.ConfigDict, split: str):
   if data.source not in SOURCES:
     raise ConfigError(f"data.source={data.source!r}; choose one of {SOURCES}.")
   if data.source == "et":
-    from storyjax.data.et import ETSource  # reads the released layout; the embedded default never needs it
     if not data.path:
       raise ConfigError("data.source='et' needs --config.data.path=DIR, the released E.T. dataset directory.")
     return ETSource(data.path, data.subset, split, max_frames=data.max_frames)
