@@ -28,6 +28,8 @@ _VERTICAL_CHARACTER_PHRASES = {-1: ("climbs up", "moves up", "goes up"), 1: ("cl
 
 def _signs(motion_class: int) -> np.ndarray:
   """Class id → (3,) signs in {−1, 0, 1}, inverting tagging.class_from_signs."""
+  if not 0 <= motion_class < _NUM_CLASSES:
+    raise DataError(f"motion class {motion_class} is not one of E.T.'s {_NUM_CLASSES} classes (0..26).")
   digits = np.array([motion_class // 9, motion_class // 3 % 3, motion_class % 3])
   return np.where(digits == 2, -1, digits)
 
@@ -35,12 +37,12 @@ def _signs(motion_class: int) -> np.ndarray:
 @functools.cache
 def camera_class_phrases(camera_class: int) -> tuple[str, ...]:
   """Verb phrases for any of E.T.'s 27 camera classes; a tagged static run never pans (rotation is not tagged)."""
+  signs = _signs(camera_class)
   if camera_class == 0:
     return _STATIC_PHRASES
   if camera_class in CAMERA_MOTION_CLASSES:
     return camera_phrases(camera_class)
   # The 8 three-axis classes, which the procedural generator never makes: a lateral pair plus push/pull.
-  signs = _signs(camera_class)
   lateral = camera_phrases(tagging.class_from_signs((*signs[:2], 0)))[0]
   depth = camera_phrases(tagging.class_from_signs((0, 0, signs[2])))[0]
   return f"{lateral} while it {depth}", f"{depth} while it {lateral}"
@@ -49,9 +51,9 @@ def camera_class_phrases(camera_class: int) -> tuple[str, ...]:
 @functools.cache
 def character_class_phrases(character_class: int) -> tuple[str, ...]:
   """Verb phrases for any of E.T.'s 27 character classes (world axes; −y is up)."""
+  signs = _signs(character_class)
   if character_class in CHARACTER_MOTION_CLASSES:
     return character_phrases(character_class)
-  signs = _signs(character_class)
   ground_class = tagging.class_from_signs((signs[0], 0, signs[2]))
   if ground_class == 0:
     return _VERTICAL_CHARACTER_PHRASES[int(signs[1])]
