@@ -13,6 +13,7 @@ import numpy as np
 from storyjax.data import procedural_et
 from storyjax.data.tokenizer import build_caption_tokenizer, load_caption_tokenizer, save_tokenizer, tokenize_captions
 from storyjax.errors import ConfigError, DataError
+from storyjax.text.clip import ClipTextFeatures
 
 TEXT_ENCODERS = ("scratch", "clip")
 CLIP_LENGTH = 77  # CLIP's context; E.T.'s caption_clip/seq holds the first L ≤ 77 of these rows
@@ -45,7 +46,6 @@ class CaptionInputs:
         raise ConfigError("model.text_encoder='clip' needs CLIP text features: this data has no precomputed "
                           "caption_clip features, so set --config.model.clip_path to a local Hugging Face CLIP "
                           "checkpoint directory (e.g. openai/clip-vit-base-patch32 saved with save_pretrained).")
-      from storyjax.text.clip import ClipTextFeatures  # needs the checkpoint; scratch runs never import it
       self._clip = ClipTextFeatures(self.clip_path, max_length=CLIP_LENGTH)
     return self._clip
 
