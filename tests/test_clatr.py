@@ -88,11 +88,13 @@ def test_trajectory_means_ignore_padding():
   camera_traj = rng.normal(size=(2, 10, 9)).astype(np.float32)
   mask = np.arange(10)[None] < np.array([[10], [6]])
   caption, caption_mask = np.ones((2, 4), np.int32), np.ones((2, 4), bool)
-  params = model.init(jax.random.PRNGKey(0), camera_traj, mask, caption, caption_mask)
-  mean = model.apply(params, camera_traj, mask, method=Clatr.encode_trajectory)[0]
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), camera_traj, mask, caption, caption_mask)
+  encode = jax.jit(lambda traj: model.apply(params, traj, mask, method=Clatr.encode_trajectory))
+  mean, logvar = encode(camera_traj)
+  assert mean.shape == logvar.shape == (2, 16)
   changed = np.where(mask[..., None], camera_traj, 50.0).astype(np.float32)
-  np.testing.assert_allclose(model.apply(params, changed, mask, method=Clatr.encode_trajectory)[0], mean,
-                             atol=1e-5)
+  np.testing.assert_allclose(encode(changed)[0], mean, atol=1e-5)
+  assert not np.allclose(encode(camera_traj + 1.0)[0], mean, atol=1e-3)  # the valid frames do matter
   decoded = model.apply(params, mean, mask, method=Clatr.decode)
   assert decoded.shape == (2, 10, 9) and np.all(np.asarray(decoded)[1, 6:] == 0)
 
@@ -120,12 +122,39 @@ def test_training_lowers_the_loss_and_features_load(clatr_run):
                                       np.stack([e["mask"] for e in examples]))
   text = features.text_features([e["caption"] for e in examples])
   assert traj.shape == text.shape == (3, 32) and np.all(np.isfinite(traj))
-  with pytest.raises(ConfigError, match="64"):
+  with pytest.raises(ConfigError, match=r"T=64 .*\(1, 10, 9\)"):
     features.trajectory_features(np.zeros((1, 10, 9)), np.ones((1, 10), bool))
+
+
+def test_evaluation_agrees_with_the_feature_loader(clatr_run):
+  features = clatr_task.load_clatr(clatr_run)
+  results = features.task.evaluate(features.params, clatr_run)
+  test = features.task.source("test")
+  examples = [test[i] for i in range(results["num_samples"])]
+  assert results["num_samples"] == 16
+  traj = features.trajectory_features(np.stack([e["camera_traj"] for e in examples]),
+                                      np.stack([e["mask"] for e in examples]))
+  text = features.text_features([e["caption_cam"] for e in examples])
+  captions = np.array([e["caption_cam"] for e in examples])
+  same_caption = captions[:, None] == captions[None]
+  expected = retrieval_recall(text, traj, positives=same_caption)
+  for key in ("R@1", "R@5", "R@10"):
+    assert results[f"text_to_traj_{key}"] == pytest.approx(expected[key]), key
+  # one random candidate is a positive with probability (same-caption count) / N
+  assert results["text_to_traj_R@1_chance"] == pytest.approx(np.mean(same_caption.sum(1) / 16))
+  cosine = np.sum(text * traj, 1) / np.linalg.norm(text, axis=1) / np.linalg.norm(traj, axis=1)
+  assert results["positive_cosine"] == pytest.approx(cosine.mean(), abs=1e-4)
+  assert results["reconstruction_mae"] > 0 and results["distinct_captions"] == len(set(captions))
 
 
 def test_load_clatr_errors(tmp_path, runs_dir):
   with pytest.raises(CheckpointError, match="configs/clatr.py"):
+    clatr_task.load_clatr(tmp_path)
+  (tmp_path / "config.json").write_text(clatr_config.get_config("smoke").to_json())
+  with pytest.raises(CheckpointError, match="no checkpoint.*configs/clatr.py"):
+    clatr_task.load_clatr(tmp_path)
+  (tmp_path / "config.json").write_text(director_config.get_config("smoke").to_json())
+  with pytest.raises(CheckpointError, match="'director' run, not CLaTr"):
     clatr_task.load_clatr(tmp_path)
 
 
@@ -134,10 +163,8 @@ def test_director_evaluation_reports_clatr_metrics(runs_dir, clatr_run):
   config.mesh.update({"data": 1})
   config.eval.update({"clatr_workdir": str(clatr_run), "num_reference": 16, "num_samples": 8})
   config.data.test_size = 8
-  workdir = runs_dir / "director_with_clatr"
-  train_lib.train(config, workdir)
-  setup, params, _ = train_lib.load_trained(config, workdir)
-  results = setup.task.evaluate(params, workdir)
+  setup = train_lib.TrainSetup(config)  # untrained Director: the metrics' plumbing is what is tested here
+  results = setup.task.evaluate(setup.init_state()["ema_params"], runs_dir / "director_with_clatr")
   for key in ("fd_clatr", "precision", "recall", "density", "coverage", "clatr_score", "fd_clatr_reference",
               "clatr_score_reference"):
     assert np.isfinite(results[key]), key

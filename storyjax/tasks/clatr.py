@@ -179,6 +179,8 @@ class ClatrFeatures:
 
   def _batched(self, encode, *arrays) -> np.ndarray:
     count = len(arrays[0])
+    if count == 0:
+      return np.zeros((0, self.task.model.width), np.float32)
     padded = [np.concatenate([array, np.repeat(array[-1:], -count % self.batch_size, axis=0)]) for array in arrays]
     return np.concatenate([np.asarray(encode(self.params, *(array[start:start + self.batch_size]
                                                            for array in padded)))
@@ -186,10 +188,14 @@ class ClatrFeatures:
 
   def trajectory_features(self, camera_traj, mask) -> np.ndarray:
     """camera_traj (N, T, 9) standardized E.T. features, mask (N, T) → (N, D)."""
-    camera_traj = np.asarray(camera_traj, np.float32)
-    if camera_traj.shape[1:] != (self.max_frames, CAMERA_FEATURES):
-      raise ConfigError(f"CLaTr encodes (N, {self.max_frames}, 9) trajectories, got {camera_traj.shape}")
-    return self._batched(self._encode_trajectory, camera_traj, np.asarray(mask, bool))
+    camera_traj, mask = np.asarray(camera_traj, np.float32), np.asarray(mask, bool)
+    if camera_traj.ndim != 3 or camera_traj.shape[1:] != (self.max_frames, CAMERA_FEATURES):
+      raise ConfigError(f"this CLaTr was trained on T={self.max_frames} frames (its data.max_frames) but got "
+                        f"trajectories of shape {camera_traj.shape}; pass (N, {self.max_frames}, 9) or train CLaTr "
+                        f"with the same max_frames")
+    if mask.shape != camera_traj.shape[:2]:
+      raise ConfigError(f"mask has shape {mask.shape}, expected {camera_traj.shape[:2]} to match camera_traj")
+    return self._batched(self._encode_trajectory, camera_traj, mask)
 
   def text_features(self, captions) -> np.ndarray:
     """captions (N,) → (N, D)."""
@@ -200,12 +206,18 @@ class ClatrFeatures:
 def load_clatr(workdir: pathlib.Path) -> ClatrFeatures:
   """The CLaTr trained in `workdir` (its config.json and latest checkpoint, EMA parameters)."""
   workdir = pathlib.Path(workdir).absolute()
+  train_command = f"`python -m storyjax.train --config=configs/clatr.py --workdir={workdir}`"
   config_path = workdir / "config.json"
   if not config_path.is_file():
-    raise CheckpointError(f"no CLaTr run in {workdir} (missing {config_path}); train one with "
-                          f"`python -m storyjax.train --config=configs/clatr.py --workdir={workdir}`.")
-  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+    raise CheckpointError(f"no CLaTr run in {workdir} (missing {config_path}); train one with {train_command}.")
+  try:
+    config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  except json.JSONDecodeError as error:
+    raise CheckpointError(f"{config_path} is not valid JSON ({error}); retrain with {train_command}.") from error
   if config.get("task") != "clatr":
-    raise CheckpointError(f"{workdir} holds a {config.get('task')!r} run, not CLaTr.")
-  setup, params, _ = train_lib.load_trained(config, workdir)
+    raise CheckpointError(f"{workdir} holds a {config.get('task')!r} run, not CLaTr; train one with {train_command}.")
+  try:
+    setup, params, _ = train_lib.load_trained(config, workdir)
+  except CheckpointError as error:
+    raise CheckpointError(f"cannot load CLaTr from {workdir}: {error} (to train it: {train_command})") from error
   return ClatrFeatures(setup.task, params)
