@@ -1,6 +1,7 @@
 """Director task: E.T.-style camera trajectories, EDM training, guided Heun sampling, tag evaluation."""
 import pathlib
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -15,6 +16,7 @@ from storyjax.errors import ConfigError, DataError
 from storyjax.models.director import CAMERA_FEATURES, CAPTION_TOKENS, CHARACTER_FEATURES, VARIANTS, Director
 from storyjax import plotting
 from storyjax.metrics import clatr as clatr_metrics, distribution
+from storyjax.tasks import clatr
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -183,14 +185,17 @@ class Task:
                "tag_step_accuracy": float(np.mean(step_agreement)),
                "num_samples": num_samples, "subset": self.config.data.subset,
                "guidance_weight": float(self.config.diffusion.guidance_weight)}
-    if eval_config.clatr_workdir:
+    clatr_workdir = pathlib.Path(eval_config.clatr_workdir) if eval_config.clatr_workdir else None
+    if clatr_workdir and not (clatr_workdir / "config.json").is_file():
+      logging.warning("no CLaTr run in %s: fd_clatr, precision/recall/density/coverage and clatr_score are "
+                      "skipped; train it with `python -m storyjax.train --config=configs/clatr.py --workdir=%s`.",
+                      clatr_workdir, clatr_workdir)
+    elif clatr_workdir:
       results.update(self._clatr_metrics(generated, examples))
     return results
 
   def _clatr_metrics(self, generated: np.ndarray, examples: list[dict]) -> dict:
     """FD_CLaTr, P/R/D/C and CLaTr-Score of generated (N, T, 9) features for their test examples."""
-    from storyjax.tasks import clatr  # a task module of its own; imported only when CLaTr metrics are asked for
-
     encoder = clatr.load_clatr(pathlib.Path(self.config.eval.clatr_workdir))
     if encoder.max_frames != self.num_frames:
       raise ConfigError(f"the CLaTr checkpoint in {self.config.eval.clatr_workdir} encodes {encoder.max_frames} "
