@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFIG ?= configs/director.py
 STAMP := $(VENV)/.installed
 
-.PHONY: install train evaluate test clean
+.PHONY: install clatr train evaluate test clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-train: $(STAMP)
+# CLaTr (runs/clatr) gives Director's evaluation its FD_CLaTr, P/R/D/C and CLaTr-Score; trained once.
+clatr: $(STAMP)
+	test -f runs/clatr/eval.json || $(BIN)/python -m storyjax.train --config=configs/clatr.py --workdir=runs/clatr
+
+train: clatr
 	$(BIN)/python -m storyjax.train --config=$(CONFIG)
 
 evaluate: $(STAMP)
