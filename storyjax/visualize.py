@@ -7,7 +7,7 @@ The page needs no network (no CDN, no fetch): the data sits in the page as JSON 
 perspective projection. It shows camera frusta (OpenCV axes: x right, y down, z forward; world up = −y) every k
 frames coloured by time (viridis), the camera-centre path, the character path with a marker at the current
 frame, a time slider with a play button, the caption and the camera tag runs, a sample selector, and a grid on
-the ground plane (through the lowest point of the scene). Mouse: drag orbits, shift- or right-drag pans, the
+the ground plane (just below the lowest point of the scene). Mouse: drag orbits, shift- or right-drag pans, the
 wheel zooms, a double-click resets the view; space plays, the arrow keys step. The URL fragment
 `#sample=1&frame=40` opens a given sample and frame (for headless screenshots).
 """
@@ -43,7 +43,7 @@ def time_colors(num_frames: int) -> list[str]:
 
 
 def _nice_step(length: float) -> float:
-  """The number of the form {1, 2, 5}·10^k closest to `length` from below."""
+  """The largest number of the form {1, 2, 5}·10^k that is ≤ `length`."""
   power = 10.0 ** math.floor(math.log10(length))
   return max(mantissa * power for mantissa in (1.0, 2.0, 5.0) if mantissa * power <= length)
 
@@ -54,35 +54,36 @@ def _rounded(array: np.ndarray) -> list:
   return np.array(values).reshape(array.shape).tolist()
 
 
-def _half_tangents(intrinsics, index: int) -> tuple[float, float]:
+def _half_tangents(intrinsics, label: str) -> tuple[float, float]:
   """[fx, fy, cx, cy] (image size 2·cx × 2·cy, as in E.T.) → (cx / fx, cy / fy); None → DEFAULT_HALF_TANGENTS."""
   if intrinsics is None:
     return DEFAULT_HALF_TANGENTS
   intrinsics = np.asarray(intrinsics, np.float64)
   if intrinsics.shape != (4,) or not np.all(np.isfinite(intrinsics)) or np.any(intrinsics <= 0):
-    raise DataError(f"sample {index}: intrinsics must be 4 positive numbers [fx, fy, cx, cy], got {intrinsics}")
+    raise DataError(f"{label}: intrinsics must be 4 positive numbers [fx, fy, cx, cy], got {intrinsics}")
   focal_x, focal_y, center_x, center_y = intrinsics
   return center_x / focal_x, center_y / focal_y
 
 
 def _page_sample(sample: dict, index: int, frustum_every: int) -> dict:
   """One write_html sample → the JSON the page draws; DataError naming the sample and the bad key."""
+  label = f"sample {index}" + (f" ({sample['name']})" if "name" in sample else "")
   missing = [key for key in SAMPLE_KEYS if key not in sample]
   if missing:
-    raise DataError(f"sample {index} lacks {missing}; each sample needs the keys {list(SAMPLE_KEYS)}")
+    raise DataError(f"{label} lacks {missing}; each sample needs the keys {list(SAMPLE_KEYS)}")
   num_frames = int(sample["num_frames"])
   poses = np.asarray(sample["camera_pose"], np.float64)
   char_pos = np.asarray(sample["char_pos"], np.float64)
   if poses.ndim != 3 or poses.shape[1:] not in ((3, 4), (4, 4)) or not 1 <= num_frames <= len(poses):
-    raise DataError(f"sample {index}: camera_pose must be (T, 3, 4) camera-to-world with T ≥ num_frames = "
+    raise DataError(f"{label}: camera_pose must be (T, 3, 4) camera-to-world with T ≥ num_frames = "
                     f"{num_frames} ≥ 1, got {poses.shape}")
   if char_pos.ndim != 2 or char_pos.shape[1] != 3 or len(char_pos) < num_frames:
-    raise DataError(f"sample {index}: char_pos must be (T, 3) with T ≥ num_frames = {num_frames}, "
+    raise DataError(f"{label}: char_pos must be (T, 3) with T ≥ num_frames = {num_frames}, "
                     f"got {char_pos.shape}")
   poses, char_pos = poses[:num_frames, :3], char_pos[:num_frames]
   if not (np.all(np.isfinite(poses)) and np.all(np.isfinite(char_pos))):
-    raise DataError(f"sample {index}: camera_pose or char_pos has non-finite values")
-  half_width, half_height = _half_tangents(sample.get("intrinsics"), index)
+    raise DataError(f"{label}: camera_pose or char_pos has non-finite values")
+  half_width, half_height = _half_tangents(sample.get("intrinsics"), label)
 
   points = np.concatenate([poses[:, :, 3], char_pos])
   lowest, highest = points.min(0), points.max(0)
@@ -161,13 +162,17 @@ def samples_from_et(root, sample_ids) -> list[dict]:
       raise DataError(f"{root / 'cam_segments' / f'{sample_id}.npy'} has classes outside 0..{tagging.PAD_CLASS}")
     tag_runs = [(tagging.CAMERA_CLASS_NAMES[run_class], start, end)
                 for run_class, start, end in tagging.runs(steps) if run_class != tagging.PAD_CLASS]
-    intrinsics_path = root / "intrinsics" / f"{sample_id}.npy"
     samples.append({"name": sample_id, "camera_pose": sample["camera_pose"], "char_pos": sample["char_pos"],
                     "caption": sample["caption"], "tags": " → ".join(name for name, _, _ in tag_runs),
                     "tag_runs": tag_runs, "num_frames": len(sample["camera_pose"]),
-                    "intrinsics": et._load_npy(intrinsics_path).astype(np.float64)  # float16 in E.T.
-                    if intrinsics_path.is_file() else None})
+                    "intrinsics": _et_intrinsics(root, sample_id)})
   return samples
+
+
+def _et_intrinsics(root: pathlib.Path, sample_id: str):
+  """intrinsics/<id>.npy as float64 [fx, fy, cx, cy] (E.T. stores float16), or None when the file is absent."""
+  path = root / "intrinsics" / f"{sample_id}.npy"
+  return et._load_npy(path).astype(np.float64) if path.is_file() else None
 
 
 _PAGE = r"""<!DOCTYPE html>
