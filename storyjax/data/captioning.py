@@ -16,7 +16,7 @@ import numpy as np
 from storyjax.data import tagging
 from storyjax.data.camera import FPS
 from storyjax.data.procedural_et import (
-    _STATIC_PHRASES, CAMERA_MOTION_CLASSES, CHARACTER_MOTION_CLASSES, camera_phrases, character_phrases)
+    STATIC_CAMERA_PHRASES, CAMERA_MOTION_CLASSES, CHARACTER_MOTION_CLASSES, camera_phrases, character_phrases)
 from storyjax.errors import ConfigError, DataError
 
 _NUM_CLASSES = len(tagging.CAMERA_CLASS_NAMES)
@@ -39,7 +39,7 @@ def camera_class_phrases(camera_class: int) -> tuple[str, ...]:
   """Verb phrases for any of E.T.'s 27 camera classes; a tagged static run never pans (rotation is not tagged)."""
   signs = _signs(camera_class)
   if camera_class == 0:
-    return _STATIC_PHRASES
+    return STATIC_CAMERA_PHRASES
   if camera_class in CAMERA_MOTION_CLASSES:
     return camera_phrases(camera_class)
   # The 8 three-axis classes, which the procedural generator never makes: a lateral pair plus push/pull.

@@ -59,7 +59,7 @@ _CAMERA_AXIS_MOTIONS = {
     "pull_out": _AxisMotion((0, 0, -1), ("pulls out", "moves away from the character", "dollies out",
                                          "moves backward"), "pulling out", "backward"),
 }
-_STATIC_PHRASES = ("stays still", "remains static", "holds its position", "does not move", "stays fixed")
+STATIC_CAMERA_PHRASES = ("stays still", "remains static", "holds its position", "does not move", "stays fixed")
 
 
 class _Pan(NamedTuple):
@@ -126,7 +126,7 @@ def camera_phrases(camera_class: int) -> tuple[str, ...]:
     raise ValueError(f"camera class {camera_class} is not generated; choose one of {CAMERA_MOTION_CLASSES}.")
   motions = [_CAMERA_AXIS_MOTIONS[name] for name in _CAMERA_MOTIONS[camera_class]]
   if not motions:
-    return _STATIC_PHRASES + tuple(phrase for pan in _PANS.values() for phrase in pan.phrases)
+    return STATIC_CAMERA_PHRASES + tuple(phrase for pan in _PANS.values() for phrase in pan.phrases)
   if len(motions) == 1:
     return motions[0].phrases
   first, second = motions
@@ -279,7 +279,7 @@ def _sentences(text: str) -> str:
 
 def _captions(rng, cam_classes, pans, char_classes) -> tuple[str, str]:
   """(caption, caption_cam): camera + character, and camera only."""
-  cam_words = [_pick(rng, _PANS[pan].phrases if pan else _STATIC_PHRASES if cls == 0 else camera_phrases(cls))
+  cam_words = [_pick(rng, _PANS[pan].phrases if pan else STATIC_CAMERA_PHRASES if cls == 0 else camera_phrases(cls))
                for cls, pan in zip(cam_classes, pans)]
   cam = _pick(rng, _CAMERA_CLAUSES[len(cam_classes)]).format(*cam_words)
   char_words = [_pick(rng, character_phrases(cls)) for cls in char_classes]
