@@ -1,16 +1,19 @@
 """CLIP text encoder: a tiny random checkpoint in the Hugging Face layout, our forward against a numpy forward."""
+import dataclasses
 import json
+import math
 import pathlib
 
 import flax
 import numpy as np
 import pytest
 import safetensors.numpy
+import transformers
 
 from configs import director as director_config
 from storyjax import train as train_lib
 from storyjax.errors import ConfigError, DataError
-from storyjax.text.clip import ClipTextFeatures, load_clip_text
+from storyjax.text.clip import ClipTextFeatures, eos_positions, load_clip_text
 
 CONFIG = {"vocab_size": 518, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
           "num_attention_heads": 4, "max_position_embeddings": 77, "layer_norm_eps": 1e-5,
@@ -44,9 +47,9 @@ def _random_state(rng) -> dict[str, np.ndarray]:
   return state
 
 
-def write_checkpoint(path: pathlib.Path, state: dict, weights: str = "safetensors") -> None:
+def write_checkpoint(path: pathlib.Path, state: dict, weights: str = "safetensors", config: dict = CONFIG) -> None:
   path.mkdir(parents=True, exist_ok=True)
-  (path / "config.json").write_text(json.dumps({"architectures": ["CLIPModel"], "text_config": CONFIG}))
+  (path / "config.json").write_text(json.dumps({"architectures": ["CLIPModel"], "text_config": config}))
   if weights == "safetensors":
     safetensors.numpy.save_file(state, str(path / "model.safetensors"))
   else:  # HF's Flax layout: nested modules, (in, out) kernels, `embedding` and `scale` leaves
@@ -72,8 +75,9 @@ def write_checkpoint(path: pathlib.Path, state: dict, weights: str = "safetensor
   (path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n")
 
 
-def numpy_forward(state: dict, ids: np.ndarray) -> np.ndarray:
-  """HF CLIPTextModel's last_hidden_state, written out in numpy."""
+def numpy_forward(state: dict, ids: np.ndarray, key_mask: np.ndarray | None = None,
+                  hidden_act: str = "quick_gelu") -> np.ndarray:
+  """HF CLIPTextModel's last_hidden_state (ids (B, L), key_mask (B, L) 1 = token), written out in numpy."""
   get = lambda name: state[f"text_model.{name}"].astype(np.float64)
   def layer_norm(x, name):
     return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * get(f"{name}.weight") \
@@ -82,19 +86,23 @@ def numpy_forward(state: dict, ids: np.ndarray) -> np.ndarray:
   batch, length = ids.shape
   d, heads = CONFIG["hidden_size"], CONFIG["num_attention_heads"]
   hidden = get("embeddings.token_embedding.weight")[ids] + get("embeddings.position_embedding.weight")[:length]
-  causal = np.tril(np.ones((length, length), bool))
+  allowed = np.tril(np.ones((length, length), bool))[None, None]
+  if key_mask is not None:
+    allowed = allowed & (np.asarray(key_mask, bool)[:, None, None, :])
+  activation = {"quick_gelu": lambda x: x / (1 + np.exp(-1.702 * x)),
+                "gelu": np.vectorize(lambda x: 0.5 * x * (1 + math.erf(x / math.sqrt(2))))}[hidden_act]
   for index in range(CONFIG["num_hidden_layers"]):
     prefix = f"encoder.layers.{index}"
     normed = layer_norm(hidden, f"{prefix}.layer_norm1")
     split = lambda x: x.reshape(batch, length, heads, d // heads).transpose(0, 2, 1, 3)
     q, k, v = (split(linear(normed, f"{prefix}.self_attn.{n}_proj")) for n in "qkv")
-    logits = np.where(causal, q @ k.transpose(0, 1, 3, 2) / np.sqrt(d // heads), -np.inf)
+    logits = np.where(allowed, q @ k.transpose(0, 1, 3, 2) / np.sqrt(d // heads), -np.inf)
     weights = np.exp(logits - logits.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
     attended = (weights @ v).transpose(0, 2, 1, 3).reshape(batch, length, d)
     hidden = hidden + linear(attended, f"{prefix}.self_attn.out_proj")
     fc1 = linear(layer_norm(hidden, f"{prefix}.layer_norm2"), f"{prefix}.mlp.fc1")
-    hidden = hidden + linear(fc1 / (1 + np.exp(-1.702 * fc1)), f"{prefix}.mlp.fc2")
+    hidden = hidden + linear(activation(fc1), f"{prefix}.mlp.fc2")
   return layer_norm(hidden, "final_layer_norm")
 
 
@@ -161,6 +169,75 @@ def test_missing_or_broken_checkpoints_are_named(checkpoint, tmp_path):
   write_checkpoint(tmp_path / "incomplete", broken)
   with pytest.raises(DataError, match="final_layer_norm.bias"):
     load_clip_text(tmp_path / "incomplete")
+  write_checkpoint(tmp_path / "no_merges", state)
+  (tmp_path / "no_merges" / "merges.txt").unlink()
+  with pytest.raises(DataError, match=f"no CLIP tokenizer in {tmp_path / 'no_merges'}"):
+    load_clip_text(tmp_path / "no_merges")
+
+
+def test_padding_attention_mask_and_gelu_match_numpy(checkpoint):
+  path, state = checkpoint
+  module, params, _ = load_clip_text(path)
+  ids = np.array([[516, 68, 81, 517, 517, 517], [516, 3, 9, 200, 70, 517]], np.int32)
+  key_mask = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], np.int32)
+  np.testing.assert_allclose(module.apply({"params": params}, ids, key_mask), numpy_forward(state, ids, key_mask),
+                             atol=2e-5, rtol=1e-4)
+  gelu = dataclasses.replace(module, hidden_act="gelu")
+  np.testing.assert_allclose(gelu.apply({"params": params}, ids), numpy_forward(state, ids, hidden_act="gelu"),
+                             atol=2e-5, rtol=1e-4)
+
+
+def test_truncation_follows_openai_clip_tokenize(checkpoint):
+  path, state = checkpoint
+  encoder = ClipTextFeatures(path, max_length=8)
+  caption = "the camera moves forward then pans left"
+  words = encoder.tokenizer(caption, add_special_tokens=False)["input_ids"]
+  assert len(words) > 6
+  openai_ids = ([516] + words + [517])[:8]  # clip.tokenize(truncate=True): cut to the context, EOT written last
+  openai_ids[-1] = 517
+  token_ids, lengths = encoder.tokenize([caption])
+  np.testing.assert_array_equal(token_ids[0], openai_ids)
+  assert lengths.tolist() == [8]
+  features, mask = encoder.encode([caption])
+  assert mask.all()
+  np.testing.assert_allclose(encoder.pooled(features, mask)[0], numpy_forward(state, token_ids)[0, -1],
+                             atol=2e-5, rtol=1e-4)
+
+
+def test_pooled_is_the_end_of_text_feature(checkpoint):
+  path, state = checkpoint
+  encoder = ClipTextFeatures(path, max_length=12)
+  features, mask = encoder.encode(["the cam", "a b c d"])
+  assert mask.sum(1).tolist() == [5, 6]
+  ids = np.full((2, 12), 517, np.int32)  # BOS the</w> ca m</w> EOT; BOS a</w> b</w> c</w> d</w> EOT
+  ids[0, :5], ids[1, :6] = [516, 513, 514, 332, 517], [516, 320, 321, 322, 323, 517]
+  reference = numpy_forward(state, ids)
+  np.testing.assert_allclose(encoder.pooled(features, mask), reference[[0, 1], [4, 5]], atol=2e-5, rtol=1e-4)
+
+
+def test_matches_transformers_clip_text_model(checkpoint):
+  torch = pytest.importorskip("torch")
+  path, state = checkpoint
+  module, params, _ = load_clip_text(path)
+  model = transformers.CLIPTextModel.from_pretrained(str(path)).eval()
+  ids = np.array([[516, 513, 515, 68, 81, 517, 517, 517], [516, 3, 9, 200, 517, 517, 517, 517]], np.int32)
+  with torch.no_grad():
+    reference = model(input_ids=torch.from_numpy(ids).long()).last_hidden_state.numpy()
+  np.testing.assert_allclose(module.apply({"params": params}, ids), reference, atol=2e-5, rtol=1e-4)
+
+
+def test_end_of_text_positions():
+  ids = np.array([[516, 5, 517, 517], [516, 5, 6, 517]])
+  assert eos_positions(ids, 517).tolist() == [2, 3]
+  assert eos_positions(ids, 2).tolist() == [2, 3]  # legacy configs: argmax, EOT being the largest id
+  with pytest.raises(DataError, match="no end-of-text token 49407"):
+    eos_positions(ids, 49407)
+
+
+def test_bad_settings_are_config_errors(checkpoint):
+  path, _ = checkpoint
+  with pytest.raises(ConfigError, match="max_length=78"):
+    ClipTextFeatures(path, max_length=78)
 
 
 def test_director_trains_on_clip_features_of_the_embedded_captions(checkpoint, runs_dir):

@@ -168,10 +168,11 @@ def load_clip_text(path, dtype: Dtype = jnp.float32):
   else:
     state = _flatten_flax_msgpack(flax.serialization.msgpack_restore(weights[0].read_bytes()))
   params = convert_hf_state_dict(state, config)
-  try:
-    tokenizer = transformers.CLIPTokenizer.from_pretrained(str(path))
-  except (OSError, ValueError, TypeError) as error:
-    raise DataError(f"no CLIP tokenizer in {path} (vocab.json + merges.txt or tokenizer.json): {error}") from error
+  # transformers builds an empty tokenizer from a directory without vocabulary files instead of failing
+  if not (path / "tokenizer.json").is_file() and not all((path / name).is_file()
+                                                          for name in ("vocab.json", "merges.txt")):
+    raise DataError(f"no CLIP tokenizer in {path}; expected tokenizer.json or vocab.json and merges.txt")
+  tokenizer = transformers.CLIPTokenizer.from_pretrained(str(path))
   return CLIPTextTransformer(**config, dtype=dtype), params, tokenizer
 
 
