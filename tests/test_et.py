@@ -169,8 +169,11 @@ def test_exporter_round_trip(tmp_path):
   np.testing.assert_array_equal(camera_only["caption_cam_clip_seq"][:len(seq)], seq)
 
   # A mixed export into the same directory: full = pure ∪ mixed, clatr val = the first tenth of full test.
-  et.export_embedded(tmp_path, "mixed", {"train": 1, "test": 1}, max_frames=90)
+  et.export_embedded(tmp_path, "mixed", {"train": 1, "test": 1}, max_frames=90, clip_features=fake_clip_features)
   mixed_ids = [procedural_et.generate_sample(0, "mixed", split, 0, 90)["id"] for split in ("train", "test")]
+  assert_items_match(et.ETSource(tmp_path, "mixed", "train", max_frames=90),
+                     procedural_et.EmbeddedET("mixed", "train", 1, max_frames=90), "mixed", "train",
+                     extra_keys=("caption_clip_seq", "caption_clip_mask", "caption_clip_token"))
   full_train = written["pure_train_split.txt"] + mixed_ids[:1]
   full_test = written["pure_test_split.txt"] + mixed_ids[1:]
   splits = {path.name: path.read_text() for path in tmp_path.glob("*_split.txt")}
@@ -180,6 +183,7 @@ def test_exporter_round_trip(tmp_path):
   assert splits["clatr_val_split.txt"].split("\n") == full_test[:1]
   assert splits["clatr_test_split.txt"].split("\n") == full_test[1:]
   assert len(et.ETSource(tmp_path, "clatr", "val")) == 1
+  assert et.validate(tmp_path)["num_samples"] == 7
 
 
 def test_retag_agreement_on_the_export(tmp_path):
@@ -227,6 +231,7 @@ def _rescaled_traj(root, sample_id):
     (lambda root, i: _save(root / "char" / f"{i}.npy", np.zeros((MIN_FRAMES, 2))), r"char/{}.npy has shape \(56, 2\)"),
     (lambda root, i: _save(root / "char" / f"{i}.npy", np.zeros((3, 3))), r"char/{}.npy has shape \(3, 3\)"),
     (lambda root, i: _save(root / "cam_segments" / f"{i}.npy", np.zeros(2, np.int64)), "cam_segments/{}.npy"),
+    (lambda root, i: _save(root / "cam_segments" / f"{i}.npy", np.zeros(55)), "cam_segments/{}.npy has dtype float"),
     (lambda root, i: (root / "caption" / f"{i}.txt").unlink(), "missing E.T. file .*caption/{}.txt"),
     (lambda root, i: (root / "caption_cam" / f"{i}.txt").unlink(), "missing E.T. file .*caption_cam/{}.txt"),
     (lambda root, i: _save(root / "caption_clip" / "seq" / f"{i}.npy", np.zeros((80, 8))), "caption_clip/seq/{}.npy"),

@@ -116,6 +116,8 @@ def read_sample(root, sample_id: str, clip_keys: Sequence[str] = ()) -> dict:
   segments_path = root / "cam_segments" / f"{sample_id}.npy"
   cam_segments = _load_npy(segments_path)
   _check_shape(segments_path, cam_segments, (num_frames - 1,), f"one camera class per step of {traj_path}")
+  if not np.issubdtype(cam_segments.dtype, np.integer):
+    raise DataError(f"{segments_path} has dtype {cam_segments.dtype}, expected integer camera classes")
   caption = _read_caption(root / "caption" / f"{sample_id}.txt")
   has_caption_cam = (root / "caption_cam").is_dir()
   sample = {"id": sample_id, "camera_pose": poses, "char_pos": char_pos.astype(np.float64),
@@ -168,7 +170,7 @@ class ETSource:
   def has_clip_features(self) -> bool:
     """Whether every sample of the split has precomputed CLIP features of its `caption` (one stat per sample)."""
     folder = self.root / f"{self.caption}_clip" / "seq"
-    return all((folder / f"{sample_id}.npy").is_file() for sample_id in self.ids)
+    return folder.is_dir() and all((folder / f"{sample_id}.npy").is_file() for sample_id in self.ids)
 
   def __getitem__(self, index: int) -> dict:
     if not 0 <= index < len(self):
@@ -386,6 +388,10 @@ def _print_summary(path: str, summary: dict) -> None:
   print("camera classes (steps): " + ", ".join(f"{name} {count}" for name, count in classes.items()))
   print(f"optional folders: {', '.join(summary['optional_folders']) or 'none'}; precomputed CLIP features: "
         f"{', '.join(summary['clip_features']) or 'none'}")
+  for key in ("cam_tag_agreement", "char_tag_agreement"):
+    if key in summary:
+      print(f"{key.split('_')[0]} tags recomputed from the trajectories agree with the stored ones on "
+            f"{100 * summary[key]:.2f}% of the steps")
 
 
 def main(argv) -> None:
