@@ -172,7 +172,7 @@ def samples_from_et(root, sample_ids) -> list[dict]:
 def _et_intrinsics(root: pathlib.Path, sample_id: str):
   """intrinsics/<id>.npy as float64 [fx, fy, cx, cy] (E.T. stores float16), or None when the file is absent."""
   path = root / "intrinsics" / f"{sample_id}.npy"
-  return et._load_npy(path).astype(np.float64) if path.is_file() else None
+  return et.load_npy(path).astype(np.float64) if path.is_file() else None
 
 
 _PAGE = r"""<!DOCTYPE html>

@@ -11,12 +11,12 @@ from typing import Sequence
 import numpy as np
 
 from storyjax.data import procedural_et
+from storyjax.data.et import CLIP_LENGTH
 from storyjax.data.tokenizer import build_caption_tokenizer, load_caption_tokenizer, save_tokenizer, tokenize_captions
 from storyjax.errors import ConfigError, DataError
 from storyjax.text.clip import ClipTextFeatures
 
 TEXT_ENCODERS = ("scratch", "clip")
-CLIP_LENGTH = 77  # CLIP's context; E.T.'s caption_clip/seq holds the first L ≤ 77 of these rows
 TOKENIZER_DIR = "tokenizer"
 
 

@@ -53,7 +53,7 @@ def read_split(path) -> list[str]:
   return [line.strip() for line in lines]
 
 
-def _load_npy(path: pathlib.Path) -> np.ndarray:
+def load_npy(path: pathlib.Path) -> np.ndarray:
   if not path.is_file():
     raise DataError(f"missing E.T. file {path}")
   try:
@@ -78,14 +78,14 @@ def _read_clip(root: pathlib.Path, caption_key: str, sample_id: str, with_token:
   """`{caption_key}_clip_seq` (L, D) float32 and, with_token, `{caption_key}_clip_token` (D,) float32."""
   folder = root / f"{caption_key}_clip"
   seq_path = folder / "seq" / f"{sample_id}.npy"
-  seq = _load_npy(seq_path)
+  seq = load_npy(seq_path)
   if seq.ndim != 2 or not 0 < len(seq) <= CLIP_LENGTH or seq.shape[1] == 0:
     raise DataError(f"{seq_path} has shape {seq.shape}, expected (L, D) with 1 <= L <= {CLIP_LENGTH}: CLIP "
                     f"features of tokens 0..EOT")
   features = {f"{caption_key}_clip_seq": seq.astype(np.float32)}
   if with_token:
     token_path = folder / "token" / f"{sample_id}.npy"
-    token = _load_npy(token_path)
+    token = load_npy(token_path)
     _check_shape(token_path, token, seq.shape[1:], f"the EOT feature, D as in {seq_path}")
     features[f"{caption_key}_clip_token"] = token.astype(np.float32)
   return features
@@ -111,10 +111,10 @@ def read_sample(root, sample_id: str, clip_keys: Sequence[str] = ()) -> dict:
                     f"(|R Rᵀ − I| = {deviation.max():.3g}); expected camera-to-world [R|t] rows")
   num_frames = len(poses)
   char_path = root / "char" / f"{sample_id}.npy"
-  char_pos = _load_npy(char_path)
+  char_pos = load_npy(char_path)
   _check_shape(char_path, char_pos, (num_frames, 3), f"the character centre per frame of {traj_path}")
   segments_path = root / "cam_segments" / f"{sample_id}.npy"
-  cam_segments = _load_npy(segments_path)
+  cam_segments = load_npy(segments_path)
   _check_shape(segments_path, cam_segments, (num_frames - 1,), f"one camera class per step of {traj_path}")
   if not np.issubdtype(cam_segments.dtype, np.integer):
     raise DataError(f"{segments_path} has dtype {cam_segments.dtype}, expected integer camera classes")
@@ -208,7 +208,7 @@ def _check_optional_files(root: pathlib.Path, sample: dict, folders: Sequence[st
   for folder in folders:
     if folder in expected:
       path = root / folder / f"{sample['id']}.npy"
-      _check_shape(path, _load_npy(path), *expected[folder])
+      _check_shape(path, load_npy(path), *expected[folder])
 
 
 def validate(root, retag: bool = False) -> dict:
@@ -247,7 +247,7 @@ def validate(root, retag: bool = False) -> dict:
       _count_agreement(agreement["cam"], tagging.tag_camera(sample["camera_pose"]), sample["cam_segments"])
       if "char_segments" in folders:
         _count_agreement(agreement["char"], tagging.tag_character(sample["char_pos"]),
-                         _load_npy(root / "char_segments" / f"{sample_id}.npy"))
+                         load_npy(root / "char_segments" / f"{sample_id}.npy"))
   names = (*tagging.CAMERA_CLASS_NAMES, "padding")
   order = np.argsort(-class_steps, kind="stable")
   summary = {"num_samples": len(ids), "num_steps": int(np.sum(frames)) - len(ids),

@@ -19,7 +19,8 @@ def trajectory_source(data: ml_collections.ConfigDict, split: str):
   if data.source == "et":
     if not data.path:
       raise ConfigError("data.source='et' needs --config.data.path=DIR, the released E.T. dataset directory.")
-    return ETSource(data.path, data.subset, split, max_frames=data.max_frames)
+    # CLaTr configs name the caption they train on (data.caption); Director uses the camera+character one.
+    return ETSource(data.path, data.subset, split, max_frames=data.max_frames, caption=data.get("caption", "caption"))
   size = {"train": data.train_size, "test": data.test_size}[split]
   try:
     return procedural_et.EmbeddedET(data.subset, split, size, seed=data.seed, max_frames=data.max_frames,
