@@ -145,6 +145,11 @@ def test_evaluation_agrees_with_the_feature_loader(clatr_run):
   cosine = np.sum(text * traj, 1) / np.linalg.norm(text, axis=1) / np.linalg.norm(traj, axis=1)
   assert results["positive_cosine"] == pytest.approx(cosine.mean(), abs=1e-4)
   assert results["reconstruction_mae"] > 0 and results["distinct_captions"] == len(set(captions))
+  motions = [tuple(e["cam_classes"]) for e in examples]
+  same_motion = np.array([[a == b for b in motions] for a in motions])
+  expected = retrieval_recall(traj, text, ks=(5,), positives=same_motion)
+  assert results["traj_to_text_class_R@5"] == pytest.approx(expected["R@5"])
+  assert results["traj_to_text_class_R@5_chance"] == pytest.approx(expected["R@5_chance"])
 
 
 def test_load_clatr_errors(tmp_path, runs_dir):

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 
 from storyjax import train as train_lib
-from storyjax.data import camera
+from storyjax.data import camera, tagging
 from storyjax.data.caption_inputs import CaptionInputs
 from storyjax.data.sources import trajectory_source
 from storyjax.errors import CheckpointError, ConfigError, DataError
@@ -143,19 +143,26 @@ class Task:
   def evaluate(self, params, workdir: pathlib.Path) -> dict:
     """Text→trajectory and trajectory→text retrieval on the test split, over the whole test set at once.
 
-    A retrieved item is a hit when its caption equals the query's (the embedded captions repeat).
+    A retrieved item is a hit when its caption equals the query's (the embedded captions repeat); the
+    `*_class_R@k` keys count a hit when its camera motion classes equal the query's (paraphrases match too).
+    Chance levels are the recall of a uniformly random ranking with the same positives.
     """
     test_source = self.source("test")
     examples = [test_source[index] for index in range(min(self.config.eval.num_samples, len(test_source)))]
     motion, text, reconstruction = self.features(params, examples)
     captions = np.array([example[self.config.data.caption] for example in examples])
     same_caption = captions[:, None] == captions[None, :]
-    text_to_motion = retrieval_recall(text, motion, positives=same_caption)
-    motion_to_text = retrieval_recall(motion, text, positives=same_caption)
+    motions = np.array([str([int(c) for c in example["cam_classes"] if c != tagging.PAD_CLASS])
+                        for example in examples])
+    same_motion = motions[:, None] == motions[None, :]
+    retrieval = {}
+    for prefix, positives in (("", same_caption), ("class_", same_motion)):
+      for name, (query, candidates) in (("text_to_traj", (text, motion)), ("traj_to_text", (motion, text))):
+        retrieval.update({f"{name}_{prefix}{key}": value
+                          for key, value in retrieval_recall(query, candidates, positives=positives).items()})
     masks = np.stack([example["mask"] for example in examples])[..., None]
     targets = np.stack([example["camera_traj"] for example in examples])
-    return {**{f"text_to_traj_{key}": value for key, value in text_to_motion.items()},
-            **{f"traj_to_text_{key}": value for key, value in motion_to_text.items()},
+    return {**retrieval,
             "positive_cosine": float(np.mean(np.sum(_unit(text) * _unit(motion), axis=1))),
             "reconstruction_mae": float(np.abs((reconstruction - targets) * masks).sum() / (masks.sum() * 9)),
             "num_samples": len(examples), "distinct_captions": len(set(captions.tolist()))}
