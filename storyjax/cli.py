@@ -22,18 +22,25 @@ def default_workdir(config: ml_collections.ConfigDict) -> pathlib.Path:
   return pathlib.Path("runs") / config.name
 
 
-def run_cli(main_fn) -> None:
-  """Runs main_fn(config, workdir), turning user errors into one line on stderr and exit code 1."""
+def run_program(main_fn) -> None:
+  """Runs main_fn() under absl, turning user errors (StoryjaxError) into one line on stderr and exit code 1."""
   def wrapped(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # Orbax and Grain log every save at INFO.
     try:
-      distributed.initialize()
-      config = CONFIG_FLAG.value
-      main_fn(config, pathlib.Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(config))
+      main_fn()
     except StoryjaxError as error:
       print(f"error: {error}", file=sys.stderr)
       sys.exit(1)
-  flags.mark_flag_as_required("config")
   app.run(wrapped)
+
+
+def run_cli(main_fn) -> None:
+  """Runs main_fn(config, workdir) from --config and --workdir after joining a multi-process run, if any."""
+  def main():
+    distributed.initialize()
+    config = CONFIG_FLAG.value
+    main_fn(config, pathlib.Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(config))
+  flags.mark_flag_as_required("config")
+  run_program(main)

@@ -14,16 +14,16 @@ wheel zooms, a double-click resets the view; space plays, the arrow keys step. T
 import json
 import math
 import pathlib
-import sys
 
-from absl import app, flags
+from absl import flags
 import matplotlib
 from matplotlib.colors import to_hex
 import numpy as np
 
+from storyjax import cli
 from storyjax.data import et, tagging
 from storyjax.data.camera import FPS
-from storyjax.errors import ConfigError, DataError, StoryjaxError
+from storyjax.errors import ConfigError, DataError
 from storyjax.plotting import CHARACTER_COLOR
 
 SAMPLE_KEYS = ("camera_pose", "char_pos", "caption", "tags", "num_frames")
@@ -511,30 +511,24 @@ def _define_flags() -> None:
   flags.DEFINE_integer("frustum_every", FRUSTUM_EVERY, "Draw a camera frustum every this many frames.")
 
 
-def main(argv) -> None:
+def main() -> None:
   args = flags.FLAGS
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  try:
-    if (args.samples is None) == (args.et_root is None):
-      raise ConfigError("give exactly one of --samples=PATH/samples.npz or --et_root=DIR --sample_id=ID")
-    if args.samples:
-      if args.sample_id:
-        raise ConfigError("--sample_id selects E.T. samples (with --et_root); use --index with --samples")
-      samples = samples_from_npz(args.samples, args.index)
-      output = args.output or pathlib.Path(args.samples).parent / "visualization.html"
-    else:
-      if args.index:
-        raise ConfigError("--index selects from --samples; give --sample_id=ID with --et_root")
-      samples = samples_from_et(args.et_root, args.sample_id)
-      output = args.output or "visualization.html"
-    write_html(output, samples, args.frustum_every)
-    print(f"visualization: {output} ({len(samples)} sample{'s' * (len(samples) > 1)}); open it in a browser")
-  except StoryjaxError as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(1)
+  if (args.samples is None) == (args.et_root is None):
+    raise ConfigError("give exactly one of --samples=PATH/samples.npz or --et_root=DIR --sample_id=ID")
+  if args.samples:
+    if args.sample_id:
+      raise ConfigError("--sample_id selects E.T. samples (with --et_root); use --index with --samples")
+    samples = samples_from_npz(args.samples, args.index)
+    output = args.output or pathlib.Path(args.samples).parent / "visualization.html"
+  else:
+    if args.index:
+      raise ConfigError("--index selects from --samples; give --sample_id=ID with --et_root")
+    samples = samples_from_et(args.et_root, args.sample_id)
+    output = args.output or "visualization.html"
+  write_html(output, samples, args.frustum_every)
+  print(f"visualization: {output} ({len(samples)} sample{'s' * (len(samples) > 1)}); open it in a browser")
 
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run_program(main)

@@ -12,14 +12,14 @@ caption_clip/{seq,token}/<id>.npy ((L ≤ 77, 512), (512,)) and caption_cam_clip
 import functools
 import json
 import pathlib
-import sys
 from typing import Callable, Sequence
 
-from absl import app, flags, logging
+from absl import flags
 import numpy as np
 
+from storyjax import cli
 from storyjax.data import camera, procedural_et, tagging
-from storyjax.errors import ConfigError, DataError, StoryjaxError
+from storyjax.errors import ConfigError, DataError
 
 SUBSET_SPLITS = {"pure": ("train", "test"), "mixed": ("train", "test"), "full": ("train", "test"),
                  "clatr": ("train", "val", "test")}
@@ -394,33 +394,26 @@ def _print_summary(path: str, summary: dict) -> None:
             f"{100 * summary[key]:.2f}% of the steps")
 
 
-def main(argv) -> None:
+def main() -> None:
   args = flags.FLAGS
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
-  try:
-    if (args.path is None) == (args.export is None):
-      raise ConfigError("give exactly one of --path=DIR (validate) or --export=DIR (write the embedded data)")
-    if args.export:
-      if args.retag:
-        raise ConfigError("--retag goes with --path=DIR, not --export")
-      written = export_embedded(args.export, args.subset, {"train": args.train_size, "test": args.test_size},
-                                seed=args.seed, max_frames=args.max_frames)
-      summary = {"exported": args.export, "splits": {name: len(ids) for name, ids in written.items()}}
-      print(f"wrote {args.export}: " + ", ".join(f"{name} {count}" for name, count in summary["splits"].items()))
-    else:
-      given = [name for name in _EXPORT_FLAGS if args[name].present]
-      if given:
-        raise ConfigError(f"--{', --'.join(given)} go with --export=DIR, not --path")
-      summary = validate(args.path, retag=args.retag)
-      _print_summary(args.path, summary)
-    print(json.dumps(summary))
-  except StoryjaxError as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(1)
+  if (args.path is None) == (args.export is None):
+    raise ConfigError("give exactly one of --path=DIR (validate) or --export=DIR (write the embedded data)")
+  if args.export:
+    if args.retag:
+      raise ConfigError("--retag goes with --path=DIR, not --export")
+    written = export_embedded(args.export, args.subset, {"train": args.train_size, "test": args.test_size},
+                              seed=args.seed, max_frames=args.max_frames)
+    summary = {"exported": args.export, "splits": {name: len(ids) for name, ids in written.items()}}
+    print(f"wrote {args.export}: " + ", ".join(f"{name} {count}" for name, count in summary["splits"].items()))
+  else:
+    given = [name for name in _EXPORT_FLAGS if args[name].present]
+    if given:
+      raise ConfigError(f"--{', --'.join(given)} go with --export=DIR, not --path")
+    summary = validate(args.path, retag=args.retag)
+    _print_summary(args.path, summary)
+  print(json.dumps(summary))
 
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run_program(main)
