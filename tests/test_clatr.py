@@ -8,6 +8,7 @@ import pytest
 
 from configs import clatr as clatr_config, director as director_config
 from storyjax import train as train_lib
+from storyjax.data.sources import trajectory_source
 from storyjax.errors import CheckpointError, ConfigError
 from storyjax.metrics.clatr import clatr_score, retrieval_recall
 from storyjax.models.clatr import Clatr
@@ -116,7 +117,7 @@ def test_training_lowers_the_loss_and_features_load(clatr_run):
   assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
   assert {"reconstruction", "kl", "latent", "contrastive"} <= set(records[-1])
   features = clatr_task.load_clatr(clatr_run)
-  test = clatr_task.trajectory_source(clatr_config.get_config("smoke").data, "test")
+  test = trajectory_source(clatr_config.get_config("smoke").data, "test")
   examples = [test[i] for i in range(3)]
   traj = features.trajectory_features(np.stack([e["camera_traj"] for e in examples]),
                                       np.stack([e["mask"] for e in examples]))

@@ -13,16 +13,14 @@ import ml_collections
 import numpy as np
 
 from storyjax import train as train_lib
-from storyjax.data import camera, tagging
-from storyjax.data.caption_inputs import CaptionInputs
-from storyjax.data.sources import trajectory_source
+from storyjax.data import tagging
 from storyjax.errors import CheckpointError, ConfigError, DataError
 from storyjax.layers.text_encoder import pool_last_valid
 from storyjax.metrics.clatr import retrieval_recall
 from storyjax.models.clatr import Clatr
 from storyjax.models.director import CAMERA_FEATURES
+from storyjax.tasks.trajectory import TrajectoryTask
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 DUPLICATE_COSINE = 0.99  # TMR's filter: 2·0.995 − 1
 
 
@@ -64,31 +62,21 @@ def duplicate_captions(caption, caption_mask):
   return pooled @ pooled.T > DUPLICATE_COSINE
 
 
-class Task:
+class Task(TrajectoryTask):
   """Binds CLaTr to the generic train loop (see storyjax/train.py)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
-    self.config = config
     data, model = config.data, config.model
-    if model.dtype not in DTYPES:
-      raise ConfigError(f"model.dtype={model.dtype!r}; choose one of {sorted(DTYPES)}.")
     if data.caption not in ("caption", "caption_cam"):
       raise ConfigError(f"data.caption={data.caption!r}; choose 'caption_cam' (camera only, as published) or "
                         f"'caption' (camera and character).")
-    if not 0 < data.max_frames <= camera.MAX_FRAMES:
-      raise ConfigError(f"data.max_frames={data.max_frames} must be in (0, {camera.MAX_FRAMES}].")
-    self.num_frames = data.max_frames
-    self.caption_inputs = CaptionInputs(model.text_encoder, model.max_caption_length, model.clip_path,
-                                        caption_key=data.caption)
+    super().__init__(config, caption_key=data.caption)
     self.model = Clatr(
         num_frames=self.num_frames, width=model.width, num_layers=model.num_layers, num_heads=model.num_heads,
         mlp_dim=model.mlp_dim, text_encoder="frozen" if self.caption_inputs.frozen else "scratch",
-        vocab_size=self.caption_inputs.vocab_size, dropout_rate=model.dropout_rate, dtype=DTYPES[model.dtype])
+        vocab_size=self.caption_inputs.vocab_size, dropout_rate=model.dropout_rate, dtype=self.dtype)
 
   # ---- data -------------------------------------------------------------------------------------
-  def source(self, split: str):
-    return trajectory_source(self.config.data, split)
-
   def preprocess(self, example: dict) -> dict:
     """One source example → camera_traj (T, 9), mask (T,), caption and caption_mask."""
     for key, shape in (("camera_traj", (self.num_frames, CAMERA_FEATURES)), ("mask", (self.num_frames,))):
@@ -98,15 +86,6 @@ class Task:
     caption, caption_mask = self.caption_inputs(example)
     return {"camera_traj": np.asarray(example["camera_traj"], np.float32), "mask": np.asarray(example["mask"], bool),
             "caption": caption, "caption_mask": caption_mask}
-
-  def batch(self, examples: list[dict]) -> dict:
-    return jax.tree.map(lambda *leaves: jnp.asarray(np.stack(leaves)), *map(self.preprocess, examples))
-
-  def save_assets(self, workdir: pathlib.Path) -> None:
-    self.caption_inputs.save(workdir)
-
-  def load_assets(self, workdir: pathlib.Path) -> None:
-    self.caption_inputs.load(workdir)
 
   # ---- model ------------------------------------------------------------------------------------
   def init_params(self, rng, batch):

@@ -8,8 +8,6 @@ import ml_collections
 import numpy as np
 
 from storyjax.data import camera, tagging
-from storyjax.data.caption_inputs import CaptionInputs
-from storyjax.data.sources import trajectory_source
 from storyjax.diffusion import edm
 from storyjax.diffusion.guidance import classifier_free_guidance
 from storyjax.errors import ConfigError, DataError
@@ -17,8 +15,8 @@ from storyjax.models.director import CAMERA_FEATURES, CAPTION_TOKENS, CHARACTER_
 from storyjax import plotting
 from storyjax.metrics import clatr as clatr_metrics, distribution
 from storyjax.tasks import clatr
+from storyjax.tasks.trajectory import TrajectoryTask
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def tag_names(step_classes) -> str:
@@ -26,25 +24,19 @@ def tag_names(step_classes) -> str:
   return " → ".join(tagging.CAMERA_CLASS_NAMES[c] for c in tagging.run_sequence(step_classes))
 
 
-class Task:
+class Task(TrajectoryTask):
   """Binds the Director model to the generic train loop (see storyjax/train.py)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
-    self.config = config
-    data, model, diffusion = config.data, config.model, config.diffusion
+    super().__init__(config)
+    model, diffusion = config.model, config.diffusion
     for key, choices in (("variant", VARIANTS), ("caption_tokens", CAPTION_TOKENS)):
       if model[key] not in choices:
         raise ConfigError(f"model.{key}={model[key]!r}; choose one of {choices}.")
-    if model.dtype not in DTYPES:
-      raise ConfigError(f"model.dtype={model.dtype!r}; choose one of {sorted(DTYPES)}.")
-    if not 0 < data.max_frames <= camera.MAX_FRAMES:
-      raise ConfigError(f"data.max_frames={data.max_frames} must be in (0, {camera.MAX_FRAMES}].")
-    self.num_frames = data.max_frames
     self.edm = edm.EDMConfig(
         sigma_data=diffusion.sigma_data, p_mean=diffusion.p_mean, p_std=diffusion.p_std,
         sigma_min=diffusion.sigma_min, sigma_max=diffusion.sigma_max, rho=diffusion.rho,
         num_steps=diffusion.num_steps)
-    self.caption_inputs = CaptionInputs(model.text_encoder, model.max_caption_length, model.clip_path)
     self.model = Director(
         num_frames=self.num_frames, width=model.width, num_layers=model.num_layers,
         num_heads=model.num_heads, text_encoder="frozen" if self.caption_inputs.frozen else "scratch",
@@ -54,12 +46,9 @@ class Task:
         caption_tokens=model.caption_tokens, num_registers=model.num_registers,
         condition_layers=model.condition_layers, mlp_ratio=model.mlp_ratio,
         dropout_rate=model.dropout_rate, stochastic_depth=model.stochastic_depth,
-        dtype=DTYPES[model.dtype])
+        dtype=self.dtype)
 
   # ---- data -------------------------------------------------------------------------------------
-  def source(self, split: str):
-    return trajectory_source(self.config.data, split)
-
   def preprocess(self, example: dict) -> dict:
     """One source example → the model's numpy features (no strings)."""
     expected = {"camera_traj": (self.num_frames, CAMERA_FEATURES),
@@ -75,16 +64,6 @@ class Task:
             "char_traj": np.asarray(example["char_traj"], np.float32),
             "mask": np.asarray(example["mask"], bool),
             "caption": caption, "caption_mask": caption_mask}
-
-  def batch(self, examples: list[dict]) -> dict:
-    """Source examples → one stacked batch of model features (jax arrays)."""
-    return jax.tree.map(lambda *leaves: jnp.asarray(np.stack(leaves)), *map(self.preprocess, examples))
-
-  def save_assets(self, workdir: pathlib.Path) -> None:
-    self.caption_inputs.save(workdir)
-
-  def load_assets(self, workdir: pathlib.Path) -> None:
-    self.caption_inputs.load(workdir)
 
   # ---- model ------------------------------------------------------------------------------------
   def _apply(self, params, batch, camera_in, c_noise, drop_char, drop_caption, train=False, rng=None):

@@ -1,0 +1,46 @@
+"""What every task on E.T.-style trajectories shares: config checks, the data source, caption inputs, batching."""
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from storyjax.data import camera
+from storyjax.data.caption_inputs import CaptionInputs
+from storyjax.data.sources import trajectory_source
+from storyjax.errors import ConfigError
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class TrajectoryTask:
+  """Base of the Director and CLaTr tasks; subclasses add `preprocess`, the model, loss and evaluation."""
+
+  def __init__(self, config: ml_collections.ConfigDict, caption_key: str = "caption"):
+    self.config = config
+    data, model = config.data, config.model
+    if model.dtype not in DTYPES:
+      raise ConfigError(f"model.dtype={model.dtype!r}; choose one of {sorted(DTYPES)}.")
+    if not 0 < data.max_frames <= camera.MAX_FRAMES:
+      raise ConfigError(f"data.max_frames={data.max_frames} must be in (0, {camera.MAX_FRAMES}].")
+    self.num_frames = data.max_frames
+    self.dtype = DTYPES[model.dtype]
+    self.caption_inputs = CaptionInputs(model.text_encoder, model.max_caption_length, model.clip_path,
+                                        caption_key=caption_key)
+
+  def source(self, split: str):
+    return trajectory_source(self.config.data, split)
+
+  def preprocess(self, example: dict) -> dict:
+    raise NotImplementedError
+
+  def batch(self, examples: list[dict]) -> dict:
+    """Source examples → one stacked batch of model features (jax arrays)."""
+    return jax.tree.map(lambda *leaves: jnp.asarray(np.stack(leaves)), *map(self.preprocess, examples))
+
+  def save_assets(self, workdir: pathlib.Path) -> None:
+    self.caption_inputs.save(workdir)
+
+  def load_assets(self, workdir: pathlib.Path) -> None:
+    self.caption_inputs.load(workdir)
