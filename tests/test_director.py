@@ -1,4 +1,6 @@
 """Director A/B/C: the shared block against a numpy reference, and the conditioning invariances of each variant."""
+import json
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -6,6 +8,8 @@ import numpy as np
 import optax
 import pytest
 
+from configs import director as director_config
+from storyjax import train as train_lib
 from storyjax.layers.transformer import TransformerBlock
 from storyjax.models.director import Director
 
@@ -194,3 +198,14 @@ def test_variant_fits_a_batch(variant):
     params, opt_state, loss = step(params, opt_state)
     losses.append(float(loss))
   assert losses[-1] < 0.3 * losses[0], losses[::10]
+
+
+@pytest.mark.parametrize("variant", ["B", "C"])
+def test_smoke_config_trains_every_variant(runs_dir, variant):
+  config = director_config.get_config("smoke")
+  config.mesh.update({"data": 1})
+  config.total_steps, config.checkpoint_every = 2, 2
+  config.model.variant = variant
+  train_lib.train(config, runs_dir / f"director_{variant}")
+  losses = [json.loads(line)["loss"] for line in (runs_dir / f"director_{variant}" / "metrics.jsonl").open()]
+  assert len(losses) == 2 and np.all(np.isfinite(losses))
