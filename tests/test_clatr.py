@@ -100,6 +100,20 @@ def test_trajectory_means_ignore_padding():
   assert decoded.shape == (2, 10, 9) and np.all(np.asarray(decoded)[1, 6:] == 0)
 
 
+def test_frozen_text_means_ignore_padded_tokens():
+  model = Clatr(num_frames=10, width=16, num_layers=1, num_heads=2, mlp_dim=32, text_encoder="frozen")
+  rng = np.random.default_rng(4)
+  features = rng.normal(size=(2, 5, 12)).astype(np.float32)  # (B, L, Dt) frozen caption features
+  caption_mask = np.arange(5)[None] < np.array([[5], [3]])
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), np.zeros((2, 10, 9), np.float32), np.ones((2, 10), bool),
+                               features, caption_mask)
+  encode = jax.jit(lambda caption: model.apply(params, caption, caption_mask, method=Clatr.encode_text)[0])
+  changed = np.where(caption_mask[..., None], features, -7.0).astype(np.float32)
+  np.testing.assert_allclose(encode(changed), encode(features), atol=1e-5)
+  with pytest.raises(ValueError, match=r"\(B, L, Dt\)"):
+    model.apply(params, np.zeros((2, 5), np.int32), caption_mask, method=Clatr.encode_text)
+
+
 @pytest.fixture(scope="module")
 def clatr_run(runs_dir):
   config = clatr_config.get_config("smoke")
