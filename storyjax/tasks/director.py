@@ -191,6 +191,8 @@ class Task(TrajectoryTask):
                **distribution.prdc(reference_feats, generated_feats, k=3),
                "clatr_score": clatr_metrics.clatr_score(text_feats, generated_feats),
                "fd_clatr_reference": distribution.frechet_distance(reference_feats, real_feats),
+               **{f"{key}_reference": value
+                  for key, value in distribution.prdc(reference_feats, real_feats, k=3).items()},
                "clatr_score_reference": clatr_metrics.clatr_score(text_feats, real_feats),
                "num_reference": len(reference)}
     return results
