@@ -53,6 +53,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict({
       "at_end": True, "num_samples": 200, "batch_size": 50, "num_plots": 4, "seed": 1,
       "clatr_workdir": "runs/clatr",  # CLaTr checkpoint for fd_clatr, prdc, clatr_score ("" = skip)
+      "prdc_published_quirks": False,  # True: P/R/D/C as Director's released evaluation computed them
       "num_reference": 200})  # train-split reference examples for fd_clatr and prdc (P/R/D/C want equal sizes)
 
   if variant == "smoke":

@@ -188,7 +188,8 @@ class Task(TrajectoryTask):
     real_feats = encoder.trajectory_features(stacked(examples, "camera_traj"), mask)
     text_feats = encoder.text_features([example["caption"] for example in examples])
     results = {"fd_clatr": distribution.frechet_distance(reference_feats, generated_feats),
-               **distribution.prdc(reference_feats, generated_feats, k=3),
+               **distribution.prdc(reference_feats, generated_feats, k=3,
+                                   published_quirks=self.config.eval.prdc_published_quirks),
                "clatr_score": clatr_metrics.clatr_score(text_feats, generated_feats),
                "fd_clatr_reference": distribution.frechet_distance(reference_feats, real_feats),
                **{f"{key}_reference": value
