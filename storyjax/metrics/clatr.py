@@ -9,12 +9,17 @@ def _unit(features) -> np.ndarray:
   return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
-def clatr_score(text_feats, traj_feats) -> float:
-  """max(0, mean_i 100·cos(text_i, traj_i)) over paired rows, clamped after averaging as in Director."""
+def mean_cosine(text_feats, traj_feats) -> float:
+  """mean_i cos(text_i, traj_i) over paired rows (N, D)."""
   text, traj = _unit(text_feats), _unit(traj_feats)
   if text.shape != traj.shape:
     raise ValueError(f"paired features must have equal shapes, got {text.shape} and {traj.shape}")
-  return float(max(0.0, np.mean(100.0 * np.sum(text * traj, axis=1))))
+  return float(np.mean(np.sum(text * traj, axis=1)))
+
+
+def clatr_score(text_feats, traj_feats) -> float:
+  """max(0, mean_i 100·cos(text_i, traj_i)) over paired rows, clamped after averaging as in Director."""
+  return max(0.0, 100.0 * mean_cosine(text_feats, traj_feats))
 
 
 def retrieval_recall(query_feats, candidate_feats, ks=(1, 5, 10), positives=None) -> dict[str, float]:

@@ -16,7 +16,7 @@ from storyjax import train as train_lib
 from storyjax.data import tagging
 from storyjax.errors import CheckpointError, ConfigError, DataError
 from storyjax.layers.text_encoder import pool_last_valid
-from storyjax.metrics.clatr import retrieval_recall
+from storyjax.metrics.clatr import mean_cosine, retrieval_recall
 from storyjax.models.clatr import Clatr
 from storyjax.models.director import CAMERA_FEATURES
 from storyjax.tasks.trajectory import TrajectoryTask
@@ -142,13 +142,9 @@ class Task(TrajectoryTask):
     masks = np.stack([example["mask"] for example in examples])[..., None]
     targets = np.stack([example["camera_traj"] for example in examples])
     return {**retrieval,
-            "positive_cosine": float(np.mean(np.sum(_unit(text) * _unit(motion), axis=1))),
+            "positive_cosine": mean_cosine(text, motion),
             "reconstruction_mae": float(np.abs((reconstruction - targets) * masks).sum() / (masks.sum() * 9)),
             "num_samples": len(examples), "distinct_captions": len(set(captions.tolist()))}
-
-
-def _unit(features: np.ndarray) -> np.ndarray:
-  return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
 class ClatrFeatures:
