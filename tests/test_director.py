@@ -209,3 +209,13 @@ def test_smoke_config_trains_every_variant(runs_dir, variant):
   train_lib.train(config, runs_dir / f"director_{variant}")
   losses = [json.loads(line)["loss"] for line in (runs_dir / f"director_{variant}" / "metrics.jsonl").open()]
   assert len(losses) == 2 and np.all(np.isfinite(losses))
+
+
+def test_paper_config_keeps_the_published_optimisation():
+  """The embedded-data defaults (lr 3e-4, p_mean 0) must not leak into the published recipe."""
+  default, paper = director_config.get_config(), director_config.get_config("paper")
+  assert (default.optimizer.learning_rate, default.diffusion.p_mean) == (3e-4, 0.0)
+  optimizer = paper.optimizer
+  assert (optimizer.learning_rate, optimizer.weight_decay, optimizer.warmup_steps) == (1e-4, 0.1, 5000)
+  assert (paper.diffusion.p_mean, paper.diffusion.p_std, paper.diffusion.rho, paper.diffusion.guidance_weight) == (
+      -1.2, 1.2, 40.0, 1.4)
