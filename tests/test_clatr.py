@@ -10,6 +10,7 @@ from configs import clatr as clatr_config, director as director_config
 from storyjax import train as train_lib
 from storyjax.data.sources import trajectory_source
 from storyjax.errors import CheckpointError, ConfigError
+from storyjax.metrics import distribution
 from storyjax.metrics.clatr import clatr_score, retrieval_recall
 from storyjax.models.clatr import Clatr
 from storyjax.tasks import clatr as clatr_task
@@ -189,3 +190,23 @@ def test_director_evaluation_reports_clatr_metrics(runs_dir, clatr_run):
               "clatr_score_reference"):
     assert np.isfinite(results[key]), key
   assert 0 <= results["precision"] <= 1 and 0 <= results["coverage"] <= 1 and results["fd_clatr"] >= 0
+
+
+def test_director_evaluation_published_quirks_cover_the_reference_row(runs_dir, clatr_run):
+  """eval.prdc_published_quirks scores the real test trajectories the same way as the generated ones."""
+  num = 20  # the published P/R/D/C needs equal sizes and chunks (of ceil(N / 5)) larger than k = 3
+  config = director_config.get_config("smoke")
+  config.mesh.update({"data": 1})
+  config.eval.update({"clatr_workdir": str(clatr_run), "num_reference": num, "num_samples": num,
+                      "prdc_published_quirks": True})
+  config.data.test_size = num
+  setup = train_lib.TrainSetup(config)
+  results = setup.task.evaluate(setup.init_state()["ema_params"], runs_dir / "director_published_quirks")
+  encoder = clatr_task.load_clatr(clatr_run)
+  features = lambda examples: encoder.trajectory_features(np.stack([example["camera_traj"] for example in examples]),
+                                                          np.stack([example["mask"] for example in examples]))
+  test, train = setup.task.source("test"), setup.task.source("train")
+  expected = distribution.prdc(features([train[index] for index in range(num)]),
+                               features([test[index] for index in range(num)]), k=3, published_quirks=True)
+  for key, value in expected.items():
+    assert results[f"{key}_reference"] == pytest.approx(value), key

@@ -184,19 +184,17 @@ class Task(TrajectoryTask):
     stacked = lambda items, key: np.stack([item[key] for item in items])
     mask = stacked(examples, "mask")
     reference_feats = encoder.trajectory_features(stacked(reference, "camera_traj"), stacked(reference, "mask"))
-    generated_feats = encoder.trajectory_features(generated, mask)
-    real_feats = encoder.trajectory_features(stacked(examples, "camera_traj"), mask)
     text_feats = encoder.text_features([example["caption"] for example in examples])
-    results = {"fd_clatr": distribution.frechet_distance(reference_feats, generated_feats),
-               **distribution.prdc(reference_feats, generated_feats, k=3,
-                                   published_quirks=self.config.eval.prdc_published_quirks),
-               "clatr_score": clatr_metrics.clatr_score(text_feats, generated_feats),
-               "fd_clatr_reference": distribution.frechet_distance(reference_feats, real_feats),
-               **{f"{key}_reference": value
-                  for key, value in distribution.prdc(reference_feats, real_feats, k=3).items()},
-               "clatr_score_reference": clatr_metrics.clatr_score(text_feats, real_feats),
-               "num_reference": len(reference)}
-    return results
+
+    def scores(traj_feats) -> dict:
+      return {"fd_clatr": distribution.frechet_distance(reference_feats, traj_feats),
+              **distribution.prdc(reference_feats, traj_feats, k=3,
+                                  published_quirks=self.config.eval.prdc_published_quirks),
+              "clatr_score": clatr_metrics.clatr_score(text_feats, traj_feats)}
+
+    real_scores = scores(encoder.trajectory_features(stacked(examples, "camera_traj"), mask))
+    return {**scores(encoder.trajectory_features(generated, mask)),
+            **{f"{key}_reference": value for key, value in real_scores.items()}, "num_reference": len(reference)}
 
   def sample(self, params, captions: list[str], char_index: int, rng) -> dict:
     """Generates one trajectory per caption, conditioned on test example `char_index`'s character.
