@@ -42,10 +42,14 @@ def gaussian_kl(mean, logvar, other_mean=None, other_logvar=None):
                         / jnp.exp(other_logvar) - 1.0)
 
 
+def _unit(features):
+  """(B, D) rows scaled to unit length."""
+  return features / jnp.maximum(jnp.linalg.norm(features, axis=-1, keepdims=True), 1e-8)
+
+
 def info_nce(text_mean, motion_mean, duplicates, temperature: float):
   """Symmetric InfoNCE over (B, D) means with cosine logits; duplicates (B, B) bool pairs are not negatives."""
-  unit = lambda features: features / jnp.maximum(jnp.linalg.norm(features, axis=-1, keepdims=True), 1e-8)
-  logits = unit(text_mean) @ unit(motion_mean).T / temperature
+  logits = _unit(text_mean) @ _unit(motion_mean).T / temperature
   diagonal = jnp.eye(len(logits), dtype=bool)
   logits = jnp.where(duplicates & ~diagonal, -jnp.inf, logits)
   text_to_motion = -jnp.mean(jnp.diagonal(jax.nn.log_softmax(logits, axis=1)))
@@ -57,8 +61,7 @@ def duplicate_captions(caption, caption_mask):
   """(B, B) bool: identical word ids, or frozen features whose pooled cosine exceeds 0.99."""
   if caption.ndim == 2:
     return jnp.all(caption[:, None] == caption[None], axis=-1)  # padding ids are equal too
-  pooled = pool_last_valid(caption, caption_mask)
-  pooled = pooled / jnp.maximum(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-8)
+  pooled = _unit(pool_last_valid(caption, caption_mask))
   return pooled @ pooled.T > DUPLICATE_COSINE
 
 
