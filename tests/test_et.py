@@ -82,7 +82,6 @@ def fixture_root(tmp_path_factory):
 def test_items_equal_the_embedded_ones(fixture_root):
   source = et.ETSource(fixture_root, "pure", "train", max_frames=MAX_FRAMES)
   embedded = procedural_et.EmbeddedET("pure", "train", 4, max_frames=MAX_FRAMES, min_frames=MIN_FRAMES)
-  assert source.has_clip_features
   assert_items_match(source, embedded, "pure", "train",
                      extra_keys=("caption_clip_seq", "caption_clip_mask", "caption_clip_token"))
   for index in range(4):
@@ -92,7 +91,7 @@ def test_items_equal_the_embedded_ones(fixture_root):
     np.testing.assert_array_equal(item["caption_clip_mask"], np.arange(77) < length)
     np.testing.assert_array_equal(item["caption_clip_token"], seq[-1])
   camera_only = et.ETSource(fixture_root, "pure", "train", max_frames=MAX_FRAMES, caption="caption_cam")
-  assert not camera_only.has_clip_features and not any("clip" in key for key in camera_only[0])
+  assert not any("clip" in key for key in camera_only[0])
 
 
 def _run_classes(steps) -> list[int]:

@@ -9,7 +9,6 @@ char_segments/<id>.npy (N − 1,) int, caption/<id>.txt, caption_cam/<id>.txt, o
 caption_clip/{seq,token}/<id>.npy ((L ≤ 77, 512), (512,)) and caption_cam_clip/…, bounds/<id>.npy; split lists
 {pure,mixed,full}_{train,test}_split.txt and clatr_{train,val,test}_split.txt, one id a line, no trailing newline.
 """
-import functools
 import json
 import pathlib
 from typing import Callable, Sequence
@@ -165,12 +164,6 @@ class ETSource:
   def __repr__(self) -> str:
     return (f"ETSource(root={str(self.root)!r}, subset={self.subset!r}, split={self.split!r}, size={len(self)}, "
             f"max_frames={self.max_frames}, max_segments={self.max_segments}, caption={self.caption!r})")
-
-  @functools.cached_property
-  def has_clip_features(self) -> bool:
-    """Whether every sample of the split has precomputed CLIP features of its `caption` (one stat per sample)."""
-    folder = self.root / f"{self.caption}_clip" / "seq"
-    return folder.is_dir() and all((folder / f"{sample_id}.npy").is_file() for sample_id in self.ids)
 
   def __getitem__(self, index: int) -> dict:
     if not 0 <= index < len(self):
