@@ -19,6 +19,11 @@ def sinusoidal_embedding(positions, dim: int, max_period: float = 10_000.0):
   return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)
 
 
+def with_positions(tokens):
+  """(B, L, D) + the sinusoidal embedding of positions 0..L−1."""
+  return tokens + sinusoidal_embedding(jnp.arange(tokens.shape[1]), tokens.shape[-1]).astype(tokens.dtype)
+
+
 class NoiseLevelEmbedding(nn.Module):
   """EDM noise level c_noise (B,) → (B, D): sinusoid of time_scale·c_noise, normalised, then a SiLU MLP."""
   width: int

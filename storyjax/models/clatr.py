@@ -11,9 +11,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from storyjax.layers.embeddings import with_positions
 from storyjax.layers.mlp import dense
 from storyjax.layers.transformer import TransformerEncoder
-from storyjax.models.director import CAMERA_FEATURES, with_positions
+from storyjax.models.director import CAMERA_FEATURES
 
 Dtype = Any
 TEXT_ENCODERS = ("scratch", "frozen")

@@ -17,7 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from storyjax.layers.embeddings import NoiseLevelEmbedding, sinusoidal_embedding
+from storyjax.layers.embeddings import NoiseLevelEmbedding, with_positions
 from storyjax.layers.mlp import dense
 from storyjax.layers.text_encoder import ScratchTextEncoder, pool_last_valid
 from storyjax.layers.transformer import TransformerEncoder
@@ -28,11 +28,6 @@ CHARACTER_FEATURES = 3
 VARIANTS = ("A", "B", "C")
 CAPTION_TOKENS = ("pooled", "sequence")
 TEXT_ENCODERS = ("scratch", "frozen")
-
-
-def with_positions(tokens):
-  """(B, L, D) + the sinusoidal embedding of positions 0..L−1."""
-  return tokens + sinusoidal_embedding(jnp.arange(tokens.shape[1]), tokens.shape[-1]).astype(tokens.dtype)
 
 
 class Director(nn.Module):
