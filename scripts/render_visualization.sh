@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Renders a screenshot of the storyjax.visualize page, with no trained model and no network:
 #   1. samples.npz with the keys of `python -m storyjax.sample`, built from the embedded procedural E.T. samples
-#      (storyjax.data.procedural_et.generate_sample(0, "mixed", "test", i, max_frames=100), i = 0..2);
+#      (storyjax.data.et.procedural.generate_sample(0, "mixed", "test", i, max_frames=100), i = 0..2);
 #   2. python -m storyjax.visualize --samples=... --output=.../visualization.html;
 #   3. headless Chromium: chromium --headless --screenshot=PNG --window-size=1200,800 file://...#frame=FRAME
 #
@@ -26,12 +26,12 @@ import sys
 
 import numpy as np
 
-from storyjax.data import camera, procedural_et
-from storyjax.data.tagging import tag_camera
+from storyjax.data.et import camera, procedural
+from storyjax.data.et.tagging import tag_camera
 from storyjax.tasks.director import tag_names
 
 max_frames = 100
-generated = [procedural_et.generate_sample(0, "mixed", "test", index, max_frames=max_frames) for index in range(3)]
+generated = [procedural.generate_sample(0, "mixed", "test", index, max_frames=max_frames) for index in range(3)]
 arrays = {key: np.zeros((len(generated), max_frames) + shape) for key, shape in
           (("camera_pose", (3, 4)), ("camera_traj", (9,)), ("char_traj", (3,)))}
 mask = np.zeros((len(generated), max_frames), bool)

@@ -8,7 +8,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from storyjax.data.camera import FPS
+from storyjax.data.et.camera import FPS
 
 # Camera axes = columns of R in camera-to-world [R|t]: OpenCV x right, y down, z forward.
 CAMERA_AXES = (("right (x)", "tab:red"), ("down (y)", "tab:green"), ("forward (z)", "tab:blue"))

@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 
 from storyjax import plotting
-from storyjax.data.camera import write_kitti_poses
+from storyjax.data.et.camera import write_kitti_poses
 from storyjax.errors import ConfigError
 from storyjax.cli import run_cli
 from storyjax.train import load_trained

@@ -21,8 +21,8 @@ from matplotlib.colors import to_hex
 import numpy as np
 
 from storyjax import cli
-from storyjax.data import et, tagging
-from storyjax.data.camera import FPS
+from storyjax.data.et import layout as et, tagging
+from storyjax.data.et.camera import FPS
 from storyjax.errors import ConfigError, DataError
 from storyjax.plotting import CHARACTER_COLOR
 

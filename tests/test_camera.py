@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from storyjax.data import camera
+from storyjax.data.et import camera
 
 
 def _smooth_trajectory(rng: np.random.Generator, num_frames: int) -> np.ndarray:

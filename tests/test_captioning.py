@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from storyjax.data import captioning, procedural_et, tagging
+from storyjax.data.et import captioning, procedural, tagging
 from storyjax.errors import ConfigError, DataError
 
 _NUMBER_WORDS = {word: value for value, word in enumerate(
@@ -17,7 +17,7 @@ _CHARACTER_CLAUSE = re.compile(r"\bthe character (walks|moves|heads|stands|stays
 def _tagged_samples():
   """(sample, cam_tags, char_tags) for pure and mixed procedural samples."""
   for index in range(16):
-    sample = procedural_et.generate_sample(3, ("pure", "mixed")[index % 2], "test", index)
+    sample = procedural.generate_sample(3, ("pure", "mixed")[index % 2], "test", index)
     yield sample, tagging.tag_camera(sample["camera_pose"]), tagging.tag_character(sample["char_pos"])
 
 
@@ -79,11 +79,11 @@ def test_phrase_tables_reuse_procedural_ones_and_name_each_class_once():
     phrases = [phrase for options in table for phrase in options]
     assert len(phrases) == len(set(phrases))
     assert all("," not in phrase and "." not in phrase for phrase in phrases)
-  for cls in procedural_et.CAMERA_MOTION_CLASSES[1:]:
-    assert camera[cls] == procedural_et.camera_phrases(cls)
+  for cls in procedural.CAMERA_MOTION_CLASSES[1:]:
+    assert camera[cls] == procedural.camera_phrases(cls)
   assert set(camera[0]) == set(_STATIC_WORDS.split("|"))  # a tagged static run is never called a pan
-  for cls in procedural_et.CHARACTER_MOTION_CLASSES:
-    assert character[cls] == procedural_et.character_phrases(cls)
+  for cls in procedural.CHARACTER_MOTION_CLASSES:
+    assert character[cls] == procedural.character_phrases(cls)
   assert "climbs up" in character[6] and "walks forward and to the left while going down" in character[22]
   with pytest.raises(DataError, match="27"):
     captioning.camera_class_phrases(tagging.PAD_CLASS)
@@ -117,8 +117,8 @@ def test_known_runs_give_the_expected_sentences():
   pad = [tagging.PAD_CLASS] * 20
   cam_tags = np.array([0] * 50 + [1] * 80 + pad)   # static for 2 s, then push in for 3.2 s
   char_tags = np.array([18] * 130 + pad)            # moving left
-  static, push_in = _STATIC_WORDS, _alternatives(procedural_et.camera_phrases(1))
-  left = _alternatives(procedural_et.character_phrases(18))
+  static, push_in = _STATIC_WORDS, _alternatives(procedural.camera_phrases(1))
+  left = _alternatives(procedural.character_phrases(18))
   expected = {
       "while": rf"While the character ({left}), the camera ({static}) for two seconds, then ({push_in}) "
                rf"for about three seconds\.",
@@ -134,7 +134,7 @@ def test_known_runs_give_the_expected_sentences():
     caption = captioning.describe_runs(cam_tags, char_tags, rng=5, template=template)
     assert re.fullmatch(pattern, caption), caption
   one_run = captioning.describe_runs(np.full(40, 9), np.full(40, 0), rng=0, template="first_then_finally")
-  right = _alternatives(procedural_et.camera_phrases(9))
+  right = _alternatives(procedural.camera_phrases(9))
   assert re.fullmatch(rf"Throughout the shot, the camera ({right}) for about two seconds\. "
                       rf"The character (stands still|stays in place|waits without moving)\.", one_run), one_run
 
@@ -160,7 +160,7 @@ def test_deterministic_per_seed_and_templates_vary_across_seeds():
 
 
 def test_caption_trajectory_tags_then_describes():
-  sample = procedural_et.generate_sample(7, "mixed", "train", 2)
+  sample = procedural.generate_sample(7, "mixed", "train", 2)
   result = captioning.caption_trajectory(sample["camera_pose"], sample["char_pos"], seed=4)
   np.testing.assert_array_equal(result["cam_segments"], tagging.tag_camera(sample["camera_pose"]))
   np.testing.assert_array_equal(result["char_segments"], tagging.tag_character(sample["char_pos"]))

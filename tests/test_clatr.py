@@ -8,7 +8,7 @@ import pytest
 
 from configs import clatr as clatr_config, director as director_config
 from storyjax import train as train_lib
-from storyjax.data.sources import trajectory_source
+from storyjax.data.et.sources import trajectory_source
 from storyjax.errors import CheckpointError, ConfigError
 from storyjax.metrics import distribution
 from storyjax.metrics.clatr import clatr_score, retrieval_recall
@@ -102,7 +102,7 @@ def test_trajectory_means_ignore_padding():
 
 
 def test_frozen_text_means_ignore_padded_tokens():
-  model = Clatr(num_frames=10, width=16, num_layers=1, num_heads=2, mlp_dim=32, text_encoder="frozen")
+  model = Clatr(num_frames=10, width=16, num_layers=1, num_heads=2, mlp_dim=32, text_encoder="clip")
   rng = np.random.default_rng(4)
   features = rng.normal(size=(2, 5, 12)).astype(np.float32)  # (B, L, Dt) frozen caption features
   caption_mask = np.arange(5)[None] < np.array([[5], [3]])

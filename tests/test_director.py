@@ -106,7 +106,7 @@ def _inputs(seed, frozen=False):
 
 def _model(variant, frozen=False):
   return Director(num_frames=FRAMES, width=WIDTH, num_layers=2, num_heads=HEADS, variant=variant,
-                  text_encoder="frozen" if frozen else "scratch", vocab_size=VOCAB, text_width=WIDTH,
+                  text_encoder="clip" if frozen else "scratch", vocab_size=VOCAB, text_width=WIDTH,
                   text_layers=1, text_heads=HEADS, max_caption_length=CAPTION_LENGTH, caption_tokens="pooled",
                   num_registers=4, condition_layers=1)
 

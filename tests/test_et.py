@@ -12,8 +12,8 @@ import pytest
 
 from configs import director as director_config
 from storyjax import train as train_lib
-from storyjax.data import camera, et, procedural_et, tagging
-from storyjax.data.caption_inputs import CaptionInputs
+from storyjax.data.et import camera, layout as et, procedural, tagging
+from storyjax.text.caption_inputs import CaptionInputs
 from storyjax.errors import ConfigError, DataError
 
 from conftest import REPO_ROOT
@@ -28,7 +28,7 @@ def write_fixture(root: pathlib.Path, subset: str, split: str, indices, max_fram
   caption_clip/seq of sample i has 5 + i rows of seeded noise and token = its last row."""
   ids = []
   for index in indices:
-    sample = procedural_et.generate_sample(0, subset, split, index, max_frames, min_frames)
+    sample = procedural.generate_sample(0, subset, split, index, max_frames, min_frames)
     sample_id = sample["id"]
     ids.append(sample_id)
     for folder in ("traj", "char", "cam_segments", "caption", "caption_cam"):
@@ -64,7 +64,7 @@ def assert_items_match(source, embedded, subset, split, extra_keys=()):
     assert set(ours) == set(reference) | set(extra_keys)
     for key, value in reference.items():
       assert np.asarray(ours[key]).dtype == np.asarray(value).dtype and np.shape(ours[key]) == np.shape(value), key
-    poses = procedural_et.generate_sample(embedded.seed, subset, split, index, embedded.max_frames,
+    poses = procedural.generate_sample(embedded.seed, subset, split, index, embedded.max_frames,
                                           embedded.min_frames)["camera_pose"]
     assert_camera_traj_close(ours["camera_traj"], reference["camera_traj"], poses)
     for key in ("char_traj", "mask", "num_frames", "cam_classes", "caption", "caption_cam", "id"):
@@ -81,7 +81,7 @@ def fixture_root(tmp_path_factory):
 
 def test_items_equal_the_embedded_ones(fixture_root):
   source = et.ETSource(fixture_root, "pure", "train", max_frames=MAX_FRAMES)
-  embedded = procedural_et.EmbeddedET("pure", "train", 4, max_frames=MAX_FRAMES, min_frames=MIN_FRAMES)
+  embedded = procedural.EmbeddedET("pure", "train", 4, max_frames=MAX_FRAMES, min_frames=MIN_FRAMES)
   assert_items_match(source, embedded, "pure", "train",
                      extra_keys=("caption_clip_seq", "caption_clip_mask", "caption_clip_token"))
   for index in range(4):
@@ -102,12 +102,12 @@ def test_truncation_keeps_the_runs_of_the_kept_steps(tmp_path):
   """A mixed sample cut inside its first or second camera segment keeps one or two runs; max_segments=1 cannot
   shorten a sample's runs."""
   write_fixture(tmp_path, "mixed", "train", range(1), max_frames=150, min_frames=150, clip=False)
-  sample = procedural_et.generate_sample(0, "mixed", "train", 0, 150, 150)
+  sample = procedural.generate_sample(0, "mixed", "train", 0, 150, 150)
   segments = sample["cam_segments"]
   second_start = int(np.flatnonzero(np.diff(segments))[0]) + 1
   max_frames = second_start + 5
   item = et.ETSource(tmp_path, "mixed", "train", max_frames=max_frames)[0]
-  embedded = procedural_et.EmbeddedET("mixed", "train", 1, max_frames=150, min_frames=150)[0]
+  embedded = procedural.EmbeddedET("mixed", "train", 1, max_frames=150, min_frames=150)[0]
   assert item["num_frames"] == max_frames and item["mask"].all()
   assert_camera_traj_close(item["camera_traj"], embedded["camera_traj"][:max_frames], sample["camera_pose"])
   np.testing.assert_array_equal(item["char_traj"], embedded["char_traj"][:max_frames])
@@ -120,7 +120,7 @@ def test_truncation_keeps_the_runs_of_the_kept_steps(tmp_path):
 
 
 def test_validate_summary_and_retag(fixture_root):
-  samples = [procedural_et.generate_sample(0, "pure", split, i, MAX_FRAMES, MIN_FRAMES)
+  samples = [procedural.generate_sample(0, "pure", split, i, MAX_FRAMES, MIN_FRAMES)
              for split, count in (("train", 4), ("test", 2)) for i in range(count)]
   frames = [len(sample["camera_pose"]) for sample in samples]
   summary = et.validate(fixture_root, retag=True)
@@ -146,10 +146,10 @@ def test_exporter_round_trip(tmp_path):
   written = et.export_embedded(tmp_path, "pure", {"train": 3, "test": 2}, max_frames=MAX_FRAMES,
                                min_frames=MIN_FRAMES, clip_features=fake_clip_features)
   for split, size in (("train", 3), ("test", 2)):
-    embedded = procedural_et.EmbeddedET("pure", split, size, max_frames=MAX_FRAMES, min_frames=MIN_FRAMES)
+    embedded = procedural.EmbeddedET("pure", split, size, max_frames=MAX_FRAMES, min_frames=MIN_FRAMES)
     assert_items_match(et.ETSource(tmp_path, "pure", split, max_frames=MAX_FRAMES), embedded, "pure", split,
                        extra_keys=("caption_clip_seq", "caption_clip_mask", "caption_clip_token"))
-  sample = procedural_et.generate_sample(0, "pure", "train", 0, MAX_FRAMES, MIN_FRAMES)
+  sample = procedural.generate_sample(0, "pure", "train", 0, MAX_FRAMES, MIN_FRAMES)
   sample_id = sample["id"]
   assert (tmp_path / "pure_train_split.txt").read_text().split("\n")[0] == sample_id
   intrinsics = np.load(tmp_path / "intrinsics" / f"{sample_id}.npy")
@@ -169,9 +169,9 @@ def test_exporter_round_trip(tmp_path):
 
   # A mixed export into the same directory: full = pure ∪ mixed, clatr val = the first tenth of full test.
   et.export_embedded(tmp_path, "mixed", {"train": 1, "test": 1}, max_frames=90, clip_features=fake_clip_features)
-  mixed_ids = [procedural_et.generate_sample(0, "mixed", split, 0, 90)["id"] for split in ("train", "test")]
+  mixed_ids = [procedural.generate_sample(0, "mixed", split, 0, 90)["id"] for split in ("train", "test")]
   assert_items_match(et.ETSource(tmp_path, "mixed", "train", max_frames=90),
-                     procedural_et.EmbeddedET("mixed", "train", 1, max_frames=90), "mixed", "train",
+                     procedural.EmbeddedET("mixed", "train", 1, max_frames=90), "mixed", "train",
                      extra_keys=("caption_clip_seq", "caption_clip_mask", "caption_clip_token"))
   full_train = written["pure_train_split.txt"] + mixed_ids[:1]
   full_test = written["pure_test_split.txt"] + mixed_ids[1:]
@@ -200,12 +200,12 @@ def test_retag_agreement_on_the_export(tmp_path):
 
 
 def test_export_refuses_duplicate_ids(tmp_path, monkeypatch):
-  first_id = procedural_et.generate_sample(0, "pure", "train", 0, MAX_FRAMES)["id"]
+  first_id = procedural.generate_sample(0, "pure", "train", 0, MAX_FRAMES)["id"]
   (tmp_path / "mixed_test_split.txt").write_text(first_id)
   with pytest.raises(DataError, match=f"{first_id}, already in mixed_test_split.txt"):
     et.export_embedded(tmp_path, "pure", {"train": 1}, max_frames=MAX_FRAMES)
-  generate = procedural_et.generate_sample
-  monkeypatch.setattr(procedural_et, "generate_sample", lambda *args: {**generate(*args), "id": "same"})
+  generate = procedural.generate_sample
+  monkeypatch.setattr(procedural, "generate_sample", lambda *args: {**generate(*args), "id": "same"})
   with pytest.raises(DataError, match="already in this export"):
     et.export_embedded(tmp_path / "other", "pure", {"train": 2}, max_frames=MAX_FRAMES)
   with pytest.raises(ConfigError, match="split_sizes"):

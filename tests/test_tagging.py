@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from storyjax.data import tagging
+from storyjax.data.et import tagging
 
 _PATTERNS = list(itertools.product((0, 1, -1), repeat=3))  # E.T.'s class order
 

@@ -4,8 +4,8 @@ import re
 import numpy as np
 import pytest
 
-from storyjax.data import procedural_et
-from storyjax.data.tokenizer import (build_caption_tokenizer, load_caption_tokenizer, save_tokenizer,
+from storyjax.data.et import procedural
+from storyjax.text.tokenizer import (build_caption_tokenizer, load_caption_tokenizer, save_tokenizer,
                                      tokenize_captions)
 
 MAX_LENGTH = 96
@@ -13,7 +13,7 @@ MAX_LENGTH = 96
 
 @pytest.fixture(scope="module")
 def vocabulary():
-  return procedural_et.caption_vocabulary()
+  return procedural.caption_vocabulary()
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +24,9 @@ def tokenizer(vocabulary):
 @pytest.fixture(scope="module")
 def captions():
   texts = []
-  for subset in procedural_et.SUBSETS:
+  for subset in procedural.SUBSETS:
     for index in range(100):
-      sample = procedural_et.generate_sample(0, subset, "train", index)
+      sample = procedural.generate_sample(0, subset, "train", index)
       texts += [sample["caption"], sample["caption_cam"]]
   return texts
 

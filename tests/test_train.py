@@ -13,7 +13,7 @@ import pytest
 from configs import director as director_config
 from storyjax import profiling, train as train_lib
 from storyjax.errors import CheckpointError, ConfigError, DataError, DivergenceError
-from storyjax.data import procedural_et
+from storyjax.data.et import procedural
 from storyjax.tasks.director import Task as DirectorTask
 
 from conftest import REPO_ROOT
@@ -118,13 +118,13 @@ def test_nan_loss_stops_with_step(runs_dir, monkeypatch):
 
 
 def test_wrong_data_shape_is_named(runs_dir, monkeypatch):
-  original = procedural_et.EmbeddedET.__getitem__
+  original = procedural.EmbeddedET.__getitem__
 
   def short_trajectory(self, index):
     example = original(self, index)
     return {**example, "camera_traj": example["camera_traj"][:, :6]}
 
-  monkeypatch.setattr(procedural_et.EmbeddedET, "__getitem__", short_trajectory)
+  monkeypatch.setattr(procedural.EmbeddedET, "__getitem__", short_trajectory)
   with pytest.raises(DataError, match=r"camera_traj has shape \(64, 6\), expected \(64, 9\)"):
     train_lib.train(smoke_config(), runs_dir / "bad_shape")
 

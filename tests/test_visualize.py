@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from storyjax import visualize
-from storyjax.data import procedural_et, tagging
-from storyjax.data.camera import write_kitti_poses
+from storyjax.data.et import procedural, tagging
+from storyjax.data.et.camera import write_kitti_poses
 from storyjax.errors import ConfigError, DataError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ TAB_ORANGE, CURRENT_RED = (255, 127, 14), (214, 39, 40)
 
 
 def _generated(index: int, max_frames: int = 60) -> dict:
-  sample = procedural_et.generate_sample(0, "pure", "test", index, max_frames=max_frames)
+  sample = procedural.generate_sample(0, "pure", "test", index, max_frames=max_frames)
   return {"camera_pose": sample["camera_pose"], "char_pos": sample["char_pos"], "caption": sample["caption"],
           "tags": "push_in", "num_frames": len(sample["camera_pose"]), "intrinsics": sample["intrinsics"]}
 

@@ -7,6 +7,9 @@ import jax.numpy as jnp
 from storyjax.layers.transformer import TransformerEncoder
 
 Dtype = Any
+# Where caption features come from, one vocabulary for configs, data and models: a small transformer trained
+# with the model on word ids, or frozen CLIP text features (B, L, Dt) computed outside the model.
+TEXT_ENCODERS = ("scratch", "clip")
 
 
 def pool_last_valid(features, mask):

@@ -11,13 +11,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from storyjax.data.et.camera import CAMERA_FEATURES
 from storyjax.layers.embeddings import with_positions
 from storyjax.layers.mlp import dense
+from storyjax.layers.text_encoder import TEXT_ENCODERS
 from storyjax.layers.transformer import TransformerEncoder
-from storyjax.models.director import CAMERA_FEATURES
 
 Dtype = Any
-TEXT_ENCODERS = ("scratch", "frozen")
 
 
 class DistributionEncoder(nn.Module):
@@ -49,7 +49,7 @@ class Clatr(nn.Module):
   """Trajectory (B, T, 9) and caption → Gaussian latents (B, D); latent (B, D) → trajectory (B, T, 9).
 
   caption: (B, L) int32 word ids with text_encoder="scratch" (a learned embedding), or (B, L, Dt) frozen
-  features (e.g. E.T.'s CLIP `caption_clip/seq`) with "frozen".
+  features (e.g. E.T.'s CLIP `caption_clip/seq`) with "clip".
   """
   num_frames: int
   width: int = 256
@@ -89,7 +89,7 @@ class Clatr(nn.Module):
         raise ValueError(f"the scratch text encoder takes word ids (B, L), got shape {caption.shape}")
       caption = self.token_embedding(caption)
     elif caption.ndim != 3:
-      raise ValueError(f"a frozen text encoder gives caption features (B, L, Dt), got shape {caption.shape}")
+      raise ValueError(f"frozen CLIP text features are caption features (B, L, Dt), got shape {caption.shape}")
     return self.text_encoder_(caption, caption_mask, deterministic)
 
   def decode(self, latent, frame_mask, deterministic: bool = True):

@@ -9,7 +9,7 @@
   token sequence pass through a small transformer; every backbone block cross-attends to the result.
 
 The caption comes from a small transformer trained with the model (`text_encoder="scratch"`, token ids in)
-or from a frozen encoder such as CLIP (`text_encoder="frozen"`, features (B, L, Dt) in; the pooled feature is
+or from frozen CLIP text features (`text_encoder="clip"`, features (B, L, Dt) in; the pooled feature is
 the one at the last valid token, CLIP's end-of-text).
 """
 from typing import Any
@@ -19,22 +19,20 @@ import jax.numpy as jnp
 
 from storyjax.layers.embeddings import NoiseLevelEmbedding, with_positions
 from storyjax.layers.mlp import dense
-from storyjax.layers.text_encoder import ScratchTextEncoder, pool_last_valid
+from storyjax.data.et.camera import CAMERA_FEATURES, CHARACTER_FEATURES
+from storyjax.layers.text_encoder import TEXT_ENCODERS, ScratchTextEncoder, pool_last_valid
 from storyjax.layers.transformer import TransformerEncoder
 
 Dtype = Any
-CAMERA_FEATURES = 9
-CHARACTER_FEATURES = 3
 VARIANTS = ("A", "B", "C")
 CAPTION_TOKENS = ("pooled", "sequence")
-TEXT_ENCODERS = ("scratch", "frozen")
 
 
 class Director(nn.Module):
   """EDM network F of the camera denoiser.
 
   Inputs: camera_traj (B, T, 9) = c_in·noisy feature; c_noise (B,); char_traj (B, T, 3);
-  caption (B, L) int32 token ids (scratch text encoder) or (B, L, Dt) features (frozen encoder), with
+  caption (B, L) int32 token ids (scratch text encoder) or (B, L, Dt) features (frozen CLIP), with
   caption_mask (B, L); frame_mask (B, T) bool; drop_char, drop_caption (B,) bool: replace that condition by
   zeros (classifier-free guidance). Returns (B, T, 9).
   """
@@ -68,7 +66,7 @@ class Director(nn.Module):
           self.vocab_size, self.text_width, self.text_layers, self.text_heads, self.max_caption_length,
           self.dtype, self.dropout_rate, name="text_encoder")(caption, caption_mask, deterministic)
     if caption.ndim != 3:
-      raise ValueError(f"a frozen text encoder gives caption features (B, L, Dt), got shape {caption.shape}")
+      raise ValueError(f"frozen CLIP text features are caption features (B, L, Dt), got shape {caption.shape}")
     return caption.astype(self.dtype), pool_last_valid(caption, caption_mask).astype(self.dtype)
 
   @nn.compact

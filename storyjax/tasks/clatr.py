@@ -13,12 +13,12 @@ import ml_collections
 import numpy as np
 
 from storyjax import train as train_lib
-from storyjax.data import tagging
+from storyjax.data.et import tagging
 from storyjax.errors import CheckpointError, ConfigError, DataError
 from storyjax.layers.text_encoder import pool_last_valid
 from storyjax.metrics.clatr import mean_cosine, retrieval_recall
 from storyjax.models.clatr import Clatr
-from storyjax.models.director import CAMERA_FEATURES
+from storyjax.data.et.camera import CAMERA_FEATURES
 from storyjax.tasks.trajectory import TrajectoryTask
 
 DUPLICATE_COSINE = 0.99  # TMR's filter: 2·0.995 − 1
@@ -76,7 +76,7 @@ class Task(TrajectoryTask):
     super().__init__(config, caption_key=data.caption)
     self.model = Clatr(
         num_frames=self.num_frames, width=model.width, num_layers=model.num_layers, num_heads=model.num_heads,
-        mlp_dim=model.mlp_dim, text_encoder="frozen" if self.caption_inputs.frozen else "scratch",
+        mlp_dim=model.mlp_dim, text_encoder=model.text_encoder,
         vocab_size=self.caption_inputs.vocab_size, dropout_rate=model.dropout_rate, dtype=self.dtype)
 
   # ---- data -------------------------------------------------------------------------------------

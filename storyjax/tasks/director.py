@@ -7,11 +7,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from storyjax.data import camera, tagging
+from storyjax.data.et import camera, tagging
 from storyjax.diffusion import edm
 from storyjax.diffusion.guidance import classifier_free_guidance
 from storyjax.errors import ConfigError, DataError
-from storyjax.models.director import CAMERA_FEATURES, CAPTION_TOKENS, CHARACTER_FEATURES, VARIANTS, Director
+from storyjax.data.et.camera import CAMERA_FEATURES, CHARACTER_FEATURES
+from storyjax.models.director import CAPTION_TOKENS, VARIANTS, Director
 from storyjax import plotting
 from storyjax.metrics import clatr as clatr_metrics, distribution
 from storyjax.tasks import clatr
@@ -39,7 +40,7 @@ class Task(TrajectoryTask):
         num_steps=diffusion.num_steps)
     self.model = Director(
         num_frames=self.num_frames, width=model.width, num_layers=model.num_layers,
-        num_heads=model.num_heads, text_encoder="frozen" if self.caption_inputs.frozen else "scratch",
+        num_heads=model.num_heads, text_encoder=model.text_encoder,
         vocab_size=self.caption_inputs.vocab_size, text_width=model.text_width,
         text_layers=model.text_layers, text_heads=model.text_heads,
         max_caption_length=model.max_caption_length, variant=model.variant,

@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from storyjax.data import camera
-from storyjax.data.caption_inputs import CaptionInputs
-from storyjax.data.sources import trajectory_source
+from storyjax.data.et import camera, procedural
+from storyjax.text.caption_inputs import CaptionInputs
+from storyjax.data.et.sources import trajectory_source
 from storyjax.errors import ConfigError
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -26,7 +26,7 @@ class TrajectoryTask:
       raise ConfigError(f"data.max_frames={data.max_frames} must be in (0, {camera.MAX_FRAMES}].")
     self.num_frames = data.max_frames
     self.dtype = DTYPES[model.dtype]
-    self.caption_inputs = CaptionInputs(model.text_encoder, model.max_caption_length, model.clip_path,
+    self.caption_inputs = CaptionInputs(model.text_encoder, model.max_caption_length, procedural.caption_vocabulary(), model.clip_path,
                                         caption_key=caption_key)
 
   def source(self, split: str):

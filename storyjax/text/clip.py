@@ -24,6 +24,8 @@ CONFIG_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_l
                  "max_position_embeddings", "layer_norm_eps", "hidden_act", "eos_token_id")
 LEGACY_EOS_TOKEN_ID = 2  # configs saved before transformers fixed eos_token_id; HF then takes argmax(token_ids)
 
+CONTEXT_LENGTH = 77  # CLIP's text context, also the length of E.T.'s caption_clip/seq
+
 
 class CLIPTextTransformer(nn.Module):
   """token ids (B, L) int32 [, attention_mask (B, L) 1 = token, 0 = padding] → last hidden state (B, L, D) after
@@ -185,7 +187,7 @@ class ClipTextFeatures:
   in fixed-size jitted batches, each distinct caption once.
   """
 
-  def __init__(self, path, max_length: int = 77, batch_size: int = 64):
+  def __init__(self, path, max_length: int = CONTEXT_LENGTH, batch_size: int = 64):
     self.module, self.params, self.tokenizer = load_clip_text(path)
     if not 2 <= max_length <= self.module.max_position_embeddings:
       raise ConfigError(f"CLIP max_length={max_length} must be in [2, {self.module.max_position_embeddings}] "

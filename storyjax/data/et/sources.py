@@ -1,15 +1,15 @@
 """The configured trajectory data: the embedded procedural E.T. set or the released E.T. layout on disk."""
 import ml_collections
 
-from storyjax.data import procedural_et
-from storyjax.data.et import ETSource
+from storyjax.data.et import procedural
+from storyjax.data.et.layout import ETSource
 from storyjax.errors import ConfigError
 
 SOURCES = ("embedded", "et")
 
 
 def trajectory_source(data: ml_collections.ConfigDict, split: str):
-  """A Grain random-access source of E.T.-style examples (keys of `procedural_et.EmbeddedET.__getitem__`).
+  """A Grain random-access source of E.T.-style examples (keys of `procedural.EmbeddedET.__getitem__`).
 
   "embedded": data.train_size / data.test_size procedural samples of data.subset; "et": the split file
   `{data.subset}_{split}_split.txt` of the released layout in data.path (sizes come from the split files).
@@ -23,7 +23,7 @@ def trajectory_source(data: ml_collections.ConfigDict, split: str):
     return ETSource(data.path, data.subset, split, max_frames=data.max_frames, caption=data.get("caption", "caption"))
   size = {"train": data.train_size, "test": data.test_size}[split]
   try:
-    return procedural_et.EmbeddedET(data.subset, split, size, seed=data.seed, max_frames=data.max_frames,
+    return procedural.EmbeddedET(data.subset, split, size, seed=data.seed, max_frames=data.max_frames,
                                     min_frames=data.min_frames)
   except ValueError as error:  # e.g. an unknown data.subset or a too small data.min_frames
     raise ConfigError(f"data config: {error}") from error

@@ -5,13 +5,13 @@ import re
 import numpy as np
 import pytest
 
-from storyjax.data import camera, procedural_et, tagging
+from storyjax.data.et import camera, procedural, tagging
 
 ID_PATTERN = re.compile(r"^20\d\d_[A-Za-z0-9_-]{11}_\d{5}_\d{5}$")
 
 
 def samples(subset, count, split="train", **kwargs):
-  return [procedural_et.generate_sample(0, subset, split, index, **kwargs) for index in range(count)]
+  return [procedural.generate_sample(0, subset, split, index, **kwargs) for index in range(count)]
 
 
 @pytest.fixture(scope="module")
@@ -25,23 +25,23 @@ def mixed():
 
 
 def test_generate_sample_is_deterministic():
-  first, again = (procedural_et.generate_sample(3, "mixed", "train", 7, max_frames=200) for _ in range(2))
+  first, again = (procedural.generate_sample(3, "mixed", "train", 7, max_frames=200) for _ in range(2))
   assert first.keys() == again.keys()
   for key in first:
     np.testing.assert_array_equal(first[key], again[key], err_msg=key)
-  for other in (procedural_et.generate_sample(3, "mixed", "train", 8, max_frames=200),
-                procedural_et.generate_sample(3, "mixed", "test", 7, max_frames=200),
-                procedural_et.generate_sample(4, "mixed", "train", 7, max_frames=200),
-                procedural_et.generate_sample(3, "pure", "train", 7, max_frames=200)):
+  for other in (procedural.generate_sample(3, "mixed", "train", 8, max_frames=200),
+                procedural.generate_sample(3, "mixed", "test", 7, max_frames=200),
+                procedural.generate_sample(4, "mixed", "train", 7, max_frames=200),
+                procedural.generate_sample(3, "pure", "train", 7, max_frames=200)):
     assert other["id"] != first["id"]
     assert (other["camera_pose"].shape != first["camera_pose"].shape
             or not np.allclose(other["camera_pose"], first["camera_pose"]))
 
 
 def test_train_and_test_ids_are_disjoint_and_et_formatted():
-  for subset in procedural_et.SUBSETS:
-    ids = {split: [procedural_et.generate_sample(0, subset, split, index, max_frames=100)["id"]
-                   for index in range(300)] for split in procedural_et.SPLITS}
+  for subset in procedural.SUBSETS:
+    ids = {split: [procedural.generate_sample(0, subset, split, index, max_frames=100)["id"]
+                   for index in range(300)] for split in procedural.SPLITS}
     assert all(len(set(split_ids)) == 300 for split_ids in ids.values())
     assert not set(ids["train"]) & set(ids["test"])
     for sample_id in ids["train"][:50]:
@@ -49,7 +49,7 @@ def test_train_and_test_ids_are_disjoint_and_et_formatted():
       assert len("_".join(sample_id.split("_")[1:-2])) == 11  # E.T.'s extract_frames.py parse
 
 
-@pytest.mark.parametrize("subset", procedural_et.SUBSETS)
+@pytest.mark.parametrize("subset", procedural.SUBSETS)
 def test_samples_follow_et_conventions(subset, pure, mixed):
   for sample in pure if subset == "pure" else mixed:
     poses, char_pos = sample["camera_pose"], sample["char_pos"]
@@ -73,15 +73,15 @@ def test_samples_follow_et_conventions(subset, pure, mixed):
     assert char_in_camera[2] > 0.9  # the character is in front of the frame-0 camera
     assert np.abs(char_pos[:, 1]).max() <= 0.011  # walks on the ground plane (up = −y), bobbing ≤ 1 cm
     assert tagging.run_sequence(sample["cam_segments"]) == sample["cam_classes"]
-    assert all(cls in procedural_et.CAMERA_MOTION_CLASSES for cls in sample["cam_classes"])
+    assert all(cls in procedural.CAMERA_MOTION_CLASSES for cls in sample["cam_classes"])
     assert len(sample["cam_classes"]) in segment_counts
-    assert all(run_end - run_start >= procedural_et.MIN_SEGMENT_STEPS
+    assert all(run_end - run_start >= procedural.MIN_SEGMENT_STEPS
                for _, run_start, run_end in tagging.runs(sample["cam_segments"]))
 
 
 def test_classes_are_drawn_uniformly():
   classes = [sample["cam_classes"][0] for sample in samples("pure", 1900, max_frames=41)]
-  counts = np.array([classes.count(cls) for cls in procedural_et.CAMERA_MOTION_CLASSES])
+  counts = np.array([classes.count(cls) for cls in procedural.CAMERA_MOTION_CLASSES])
   assert counts.sum() == len(classes)
   shares = counts / counts.sum()
   assert 0.035 < shares.min() and shares.max() < 0.07, shares  # chance level 1/19 ≈ 0.053
@@ -114,7 +114,7 @@ def test_pans_and_tilts_turn_the_optical_axis_the_named_way(pure):
   expected = {"pan_left": (0, -1.0), "pan_right": (0, 1.0), "tilt_up": (1, -1.0), "tilt_down": (1, 1.0)}
   seen = set()
   for sample in pure:
-    names = [name for name, pan in procedural_et._PANS.items()
+    names = [name for name, pan in procedural._PANS.items()
              if any(re.search(rf"\b{phrase}\.", sample["caption_cam"]) for phrase in pan.phrases)]
     if not names:
       continue
@@ -127,11 +127,11 @@ def test_pans_and_tilts_turn_the_optical_axis_the_named_way(pure):
 
 
 def test_captions_name_the_classes_in_a_closed_vocabulary(pure, mixed):
-  vocabulary = set(procedural_et.caption_vocabulary())
-  for cls in procedural_et.CAMERA_MOTION_CLASSES:
-    assert len(set(procedural_et.camera_phrases(cls))) >= 3, tagging.CAMERA_CLASS_NAMES[cls]
-  for cls in procedural_et.CHARACTER_MOTION_CLASSES:
-    assert len(set(procedural_et.character_phrases(cls))) >= 3, tagging.CHARACTER_CLASS_NAMES[cls]
+  vocabulary = set(procedural.caption_vocabulary())
+  for cls in procedural.CAMERA_MOTION_CLASSES:
+    assert len(set(procedural.camera_phrases(cls))) >= 3, tagging.CAMERA_CLASS_NAMES[cls]
+  for cls in procedural.CHARACTER_MOTION_CLASSES:
+    assert len(set(procedural.character_phrases(cls))) >= 3, tagging.CHARACTER_CLASS_NAMES[cls]
   for sample in pure + mixed:
     for text in (sample["caption"], sample["caption_cam"]):
       words = re.findall(r"\w+|[^\w\s]", text.lower())
@@ -140,23 +140,23 @@ def test_captions_name_the_classes_in_a_closed_vocabulary(pure, mixed):
     # The camera phrases appear in segment order.
     position = 0
     for cls in sample["cam_classes"]:
-      matches = [sample["caption_cam"].find(f" {phrase}", position) for phrase in procedural_et.camera_phrases(cls)]
+      matches = [sample["caption_cam"].find(f" {phrase}", position) for phrase in procedural.camera_phrases(cls)]
       matches = [match for match in matches if match >= 0]
       assert matches, (sample["caption_cam"], sample["cam_classes"])
       position = min(matches) + 1
-  for cls in procedural_et.CAMERA_MOTION_CLASSES[1:]:  # the phrase tables follow E.T.'s tag names
+  for cls in procedural.CAMERA_MOTION_CLASSES[1:]:  # the phrase tables follow E.T.'s tag names
     name = tagging.CAMERA_CLASS_NAMES[cls]
-    assert "-".join(procedural_et._CAMERA_MOTIONS[cls]) == name
+    assert "-".join(procedural._CAMERA_MOTIONS[cls]) == name
 
 
-@pytest.mark.parametrize("subset", procedural_et.SUBSETS)
+@pytest.mark.parametrize("subset", procedural.SUBSETS)
 def test_embedded_items_are_padded_model_features(subset):
-  source = procedural_et.EmbeddedET(subset, "test", size=5, seed=2, max_frames=150, min_frames=90)
+  source = procedural.EmbeddedET(subset, "test", size=5, seed=2, max_frames=150, min_frames=90)
   assert len(source) == 5
   assert pickle.loads(pickle.dumps(source)).__dict__ == source.__dict__
   for index in range(len(source)):
     item = source[index]
-    sample = procedural_et.generate_sample(2, subset, "test", index, max_frames=150, min_frames=90)
+    sample = procedural.generate_sample(2, subset, "test", index, max_frames=150, min_frames=90)
     num_frames = len(sample["camera_pose"])
     assert 90 <= num_frames <= 150 and item["num_frames"] == num_frames and item["num_frames"].dtype == np.int32
     assert item["camera_traj"].shape == (150, 9) and item["camera_traj"].dtype == np.float32
@@ -179,16 +179,16 @@ def test_embedded_items_are_padded_model_features(subset):
 
 def test_bad_arguments_raise_value_errors_naming_them():
   with pytest.raises(ValueError, match="'impure'"):
-    procedural_et.generate_sample(0, "impure", "train", 0)
+    procedural.generate_sample(0, "impure", "train", 0)
   with pytest.raises(ValueError, match="'val'"):
-    procedural_et.EmbeddedET("pure", "val", size=3)
+    procedural.EmbeddedET("pure", "val", size=3)
   with pytest.raises(ValueError, match="index 3"):
-    procedural_et.EmbeddedET("pure", "train", size=3)[3]
+    procedural.EmbeddedET("pure", "train", size=3)[3]
   with pytest.raises(ValueError, match="index=-1"):
-    procedural_et.generate_sample(0, "pure", "train", -1)
+    procedural.generate_sample(0, "pure", "train", -1)
   with pytest.raises(ValueError, match="min_frames=60"):
-    procedural_et.EmbeddedET("mixed", "train", size=3, max_frames=100, min_frames=60)
+    procedural.EmbeddedET("mixed", "train", size=3, max_frames=100, min_frames=60)
   with pytest.raises(ValueError, match="max_frames=301"):
-    procedural_et.generate_sample(0, "pure", "train", 0, max_frames=301)
+    procedural.generate_sample(0, "pure", "train", 0, max_frames=301)
   with pytest.raises(ValueError, match="max_segments=2"):
-    procedural_et.EmbeddedET("mixed", "train", size=3, max_segments=2)
+    procedural.EmbeddedET("mixed", "train", size=3, max_segments=2)

@@ -10,7 +10,7 @@ import itertools
 
 import numpy as np
 
-from storyjax.data.camera import FPS, _as_poses
+from storyjax.data.et.camera import FPS, _as_poses
 
 PAD_CLASS = 27
 

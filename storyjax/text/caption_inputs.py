@@ -10,25 +10,27 @@ from typing import Sequence
 
 import numpy as np
 
-from storyjax.data import procedural_et
-from storyjax.data.et import CLIP_LENGTH
-from storyjax.data.tokenizer import build_caption_tokenizer, load_caption_tokenizer, save_tokenizer, tokenize_captions
+from storyjax.text.tokenizer import build_caption_tokenizer, load_caption_tokenizer, save_tokenizer, tokenize_captions
 from storyjax.errors import ConfigError, DataError
-from storyjax.text.clip import ClipTextFeatures
+from storyjax.layers.text_encoder import TEXT_ENCODERS
+from storyjax.text.clip import CONTEXT_LENGTH as CLIP_LENGTH, ClipTextFeatures
 
-TEXT_ENCODERS = ("scratch", "clip")
 TOKENIZER_DIR = "tokenizer"
 
 
 class CaptionInputs:
-  """example → (caption, caption_mask): ids (L,) int32 for "scratch", features (77, D) float32 for "clip"."""
+  """example → (caption, caption_mask): ids (L,) int32 for "scratch", features (77, D) float32 for "clip".
 
-  def __init__(self, text_encoder: str, max_length: int, clip_path: str = "", caption_key: str = "caption"):
+  `vocabulary` is the closed word list of the scratch tokenizer (e.g. the embedded captions' words).
+  """
+
+  def __init__(self, text_encoder: str, max_length: int, vocabulary: Sequence[str] = (), clip_path: str = "",
+               caption_key: str = "caption"):
     if text_encoder not in TEXT_ENCODERS:
       raise ConfigError(f"model.text_encoder={text_encoder!r}; choose one of {TEXT_ENCODERS}.")
     self.text_encoder, self.max_length, self.clip_path = text_encoder, max_length, clip_path
     self.caption_key = caption_key
-    self.tokenizer = build_caption_tokenizer(procedural_et.caption_vocabulary())
+    self.tokenizer = build_caption_tokenizer(vocabulary)
     self._clip = None
 
   @property

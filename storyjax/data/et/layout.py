@@ -9,21 +9,18 @@ char_segments/<id>.npy (N − 1,) int, caption/<id>.txt, caption_cam/<id>.txt, o
 caption_clip/{seq,token}/<id>.npy ((L ≤ 77, 512), (512,)) and caption_cam_clip/…, bounds/<id>.npy; split lists
 {pure,mixed,full}_{train,test}_split.txt and clatr_{train,val,test}_split.txt, one id a line, no trailing newline.
 """
-import json
 import pathlib
 from typing import Callable, Sequence
 
-from absl import flags
 import numpy as np
 
-from storyjax import cli
-from storyjax.data import camera, procedural_et, tagging
+from storyjax.data.et import camera, procedural, tagging
 from storyjax.errors import ConfigError, DataError
+from storyjax.text.clip import CONTEXT_LENGTH as CLIP_LENGTH
 
 SUBSET_SPLITS = {"pure": ("train", "test"), "mixed": ("train", "test"), "full": ("train", "test"),
                  "clatr": ("train", "val", "test")}
 CAPTION_KEYS = ("caption", "caption_cam")
-CLIP_LENGTH = 77
 OPTIONAL_FOLDERS = ("char_raw", "intrinsics", "char_segments", "caption_cam", "caption_clip", "caption_cam_clip",
                     "bounds")
 _ROTATION_TOLERANCE = 1e-2  # the released poses went through float16 (about 1e-3 quantisation)
@@ -145,7 +142,7 @@ class ETSource:
   """
 
   def __init__(self, root, subset: str, split: str, max_frames: int = camera.MAX_FRAMES,
-               max_segments: int = procedural_et.MAX_SEGMENTS["mixed"], caption: str = "caption"):
+               max_segments: int = procedural.MAX_SEGMENTS["mixed"], caption: str = "caption"):
     self.root = pathlib.Path(root)
     if not self.root.is_dir():
       raise DataError(f"E.T. dataset directory not found: {self.root}")
@@ -291,7 +288,7 @@ def export_embedded(root, subset: str, split_sizes: dict[str, int], seed: int = 
                     max_frames: int = camera.MAX_FRAMES, min_frames: int | None = None,
                     clip_features: Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]] | None = None
                     ) -> dict[str, list[str]]:
-  """Writes `procedural_et.generate_sample(seed, subset, split, i)`, i < split_sizes[split], in the released layout.
+  """Writes `procedural.generate_sample(seed, subset, split, i)`, i < split_sizes[split], in the released layout.
 
   cam_segments/ and char_segments/ hold E.T.'s tagger output on the written trajectories (as released; the
   generator's classes survive it), char_raw = char + a fixed offset, bounds = [0, N − 1]. Split files:
@@ -301,24 +298,24 @@ def export_embedded(root, subset: str, split_sizes: dict[str, int], seed: int = 
   writes caption_clip/ and caption_cam_clip/. An id drawn twice, in this export or in the other subset's split
   files, is an error (its files would be overwritten). Returns {split file name: ids} for the files written.
   """
-  if subset not in procedural_et.SUBSETS:
-    raise ConfigError(f"export subset={subset!r}; choose one of {procedural_et.SUBSETS}.")
-  unknown = sorted(set(split_sizes) - set(procedural_et.SPLITS))
+  if subset not in procedural.SUBSETS:
+    raise ConfigError(f"export subset={subset!r}; choose one of {procedural.SUBSETS}.")
+  unknown = sorted(set(split_sizes) - set(procedural.SPLITS))
   if unknown or any(size < 0 for size in split_sizes.values()):
-    raise ConfigError(f"split_sizes={split_sizes}: keys must be in {procedural_et.SPLITS}, sizes >= 0.")
+    raise ConfigError(f"split_sizes={split_sizes}: keys must be in {procedural.SPLITS}, sizes >= 0.")
   root = pathlib.Path(root)
   for folder in ("traj", "char", "char_raw", "intrinsics", "cam_segments", "char_segments", "caption",
                  "caption_cam", "bounds"):
     (root / folder).mkdir(parents=True, exist_ok=True)
-  taken = {sample_id: path.name for other in procedural_et.SUBSETS if other != subset
-           for split in procedural_et.SPLITS if (path := split_file(root, other, split)).is_file()
+  taken = {sample_id: path.name for other in procedural.SUBSETS if other != subset
+           for split in procedural.SPLITS if (path := split_file(root, other, split)).is_file()
            for sample_id in read_split(path)}
   written = {}
   for split, size in split_sizes.items():
     ids, captions = [], {key: [] for key in CAPTION_KEYS}
     for index in range(size):
       try:
-        sample = procedural_et.generate_sample(seed, subset, split, index, max_frames, min_frames)
+        sample = procedural.generate_sample(seed, subset, split, index, max_frames, min_frames)
       except ValueError as error:  # frame range
         raise ConfigError(f"export: {error}") from error
       sample_id = sample["id"]
@@ -342,8 +339,8 @@ def export_embedded(root, subset: str, split_sizes: dict[str, int], seed: int = 
         _write_clip_features(root, key, ids, captions[key], clip_features)
     written[split_file(root, subset, split).name] = ids
     _write_split(split_file(root, subset, split), ids)
-  for split in procedural_et.SPLITS:
-    full = [sample_id for name in procedural_et.SUBSETS if (path := split_file(root, name, split)).is_file()
+  for split in procedural.SPLITS:
+    full = [sample_id for name in procedural.SUBSETS if (path := split_file(root, name, split)).is_file()
             for sample_id in read_split(path)]
     written[f"full_{split}_split.txt"] = full
   full_test = written["full_test_split.txt"]
@@ -354,59 +351,3 @@ def export_embedded(root, subset: str, split_sizes: dict[str, int], seed: int = 
     if name.startswith(("full_", "clatr_")):
       _write_split(root / name, ids)
   return {name: ids for name, ids in written.items() if ids}
-
-
-def _define_flags() -> None:
-  """Flags of the CLI only: importing this module (as every training run does) defines none."""
-  flags.DEFINE_string("path", None, "An E.T. dataset directory to validate.")
-  flags.DEFINE_bool("retag", False, "With --path: recompute the tags from traj/ and char/ and compare.")
-  flags.DEFINE_string("export", None, "Write the embedded procedural data in the E.T. layout here.")
-  flags.DEFINE_enum("subset", "pure", list(procedural_et.SUBSETS), "With --export: the procedural subset.")
-  flags.DEFINE_integer("train_size", 100, "With --export: train samples.")
-  flags.DEFINE_integer("test_size", 20, "With --export: test samples.")
-  flags.DEFINE_integer("seed", 0, "With --export: the procedural seed.")
-  flags.DEFINE_integer("max_frames", camera.MAX_FRAMES, "With --export: frames per sample at most.")
-
-
-_EXPORT_FLAGS = ("subset", "train_size", "test_size", "seed", "max_frames")
-
-
-def _print_summary(path: str, summary: dict) -> None:
-  print(f"{summary['num_samples']} samples, {summary['num_steps']} steps in {path}")
-  for name, count in summary["splits"].items():
-    print(f"  {name}: {count}")
-  frames = summary["frames"]
-  print(f"frames: {frames['total']} in all, {frames['min']}–{frames['max']} per sample (mean {frames['mean']:.1f})")
-  classes = summary["camera_classes"]
-  print("camera classes (steps): " + ", ".join(f"{name} {count}" for name, count in classes.items()))
-  print(f"optional folders: {', '.join(summary['optional_folders']) or 'none'}; precomputed CLIP features: "
-        f"{', '.join(summary['clip_features']) or 'none'}")
-  for key in ("cam_tag_agreement", "char_tag_agreement"):
-    if key in summary:
-      print(f"{key.split('_')[0]} tags recomputed from the trajectories agree with the stored ones on "
-            f"{100 * summary[key]:.2f}% of the steps")
-
-
-def main() -> None:
-  args = flags.FLAGS
-  if (args.path is None) == (args.export is None):
-    raise ConfigError("give exactly one of --path=DIR (validate) or --export=DIR (write the embedded data)")
-  if args.export:
-    if args.retag:
-      raise ConfigError("--retag goes with --path=DIR, not --export")
-    written = export_embedded(args.export, args.subset, {"train": args.train_size, "test": args.test_size},
-                              seed=args.seed, max_frames=args.max_frames)
-    summary = {"exported": args.export, "splits": {name: len(ids) for name, ids in written.items()}}
-    print(f"wrote {args.export}: " + ", ".join(f"{name} {count}" for name, count in summary["splits"].items()))
-  else:
-    given = [name for name in _EXPORT_FLAGS if args[name].present]
-    if given:
-      raise ConfigError(f"--{', --'.join(given)} go with --export=DIR, not --path")
-    summary = validate(args.path, retag=args.retag)
-    _print_summary(args.path, summary)
-  print(json.dumps(summary))
-
-
-if __name__ == "__main__":
-  _define_flags()
-  cli.run_program(main)

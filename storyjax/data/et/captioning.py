@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from storyjax.data import tagging
-from storyjax.data.camera import FPS
-from storyjax.data.procedural_et import (
+from storyjax.data.et import tagging
+from storyjax.data.et.camera import FPS
+from storyjax.data.et.procedural import (
     STATIC_CAMERA_PHRASES, CAMERA_MOTION_CLASSES, CHARACTER_MOTION_CLASSES, camera_phrases, character_phrases)
 from storyjax.errors import ConfigError, DataError
 

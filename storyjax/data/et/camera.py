@@ -9,6 +9,8 @@ import numpy as np
 
 FPS = 25.0
 MAX_FRAMES = 300
+CAMERA_FEATURES = 9     # per frame: rot6d ‖ standardized translation step (encode_camera)
+CHARACTER_FEATURES = 3  # per frame: standardized character step (encode_character)
 
 # The E.T. '0300' standardization, hard-coded in the released DIRECTOR and CLaTr configs (no stats file exists).
 CAM_VEL_MEAN = np.array([7.93987673e-05, -9.98621393e-05, 4.12940653e-04])   # per-frame camera Δt

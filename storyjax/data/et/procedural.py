@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from storyjax.data import camera, tagging
+from storyjax.data.et import camera, tagging
 
 SUBSETS = ("pure", "mixed")
 SPLITS = ("train", "test")
