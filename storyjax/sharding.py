@@ -28,12 +28,22 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("vocab", None),
     ("length", None),
     ("io", None),
+    # Conv kernels (depth, height, width, in, out): the few taps stay replicated, channels shard like embed/mlp.
+    ("conv_depth", None),
+    ("conv_height", None),
+    ("conv_width", None),
+    ("conv_in", "fsdp"),
+    ("conv_out", "model"),
     ("activation_batch", BATCH_AXES),
     ("activation_length", None),
     ("activation_embed", None),
     ("activation_heads", "model"),
     ("activation_kv", None),
     ("activation_mlp", "model"),
+    ("activation_depth", None),
+    ("activation_height", None),
+    ("activation_width", None),
+    ("activation_channels", None),
 )
 
 

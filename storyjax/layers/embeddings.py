@@ -1,4 +1,4 @@
-"""Sinusoidal position / noise-level embeddings."""
+"""Position embeddings (sinusoidal 1-D and 2-D, learned) and the noise-level embedding."""
 from typing import Any
 
 import flax.linen as nn
@@ -22,6 +22,33 @@ def sinusoidal_embedding(positions, dim: int, max_period: float = 10_000.0):
 def with_positions(tokens):
   """(B, L, D) + the sinusoidal embedding of positions 0..L−1."""
   return tokens + sinusoidal_embedding(jnp.arange(tokens.shape[1]), tokens.shape[-1]).astype(tokens.dtype)
+
+
+def sinusoidal_embedding_2d(height: int, width: int, dim: int, max_period: float = 10_000.0):
+  """Positions of an (H, W) grid → (H·W, dim), rows first: [row embedding ‖ column embedding].
+
+  As in MAE/ViT, half the channels encode the row and half the column, each a `sinusoidal_embedding` of
+  dim/2 channels (so dim must be a multiple of 4); token index = row·W + column, the order of `patchify`.
+  """
+  if dim % 4:
+    raise ValueError(f"2-D sinusoidal embedding dim must be a multiple of 4, got {dim}")
+  rows, columns = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
+  return jnp.concatenate([sinusoidal_embedding(rows.reshape(-1), dim // 2, max_period),
+                          sinusoidal_embedding(columns.reshape(-1), dim // 2, max_period)], axis=-1)
+
+
+class LearnedPositions(nn.Module):
+  """Tokens (B, L, D) + rows 0..L−1 of a learned (max_length, D) table on logical axes ("length", "embed")."""
+  max_length: int
+
+  @nn.compact
+  def __call__(self, tokens):
+    length, width = tokens.shape[1:]
+    if length > self.max_length:
+      raise ValueError(f"{length} tokens exceed the {self.max_length} learned positions; raise max_length.")
+    table = self.param("embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02),
+                                                                ("length", "embed")), (self.max_length, width))
+    return tokens + table[:length].astype(tokens.dtype)
 
 
 class NoiseLevelEmbedding(nn.Module):

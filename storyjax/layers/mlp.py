@@ -4,6 +4,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from storyjax.layers.norms import make_norm
+
 Dtype = Any
 
 
@@ -18,10 +20,7 @@ def dense(features: int, axes: tuple[str, str], dtype: Dtype = jnp.float32, name
 
 def layer_norm(dtype: Dtype = jnp.float32, name: str | None = None, affine: bool = True) -> nn.LayerNorm:
   """LayerNorm (eps 1e-6) over the `embed` axis, statistics in fp32; `affine=False` drops scale and bias."""
-  return nn.LayerNorm(
-      epsilon=1e-6, dtype=dtype, name=name, use_scale=affine, use_bias=affine,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
+  return make_norm("layer", dtype, name, affine=affine)
 
 
 class MlpBlock(nn.Module):
