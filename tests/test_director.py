@@ -125,10 +125,10 @@ def test_variant_parameters(variant_model):
   backbone_block = params["backbone"]["block_0"]
   assert ("modulation" in backbone_block) == (variant == "B")
   assert ("cross_attention" in backbone_block) == (variant == "C")
-  assert ("registers" in params) == (variant == "C")
-  assert ("condition_encoder" in params) == (variant == "C")
+  assert ("condition_mapper" in params) == (variant == "C")
   if variant == "C":
-    assert params["registers"].shape == (4, WIDTH)
+    assert params["condition_mapper"]["registers"].shape == (4, WIDTH)
+    assert set(params["condition_mapper"]["encoder"]) == {"block_0", "final_norm"}
 
 
 def test_padding_frames_do_not_leak(variant_model):

@@ -6,7 +6,8 @@
 - B ("adaLN"): the pooled conditions, Linear(character ‖ caption end-of-text feature) + noise embedding,
   modulate every block by adaLN-zero.
 - C ("cross-attention"): learned registers, the noise level, one token per character frame and the caption
-  token sequence pass through a small transformer; every backbone block cross-attends to the result.
+  token sequence pass through a small transformer (ConditionMapper); every backbone block cross-attends to the
+  result.
 
 The caption comes from a small transformer trained with the model (`text_encoder="scratch"`, token ids in)
 or from frozen CLIP text features (`text_encoder="clip"`, features (B, L, Dt) in; the pooled feature is
@@ -17,6 +18,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from storyjax.layers.condition import ConditionMapper
 from storyjax.layers.embeddings import NoiseLevelEmbedding, with_positions
 from storyjax.layers.mlp import dense
 from storyjax.data.et.camera import CAMERA_FEATURES, CHARACTER_FEATURES
@@ -113,20 +115,17 @@ class Director(nn.Module):
       camera_tokens = self._transformer(self.num_layers, "backbone")(
           with_positions(camera_tokens), frame_mask, deterministic, condition=condition)
     else:
-      registers = self.param("registers", nn.with_logical_partitioning(nn.initializers.normal(0.02),
-                                                                       ("length", "embed")),
-                             (self.num_registers, self.width))
       condition_tokens = jnp.concatenate([
-          jnp.broadcast_to(registers.astype(self.dtype), (batch,) + registers.shape),
           noise_embedding[:, None],
           dense(self.width, ("io", "embed"), self.dtype, name="char_projection")(char_traj),
           dense(self.width, ("io", "embed"), self.dtype, name="caption_projection")(caption_sequence),
       ], axis=1)
       # Unlike the published code, padded character frames and caption tokens are masked out.
-      condition_mask = jnp.concatenate([jnp.ones((batch, self.num_registers + 1), bool), frame_mask,
-                                        caption_mask], axis=1)
-      condition_tokens = self._transformer(self.condition_layers, "condition_encoder")(
-          with_positions(condition_tokens), condition_mask, deterministic)
+      condition_mask = jnp.concatenate([jnp.ones((batch, 1), bool), frame_mask, caption_mask], axis=1)
+      condition_tokens, condition_mask = ConditionMapper(
+          self.num_registers, self.condition_layers, self.num_heads, self.mlp_ratio * self.width, self.dtype,
+          self.dropout_rate, self.stochastic_depth, name="condition_mapper")(
+              condition_tokens, condition_mask, deterministic)
       camera_tokens = self._transformer(self.num_layers, "backbone")(
           with_positions(camera_tokens), frame_mask, deterministic, context=condition_tokens,
           context_mask=condition_mask)
