@@ -15,7 +15,8 @@ import time
 from absl import app, flags
 import jax
 
-from storyjax import cli, profiling, train as train_lib
+from storyjax import cli, profiling, trainer
+from storyjax.tasks import get_task
 
 _DEVICE_COUNTS = flags.DEFINE_list("device_counts", ["1", "8", "64", "256"], "Mesh sizes to compile for.")
 
@@ -37,7 +38,7 @@ def measure(config, mesh: dict[str, int]) -> dict:
   data_ways = mesh["data"] * mesh["fsdp"]
   config.batch_size = -(-config.batch_size // data_ways) * data_ways
   start = time.perf_counter()
-  setup = train_lib.TrainSetup(config)
+  setup = trainer.TrainSetup(get_task(config), config)
   _, cost = profiling.compile_with_cost(setup.lower_train_step())
   state_bytes = sum(leaf.size * leaf.dtype.itemsize
                     for leaf in jax.tree.leaves(setup.abstract_state)) / (mesh["fsdp"] * mesh["model"])

@@ -20,7 +20,8 @@ import time
 from absl import app, flags
 import jax
 
-from storyjax import cli, profiling, train as train_lib
+from storyjax import cli, profiling, trainer
+from storyjax.tasks import get_task
 
 # Dense bf16 peak TFLOP/s per chip, from the vendors' data sheets.
 PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "TPU v4": 275.0, "TPU v5p": 459.0, "TPU v5 lite": 197.0}
@@ -52,8 +53,8 @@ def median_rate(run_window) -> float:
 def main(argv):
   del argv
   config = cli.CONFIG_FLAG.value
-  train_lib.enable_compilation_cache(pathlib.Path(_CACHE_DIR.value))
-  setup = train_lib.TrainSetup(config)
+  trainer.enable_compilation_cache(pathlib.Path(_CACHE_DIR.value))
+  setup = trainer.TrainSetup(get_task(config), config)
   state = setup.init_state()
   train_step, cost = profiling.compile_with_cost(setup.lower_train_step())
   data_iter = setup.train_iterator()

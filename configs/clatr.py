@@ -5,35 +5,20 @@
   python -m storyjax.train --config=configs/clatr.py:paper                  # published sizes and optimisation
 
 The default matches configs/director.py's default data (pure subset, 100 frames), so Director's evaluation
-can use it (eval.clatr_workdir = runs/clatr).
+can use it (eval.clatr_workdir = runs/clatr). The loop keys are documented in storyjax/base_config.py.
 """
 import ml_collections
 
-VARIANTS = (None, "smoke", "paper")
+from storyjax.base_config import base_config
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-  if variant not in VARIANTS:
-    raise ValueError(f"Unknown configs/clatr.py variant {variant!r}; choose one of {VARIANTS[1:]} or none.")
-  config = ml_collections.ConfigDict()
-  config.name = "clatr" if variant is None else f"clatr_{variant}"
-  config.task = "clatr"
-  config.seed = 0
+  config = base_config("clatr", variant)
   # Text→trajectory R@1 on the embedded test split (chance 0.006) after 600 / 1000 / 2000 steps: 0.114 / 0.124 /
   # 0.146 (one H200, 100 / 200 / 200 warm-up steps; the contrastive term starts to fall near step 200).
-  config.total_steps = 800
-  config.batch_size = 64
-  config.log_every = 50
-  config.checkpoint_every = 400
-  config.keep_checkpoints = 2
-  config.profile_steps = 0
-
-  config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1})
-
-  config.optimizer = ml_collections.ConfigDict({
-      "name": "adamw", "learning_rate": 5e-4, "warmup_steps": 100, "final_lr_fraction": 0.01,
-      "b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.01, "grad_clip_norm": 1.0,
-      "ema_decay": 0.999})
+  if variant is None:
+    config.update({"total_steps": 800, "batch_size": 64, "checkpoint_every": 400, "eval_every": 400})
+  config.optimizer.update({"learning_rate": 5e-4, "warmup_steps": 100})
 
   config.model = ml_collections.ConfigDict({
       "width": 64, "num_layers": 2, "num_heads": 4, "mlp_dim": 128, "dropout_rate": 0.1, "dtype": "float32",
@@ -43,30 +28,26 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.loss = ml_collections.ConfigDict({  # published weights
       "reconstruction": 1.0, "kl": 1e-5, "latent": 1e-5, "contrastive": 0.1, "temperature": 0.1})
 
-  config.data = ml_collections.ConfigDict({
+  config.data.update({
       "source": "embedded", "path": "", "subset": "pure", "caption": "caption_cam",
-      "max_frames": 100, "min_frames": 64, "train_size": 20_000, "test_size": 500, "seed": 0,
-      "num_threads": 2, "num_workers": 0})
+      "max_frames": 100, "min_frames": 64, "train_size": 20_000, "test_size": 500, "seed": 0})
 
-  config.eval = ml_collections.ConfigDict({"at_end": True, "num_samples": 500, "batch_size": 100})
+  config.eval.update({"num_samples": 500, "quick_num_samples": 100, "batch_size": 100})
 
   if variant == "smoke":
-    config.total_steps = 6
-    config.batch_size = 8
-    config.log_every = 1
-    config.checkpoint_every = 3
     config.optimizer.warmup_steps = 2
     config.model.update({"width": 32, "num_layers": 1, "num_heads": 2, "mlp_dim": 64})
-    config.data.update({"max_frames": 64, "min_frames": 56, "train_size": 64, "test_size": 16, "num_threads": 0})
-    config.eval.update({"at_end": False, "num_samples": 16, "batch_size": 8})
+    config.data.update({"max_frames": 64, "min_frames": 56, "train_size": 64, "test_size": 16})
+    config.eval.update({"num_samples": 16, "quick_num_samples": 8, "batch_size": 8})
   elif variant == "paper":
     # Published CLaTr (shared/spec/facts/director-et-clatr.md §6): latent 256, 6 layers, FFN 1024, lr 1e-5.
     config.total_steps = 460_000
     config.batch_size = 32
     config.log_every = 100
     config.checkpoint_every = 10_000
+    config.eval_every = 10_000
     config.optimizer.update({"learning_rate": 1e-5, "warmup_steps": 0, "final_lr_fraction": 1.0,
-                             "b2": 0.999, "weight_decay": 0.01, "ema_decay": 0.9999})
+                             "weight_decay": 0.01, "ema_decay": 0.9999})
     config.model.update({"width": 256, "num_layers": 6, "num_heads": 4, "mlp_dim": 1024,
                          "max_caption_length": 77})
     config.data.update({"subset": "mixed", "max_frames": 300, "min_frames": 125, "train_size": 100_000,

@@ -3,35 +3,24 @@
   python -m storyjax.train --config=configs/director.py          # embedded data, ~20 min on 2 CPU cores
   python -m storyjax.train --config=configs/director.py:smoke    # seconds; used by the tests
   python -m storyjax.train --config=configs/director.py:paper    # published sizes and hyper-parameters
+
+The loop keys (steps, batch, mesh, optimizer, ...) are documented in storyjax/base_config.py.
 """
 import ml_collections
 
-VARIANTS = (None, "smoke", "paper")
+from storyjax.base_config import base_config
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-  if variant not in VARIANTS:
-    raise ValueError(f"Unknown configs/director.py variant {variant!r}; choose one of {VARIANTS[1:]} or none.")
-  config = ml_collections.ConfigDict()
-  config.name = "director" if variant is None else f"director_{variant}"
-  config.task = "director"
-  config.seed = 0
-  config.total_steps = 4000
-  config.batch_size = 32
-  config.log_every = 50
-  config.checkpoint_every = 500
-  config.keep_checkpoints = 2
-  config.profile_steps = 0  # > 0: jax.profiler trace of that many steps (from the 2nd) into <workdir>/profile
-
-  config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1})
+  config = base_config("director", variant)
+  if variant is None:
+    config.total_steps = 4000
+    config.eval_every = 500  # tag accuracy of eval.quick_num_samples test captions, logged as eval/tag_accuracy
 
   # Learning rate 3e-4 and p_mean 0 (half the training noise levels above σ = 1, where the trajectory must come
   # from the conditions) are what Director B needs on this data: at 1e-3 / −1.2 its pooled caption never learns
   # which direction words are the camera's (README, "Results"). The paper variant restores the published values.
-  config.optimizer = ml_collections.ConfigDict({
-      "name": "adamw", "learning_rate": 3e-4, "warmup_steps": 200, "final_lr_fraction": 0.01,
-      "b1": 0.9, "b2": 0.95, "eps": 1e-8, "weight_decay": 0.01, "grad_clip_norm": 1.0,
-      "ema_decay": 0.999})
+  config.optimizer.b2 = 0.95
 
   config.model = ml_collections.ConfigDict({
       "variant": "A", "caption_tokens": "sequence",  # caption_tokens: A only (B pools, C attends to all)
@@ -43,39 +32,38 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       "text_width": 96, "text_layers": 2, "text_heads": 4,
       "max_caption_length": 36})
 
-  config.data = ml_collections.ConfigDict({
+  config.data.update({
       "source": "embedded", "path": "",  # source "et": the released E.T. layout in directory `path`
       "subset": "pure", "max_frames": 100, "min_frames": 64,
-      "train_size": 20_000, "test_size": 500, "seed": 0, "num_threads": 2,
-      "num_workers": 0})  # num_workers > 0: build batches in that many processes (paper sizes on a GPU need ~4)
+      "train_size": 20_000, "test_size": 500, "seed": 0})  # num_workers > 0 for paper sizes on a GPU (~4)
 
   config.diffusion = ml_collections.ConfigDict({
       "sigma_data": 0.5, "p_mean": 0.0, "p_std": 1.2, "sigma_min": 0.002, "sigma_max": 80.0,
       "rho": 40.0, "num_steps": 10, "guidance_weight": 1.4, "condition_dropout": 0.1})
 
-  config.eval = ml_collections.ConfigDict({
-      "at_end": True, "num_samples": 200, "batch_size": 50, "num_plots": 4, "seed": 1,
+  config.eval.update({
+      "num_samples": 200, "quick_num_samples": 50, "batch_size": 50, "num_plots": 4, "seed": 1,
       "clatr_workdir": "runs/clatr",  # CLaTr checkpoint for fd_clatr, prdc, clatr_score ("" = skip)
       "prdc_published_quirks": False,  # True: P/R/D/C as Director's released evaluation computed them
       "num_reference": 200})  # train-split reference examples for fd_clatr and prdc (P/R/D/C want equal sizes)
 
+  # python -m storyjax.sample: the test example whose character trajectory (and length) conditions the samples;
+  # -1 = a character standing at the origin for data.max_frames frames.
+  config.sample = ml_collections.ConfigDict({"char_index": 0})
+
   if variant == "smoke":
-    config.total_steps = 6
-    config.batch_size = 8
-    config.log_every = 1
-    config.checkpoint_every = 3
-    config.optimizer.warmup_steps = 2
     config.model.update({"width": 32, "num_layers": 2, "num_heads": 2, "text_width": 32,
                          "text_layers": 1, "text_heads": 2})
-    config.data.update({"max_frames": 64, "min_frames": 56, "train_size": 64, "test_size": 8,
-                        "num_threads": 0})
-    config.eval.update({"at_end": False, "num_samples": 4, "batch_size": 4, "num_plots": 1, "clatr_workdir": ""})
+    config.data.update({"max_frames": 64, "min_frames": 56, "train_size": 64, "test_size": 8})
+    config.eval.update({"num_samples": 4, "quick_num_samples": 4, "batch_size": 4, "num_plots": 1,
+                        "clatr_workdir": ""})
   elif variant == "paper":
     # Published Director sizes and optimisation (shared/spec/references.md); E.T.'s 300-frame window.
     config.total_steps = 200_000
     config.batch_size = 128
     config.log_every = 100
     config.checkpoint_every = 5000
+    config.eval_every = 10_000
     config.optimizer.update({"learning_rate": 1e-4, "warmup_steps": 5000, "final_lr_fraction": 0.0,
                              "weight_decay": 0.1, "ema_decay": 0.9999})
     config.diffusion.p_mean = -1.2
@@ -84,5 +72,5 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
                          "caption_tokens": "pooled", "max_caption_length": 77})
     config.data.update({"subset": "mixed", "max_frames": 300, "min_frames": 125, "train_size": 100_000,
                         "test_size": 2000, "num_workers": 4})
-    config.eval.update({"num_samples": 1000, "batch_size": 100})
+    config.eval.update({"num_samples": 1000, "quick_num_samples": 200, "batch_size": 100})
   return config

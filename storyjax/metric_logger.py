@@ -1,4 +1,7 @@
-"""Training metrics: DIR/metrics.jsonl (one JSON object per logged step) and TensorBoard events."""
+"""Training metrics: DIR/metrics.jsonl (one JSON object per logged step) and TensorBoard events.
+
+Names without a slash are TensorBoard's `train/<name>`; evaluation during training logs `eval/<name>`.
+"""
 import json
 import pathlib
 
@@ -26,7 +29,7 @@ class MetricLogger:
     self._file.write(json.dumps({"step": step, **metrics}) + "\n")
     self._file.flush()
     for name, value in metrics.items():
-      self._tensorboard.add_scalar(f"train/{name}", value, step)
+      self._tensorboard.add_scalar(name if "/" in name else f"train/{name}", value, step)
 
   def close(self) -> None:
     if self.enabled:

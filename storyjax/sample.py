@@ -1,6 +1,8 @@
-"""Samples camera trajectories for prompts: `python -m storyjax.sample --config=... --workdir=DIR --prompt="..."`.
+"""Generates from prompts with any task that can: `python -m storyjax.sample --config=... --workdir=DIR
+--prompt="..." [--prompt="..."] [--num_samples=N] [--seed=S]`.
 
-Writes DIR/samples/samples.npz, one KITTI pose file and one PNG plot per sample.
+Writes DIR/samples/samples.npz (one row per sample) and the task's own per-sample files beside it; task options
+are config keys (e.g. Director's `--config.sample.char_index`).
 """
 import pathlib
 
@@ -9,38 +11,34 @@ import jax
 import ml_collections
 import numpy as np
 
-from storyjax import plotting
-from storyjax.data.et.camera import write_kitti_poses
-from storyjax.errors import ConfigError
+from storyjax import trainer
 from storyjax.cli import run_cli
-from storyjax.train import load_trained
+from storyjax.errors import ConfigError
+from storyjax.tasks import TASKS, get_task, task_class
+from storyjax.tasks.base import GenerativeTask
 
-_PROMPTS = flags.DEFINE_multi_string("prompt", None, "Caption(s) to sample; repeat the flag for several.")
+_PROMPTS = flags.DEFINE_multi_string("prompt", None, "Prompt(s) to generate from; repeat the flag for several.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Samples per prompt.")
-_CHAR_INDEX = flags.DEFINE_integer(
-    "char_index", 0, "Test example whose character trajectory (and length) conditions the samples; "
-    "-1 = a character standing at the origin for data.max_frames frames.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 
 def sample(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   workdir = pathlib.Path(workdir).absolute()
-  setup, params, _ = load_trained(config, workdir)
-  captions = [prompt for prompt in (_PROMPTS.value or []) for _ in range(_NUM_SAMPLES.value)]
-  if not captions:
+  task = get_task(config)
+  if not isinstance(task, GenerativeTask):
+    raise ConfigError(f"task {config.task!r} cannot generate (it has no `sample`); tasks that can: "
+                      f"{[name for name in TASKS if hasattr(task_class(name), 'sample')]}")
+  prompts = [prompt for prompt in (_PROMPTS.value or []) for _ in range(_NUM_SAMPLES.value)]
+  if not prompts:
     raise ConfigError("give at least one --prompt")
-  samples = setup.task.sample(params, captions, _CHAR_INDEX.value, jax.random.PRNGKey(_SEED.value))
+  _, variables, _ = trainer.restore_for_inference(task, config, workdir)
+  samples = task.sample(variables, prompts, jax.random.PRNGKey(_SEED.value))
   out_dir = workdir / "samples"
-  out_dir.mkdir(parents=True, exist_ok=True)
-  np.savez(out_dir / "samples.npz", **samples)
-  for index, caption in enumerate(captions):
-    num_frames = int(samples["mask"][index].sum())
-    poses = samples["camera_pose"][index, :num_frames]
-    write_kitti_poses(out_dir / f"sample_{index:03d}.txt", poses)
-    plotting.plot_camera_trajectory(out_dir / f"sample_{index:03d}.png", poses,
-                                    samples["char_traj"][index, :num_frames], caption=caption,
-                                    tags=f"generated tags: {samples['tags'][index]}")
-  print(f"samples: {out_dir / 'samples.npz'} ({len(captions)} trajectories, KITTI .txt and .png beside it)")
+  if jax.process_index() == 0:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(out_dir / "samples.npz", **samples)
+    task.save_samples(samples, out_dir)
+    print(f"samples: {out_dir / 'samples.npz'} ({len(prompts)} samples; {', '.join(sorted(samples))})")
   return samples
 
 

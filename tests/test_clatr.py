@@ -7,53 +7,17 @@ import numpy as np
 import pytest
 
 from configs import clatr as clatr_config, director as director_config
-from storyjax import train as train_lib
+from storyjax import train as train_lib, trainer
 from storyjax.data.et.sources import trajectory_source
 from storyjax.errors import CheckpointError, ConfigError
 from storyjax.metrics import distribution
 from storyjax.metrics.clatr import clatr_score, retrieval_recall
 from storyjax.models.clatr import Clatr
-from storyjax.tasks import clatr as clatr_task
+from storyjax.tasks import clatr as clatr_task, get_task, load_trained_task
 
 
-def _np_smooth_l1(x, y):
-  d = np.abs(x - y)
-  return np.where(d < 1, 0.5 * d ** 2, d - 0.5)
-
-
-def test_smooth_l1_and_kl_match_numpy():
-  rng = np.random.default_rng(0)
-  x, y = rng.normal(size=(4, 6, 9)) * 2, rng.normal(size=(4, 6, 9))
-  mask = rng.random((4, 6, 1)) < 0.7
-  expected = (_np_smooth_l1(x, y) * mask).sum() / (mask.sum() * 9)
-  np.testing.assert_allclose(clatr_task.smooth_l1(jnp.asarray(x), jnp.asarray(y), jnp.asarray(mask)), expected,
-                             rtol=1e-5)
-  m1, v1, m2, v2 = rng.normal(size=(4, 3, 8))
-  # KL(N1‖N2) per element: log(σ2/σ1) + (σ1² + (μ1 − μ2)²) / (2σ2²) − 1/2
-  s1, s2 = np.exp(0.5 * v1), np.exp(0.5 * v2)
-  expected = np.mean(np.log(s2 / s1) + (s1 ** 2 + (m1 - m2) ** 2) / (2 * s2 ** 2) - 0.5)
-  np.testing.assert_allclose(clatr_task.gaussian_kl(m1, v1, m2, v2), expected, rtol=1e-5)
-  np.testing.assert_allclose(clatr_task.gaussian_kl(m1, v1), np.mean(-np.log(s1) + (s1 ** 2 + m1 ** 2) / 2 - 0.5),
-                             rtol=1e-5)
-  assert abs(float(clatr_task.gaussian_kl(m1, v1, m1, v1))) < 1e-6
-
-
-def test_info_nce_matches_numpy_and_filters_duplicates():
+def test_duplicate_captions_by_ids_and_by_pooled_features():
   rng = np.random.default_rng(1)
-  text, motion = rng.normal(size=(2, 5, 8))
-  duplicates = np.eye(5, dtype=bool)
-  duplicates[0, 3] = duplicates[3, 0] = True
-  unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)
-  logits = unit(text) @ unit(motion).T / 0.1
-  masked = np.where(duplicates & ~np.eye(5, dtype=bool), -np.inf, logits)
-  log_softmax = lambda a, axis: a - np.log(np.exp(a - a.max(axis, keepdims=True)).sum(axis, keepdims=True)) \
-      - a.max(axis, keepdims=True)
-  expected = -0.5 * (np.mean(np.diag(log_softmax(masked, 1))) + np.mean(np.diag(log_softmax(masked, 0))))
-  ours = clatr_task.info_nce(jnp.asarray(text), jnp.asarray(motion), jnp.asarray(duplicates), 0.1)
-  np.testing.assert_allclose(ours, expected, rtol=1e-5)
-  unfiltered = clatr_task.info_nce(jnp.asarray(text), jnp.asarray(motion), jnp.eye(5, dtype=bool), 0.1)
-  assert abs(float(unfiltered) - float(ours)) > 1e-4
-
   ids = jnp.array([[2, 5, 3, 0], [2, 5, 3, 0], [2, 6, 3, 0]])
   np.testing.assert_array_equal(clatr_task.duplicate_captions(ids, ids > 0),
                                 [[1, 1, 0], [1, 1, 0], [0, 0, 1]])
@@ -131,7 +95,7 @@ def test_training_lowers_the_loss_and_features_load(clatr_run):
   losses = [record["loss"] for record in records]
   assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
   assert {"reconstruction", "kl", "latent", "contrastive"} <= set(records[-1])
-  features = clatr_task.load_clatr(clatr_run)
+  features = _load_features(clatr_run)
   test = trajectory_source(clatr_config.get_config("smoke").data, "test")
   examples = [test[i] for i in range(3)]
   traj = features.trajectory_features(np.stack([e["camera_traj"] for e in examples]),
@@ -143,8 +107,8 @@ def test_training_lowers_the_loss_and_features_load(clatr_run):
 
 
 def test_evaluation_agrees_with_the_feature_loader(clatr_run):
-  features = clatr_task.load_clatr(clatr_run)
-  results = features.task.evaluate(features.params, clatr_run)
+  features = _load_features(clatr_run)
+  results = features.task.evaluate(features.variables, clatr_run)
   test = features.task.source("test")
   examples = [test[i] for i in range(results["num_samples"])]
   assert results["num_samples"] == 16
@@ -168,15 +132,31 @@ def test_evaluation_agrees_with_the_feature_loader(clatr_run):
   assert results["traj_to_text_class_R@5_chance"] == pytest.approx(expected["R@5_chance"])
 
 
-def test_load_clatr_errors(tmp_path, runs_dir):
-  with pytest.raises(CheckpointError, match="configs/clatr.py"):
-    clatr_task.load_clatr(tmp_path)
+def test_load_clatr_errors(tmp_path):
+  config = director_config.get_config("smoke")
+  config.eval.clatr_workdir = str(tmp_path)
+  director = get_task(config)
+  with pytest.raises(CheckpointError, match="missing .*config.json.*configs/clatr.py"):
+    director._load_clatr()
   (tmp_path / "config.json").write_text(clatr_config.get_config("smoke").to_json())
   with pytest.raises(CheckpointError, match="no checkpoint.*configs/clatr.py"):
-    clatr_task.load_clatr(tmp_path)
+    director._load_clatr()
   (tmp_path / "config.json").write_text(director_config.get_config("smoke").to_json())
-  with pytest.raises(CheckpointError, match="'director' run, not CLaTr"):
-    clatr_task.load_clatr(tmp_path)
+  with pytest.raises(CheckpointError, match="'director' run, not 'clatr'"):
+    load_trained_task(tmp_path, "clatr")
+  (tmp_path / "config.json").write_text("{not json")
+  with pytest.raises(CheckpointError, match="not valid JSON"):
+    load_trained_task(tmp_path, "clatr")
+
+
+def _load_features(workdir):
+  task, variables = load_trained_task(workdir, "clatr")
+  return task.feature_extractor(variables)
+
+
+def _untrained_director(config):
+  setup = trainer.TrainSetup(get_task(config), config)
+  return setup, setup.variables(setup.init_state())
 
 
 def test_director_evaluation_reports_clatr_metrics(runs_dir, clatr_run):
@@ -184,8 +164,8 @@ def test_director_evaluation_reports_clatr_metrics(runs_dir, clatr_run):
   config.mesh.update({"data": 1})
   config.eval.update({"clatr_workdir": str(clatr_run), "num_reference": 16, "num_samples": 8})
   config.data.test_size = 8
-  setup = train_lib.TrainSetup(config)  # untrained Director: the metrics' plumbing is what is tested here
-  results = setup.task.evaluate(setup.init_state()["ema_params"], runs_dir / "director_with_clatr")
+  setup, variables = _untrained_director(config)  # the metrics' plumbing is what is tested here
+  results = setup.task.evaluate(variables, runs_dir / "director_with_clatr")
   for key in ("fd_clatr", "precision", "recall", "density", "coverage", "clatr_score", "fd_clatr_reference",
               "clatr_score_reference"):
     assert np.isfinite(results[key]), key
@@ -200,9 +180,9 @@ def test_director_evaluation_published_quirks_cover_the_reference_row(runs_dir, 
   config.eval.update({"clatr_workdir": str(clatr_run), "num_reference": num, "num_samples": num,
                       "prdc_published_quirks": True})
   config.data.test_size = num
-  setup = train_lib.TrainSetup(config)
-  results = setup.task.evaluate(setup.init_state()["ema_params"], runs_dir / "director_published_quirks")
-  encoder = clatr_task.load_clatr(clatr_run)
+  setup, variables = _untrained_director(config)
+  results = setup.task.evaluate(variables, runs_dir / "director_published_quirks")
+  encoder = _load_features(clatr_run)
   features = lambda examples: encoder.trajectory_features(np.stack([example["camera_traj"] for example in examples]),
                                                           np.stack([example["mask"] for example in examples]))
   test, train = setup.task.source("test"), setup.task.source("train")

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from configs import director as director_config
-from storyjax import profiling, train as train_lib
+from storyjax import profiling, train as train_lib, trainer
 from storyjax.errors import CheckpointError, ConfigError, DataError, DivergenceError
 from storyjax.data.et import procedural
+from storyjax.tasks import get_task
 from storyjax.tasks.director import Task as DirectorTask
 
 from conftest import REPO_ROOT
@@ -23,6 +24,10 @@ def smoke_config(**mesh):
   config = director_config.get_config("smoke")
   config.mesh.update({"data": 1, "fsdp": 1, "model": 1, **mesh})
   return config
+
+
+def train_setup(config) -> trainer.TrainSetup:
+  return trainer.TrainSetup(get_task(config), config)
 
 
 def logged(workdir: pathlib.Path) -> dict[int, dict]:
@@ -58,7 +63,7 @@ def test_metrics_and_outputs(reference_run):
 def test_exact_resume_after_crash(runs_dir, reference_run, monkeypatch):
   """Crash during step 5 (checkpoint at 3, step 4 already logged), restart → same losses bitwise."""
   workdir = runs_dir / "crashed"
-  original = train_lib.TrainSetup.device_batch
+  original = trainer.TrainSetup.device_batch
   calls = {"count": 0}
 
   def crashing_device_batch(self, local_batch):
@@ -67,11 +72,11 @@ def test_exact_resume_after_crash(runs_dir, reference_run, monkeypatch):
       raise KeyboardInterrupt("simulated crash")
     return original(self, local_batch)
 
-  monkeypatch.setattr(train_lib.TrainSetup, "device_batch", crashing_device_batch)
+  monkeypatch.setattr(trainer.TrainSetup, "device_batch", crashing_device_batch)
   with pytest.raises(KeyboardInterrupt):
     train_lib.train(smoke_config(), workdir)
   assert sorted(logged(workdir)) == [1, 2, 3, 4]
-  monkeypatch.setattr(train_lib.TrainSetup, "device_batch", original)
+  monkeypatch.setattr(trainer.TrainSetup, "device_batch", original)
   train_lib.train(smoke_config(), workdir)
   resumed, reference = logged(workdir), logged(reference_run)
   assert sorted(resumed) == sorted(reference)
@@ -83,7 +88,7 @@ def test_exact_resume_after_crash(runs_dir, reference_run, monkeypatch):
 @pytest.mark.parametrize("mesh", [{"fsdp": 8}, {"data": 2, "fsdp": 2, "model": 2}], ids=["fsdp8", "d2f2m2"])
 def test_sharding_invariance(runs_dir, reference_run, mesh):
   config = smoke_config(**mesh)
-  setup = train_lib.TrainSetup(config)
+  setup = train_setup(config)
   state = setup.init_state()
   kernel = state["params"]["backbone"]["block_0"]["mlp"]["fc1"]["kernel"]  # logical (embed, mlp)
   assert kernel.sharding.spec == jax.sharding.PartitionSpec("fsdp", "model" if mesh.get("model") else None)
@@ -107,9 +112,9 @@ def test_nan_loss_stops_with_step(runs_dir, monkeypatch):
   config.total_steps = 9
   original_loss = DirectorTask.loss
 
-  def nan_loss(self, params, batch, rng, train=True):
-    loss, aux = original_loss(self, params, batch, rng, train)
-    return loss * jnp.nan, aux
+  def nan_loss(self, variables, batch, rng):
+    loss, aux, model_state = original_loss(self, variables, batch, rng)
+    return loss * jnp.nan, aux, model_state
 
   monkeypatch.setattr(DirectorTask, "loss", nan_loss)
   with pytest.raises(DivergenceError, match="at step 7"):
@@ -209,7 +214,7 @@ def test_loss_falls_and_bfloat16_compute(runs_dir):
 
   config = smoke_config()
   config.model.dtype = "bfloat16"
-  setup = train_lib.TrainSetup(config)
+  setup = train_setup(config)
   state = setup.init_state()
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state["params"]))
   train_lib.train(config, runs_dir / "bfloat16")
@@ -218,13 +223,15 @@ def test_loss_falls_and_bfloat16_compute(runs_dir):
 
 @pytest.mark.parametrize("key, value, message", [
     ("data.subset", "everything", "data config"), ("model.variant", "Z", "model.variant"),
-    ("model.dtype", "float8", "model.dtype"), ("data.source", "youtube", "data.source")])
+    ("model.dtype", "float8", "model.dtype"), ("data.source", "youtube", "data.source"),
+    ("data.path", "et-data", "data.path='et-data' is set but data.source='embedded'"),
+    ("model.clip_path", "clip", "model.clip_path is set but model.text_encoder='scratch'")])
 def test_bad_config_values_are_named(key, value, message):
   config = smoke_config()
   section, name = key.split(".")
   config[section][name] = value
   with pytest.raises(ConfigError, match=message):
-    train_lib.TrainSetup(config)
+    train_setup(config)
 
 
 def test_step_cost_printed_and_profile_written(runs_dir, capsys):
@@ -248,7 +255,7 @@ def test_step_larger_than_device_memory_fails_before_training(runs_dir, monkeypa
 
 def test_step_cost_counts_the_state_and_all_flops():
   """The AOT memory analysis counts the whole fp32 state (params, EMA, 2 Adam moments) as arguments."""
-  setup = train_lib.TrainSetup(smoke_config())
+  setup = train_setup(smoke_config())
   _, cost = profiling.compile_with_cost(setup.lower_train_step())
   state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(setup.abstract_state))
   batch_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(setup.abstract_batch))
@@ -256,6 +263,6 @@ def test_step_cost_counts_the_state_and_all_flops():
   assert cost.alias_bytes == state_bytes  # the donated state is updated in place
   num_params = sum(leaf.size for leaf in jax.tree.leaves(setup.abstract_state["params"]))
   assert cost.flops > 6 * num_params * setup.config.batch_size  # forward + backward touch every weight per example
-  _, sharded_cost = profiling.compile_with_cost(train_lib.TrainSetup(smoke_config(fsdp=8)).lower_train_step())
+  _, sharded_cost = profiling.compile_with_cost(train_setup(smoke_config(fsdp=8)).lower_train_step())
   assert sharded_cost.flops == pytest.approx(cost.flops, rel=1e-3)  # FLOPs of the whole step, not per device
   assert sharded_cost.argument_bytes < cost.argument_bytes / 4

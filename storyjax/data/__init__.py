@@ -1,1 +1,2 @@
-"""Data: E.T. conventions and tagger, procedural datasets, tokenizers, Grain pipelines."""
+"""Data: the source protocol and Grain pipeline (pipeline.py), then one subpackage per domain (et/: E.T.-style
+camera trajectories; images/: procedural images)."""

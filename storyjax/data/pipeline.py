@@ -1,10 +1,20 @@
-"""Grain input pipelines: per-process shards whose order depends only on (seed, step)."""
-from typing import Callable
+"""The source protocol every domain's data follows, and the Grain input pipeline: per-process shards whose order
+depends only on (seed, step)."""
+from typing import Callable, Protocol, runtime_checkable
 
 import grain
 import jax
 
 from storyjax.errors import ConfigError
+
+
+@runtime_checkable
+class RandomAccessSource(Protocol):
+  """A Grain random-access source: `len(source)` examples, each a dict of numpy arrays (and strings)."""
+
+  def __len__(self) -> int: ...
+
+  def __getitem__(self, index: int) -> dict: ...
 
 
 def make_train_iterator(source, preprocess: Callable[[dict], dict], global_batch_size: int, seed: int,

@@ -1,15 +1,43 @@
-"""Tasks bind a model to the generic train loop: data source, preprocessing, loss, evaluation.
+"""The task registry: `config.task` names a module `storyjax/tasks/<name>.py` exposing `Task(config)`.
 
-A task module exposes `Task(config)`; `get_task(config)` picks it from `config.task`.
+The contract every task follows is `storyjax.tasks.base.Task`. Tasks never import each other: one that needs
+another run's trained model (Director's evaluation uses a CLaTr) loads it with `load_trained_task`.
 """
 import importlib
+import json
+import pathlib
 
 import ml_collections
 
-TASKS = ("director", "clatr")
+from storyjax import trainer
+from storyjax.errors import CheckpointError, ConfigError
+from storyjax.tasks.base import Task
+
+TASKS = ("director", "clatr", "shapes")
 
 
-def get_task(config: ml_collections.ConfigDict):
-  if config.task not in TASKS:
-    raise ValueError(f"Unknown task {config.task!r}; available: {TASKS}.")
-  return importlib.import_module(f"storyjax.tasks.{config.task}").Task(config)
+def task_class(name: str) -> type:
+  if name not in TASKS:
+    raise ConfigError(f"unknown task {name!r}; available: {TASKS}.")
+  return importlib.import_module(f"storyjax.tasks.{name}").Task
+
+
+def get_task(config: ml_collections.ConfigDict) -> Task:
+  return task_class(config.task)(config)
+
+
+def load_trained_task(workdir: str | pathlib.Path, expected_task: str) -> tuple[Task, dict]:
+  """(task, EMA variables) of the run in `workdir`, built from its own config.json; for inference only."""
+  workdir = pathlib.Path(workdir).absolute()
+  config_path = workdir / "config.json"
+  if not config_path.is_file():
+    raise CheckpointError(f"no {expected_task} run in {workdir} (missing {config_path})")
+  try:
+    config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  except json.JSONDecodeError as error:
+    raise CheckpointError(f"{config_path} is not valid JSON ({error})") from error
+  if config.get("task") != expected_task:
+    raise CheckpointError(f"{workdir} holds a {config.get('task')!r} run, not {expected_task!r}")
+  task = get_task(config)
+  _, variables, _ = trainer.restore_for_inference(task, config, workdir)
+  return task, variables

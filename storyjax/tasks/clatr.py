@@ -4,7 +4,6 @@ Loss (published weights): reconstruction SmoothL1(text→traj) + SmoothL1(traj�
 original also counts padding), KL(t‖m) + KL(m‖t) + KL(m‖N) + KL(t‖N), SmoothL1(z_t, z_m), and a symmetric
 InfoNCE on the means at temperature 0.1 whose negatives exclude near-duplicate captions.
 """
-import json
 import pathlib
 
 import jax
@@ -12,9 +11,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from storyjax import train as train_lib
+from storyjax import losses
 from storyjax.data.et import tagging
-from storyjax.errors import CheckpointError, ConfigError, DataError
+from storyjax.errors import ConfigError, DataError
 from storyjax.layers.text_encoder import pool_last_valid
 from storyjax.metrics.clatr import mean_cosine, retrieval_recall
 from storyjax.models.clatr import Clatr
@@ -24,49 +23,16 @@ from storyjax.tasks.trajectory import TrajectoryTask
 DUPLICATE_COSINE = 0.99  # TMR's filter: 2·0.995 − 1
 
 
-def smooth_l1(prediction, target, mask=None):
-  """Mean Huber loss with β = 1 (torch's SmoothL1Loss) over the entries where mask (broadcastable) is true."""
-  difference = jnp.abs(prediction - target)
-  loss = jnp.where(difference < 1.0, 0.5 * difference ** 2, difference - 0.5)
-  if mask is None:
-    return loss.mean()
-  mask = jnp.broadcast_to(mask, loss.shape).astype(loss.dtype)
-  return (loss * mask).sum() / jnp.maximum(mask.sum(), 1.0)
-
-
-def gaussian_kl(mean, logvar, other_mean=None, other_logvar=None):
-  """Mean over elements of KL(N(mean, e^logvar) ‖ N(other)), other = N(0, I) by default."""
-  if other_mean is None:
-    other_mean, other_logvar = jnp.zeros_like(mean), jnp.zeros_like(logvar)
-  return 0.5 * jnp.mean(other_logvar - logvar + (jnp.exp(logvar) + (mean - other_mean) ** 2)
-                        / jnp.exp(other_logvar) - 1.0)
-
-
-def _unit(features):
-  """(B, D) rows scaled to unit length."""
-  return features / jnp.maximum(jnp.linalg.norm(features, axis=-1, keepdims=True), 1e-8)
-
-
-def info_nce(text_mean, motion_mean, duplicates, temperature: float):
-  """Symmetric InfoNCE over (B, D) means with cosine logits; duplicates (B, B) bool pairs are not negatives."""
-  logits = _unit(text_mean) @ _unit(motion_mean).T / temperature
-  diagonal = jnp.eye(len(logits), dtype=bool)
-  logits = jnp.where(duplicates & ~diagonal, -jnp.inf, logits)
-  text_to_motion = -jnp.mean(jnp.diagonal(jax.nn.log_softmax(logits, axis=1)))
-  motion_to_text = -jnp.mean(jnp.diagonal(jax.nn.log_softmax(logits, axis=0)))
-  return 0.5 * (text_to_motion + motion_to_text)
-
-
 def duplicate_captions(caption, caption_mask):
   """(B, B) bool: identical word ids, or frozen features whose pooled cosine exceeds 0.99."""
   if caption.ndim == 2:
     return jnp.all(caption[:, None] == caption[None], axis=-1)  # padding ids are equal too
-  pooled = _unit(pool_last_valid(caption, caption_mask))
+  pooled = losses.unit_rows(pool_last_valid(caption, caption_mask))
   return pooled @ pooled.T > DUPLICATE_COSINE
 
 
 class Task(TrajectoryTask):
-  """Binds CLaTr to the generic train loop (see storyjax/train.py)."""
+  """Binds CLaTr to the generic trainer (the contract: storyjax/tasks/base.py)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
     data, model = config.data, config.model
@@ -91,47 +57,54 @@ class Task(TrajectoryTask):
             "caption": caption, "caption_mask": caption_mask}
 
   # ---- model ------------------------------------------------------------------------------------
-  def init_params(self, rng, batch):
+  def init(self, rng, batch):
     return self.model.init({"params": rng}, batch["camera_traj"], batch["mask"], batch["caption"],
-                           batch["caption_mask"])["params"]
+                           batch["caption_mask"])
 
-  def loss(self, params, batch, rng, train: bool = True):
+  def loss(self, variables, batch, rng):
     rng_latent, rng_dropout = jax.random.split(rng)
-    out = self.model.apply({"params": params}, batch["camera_traj"], batch["mask"], batch["caption"],
-                           batch["caption_mask"], train=train, rngs={"latent": rng_latent, "dropout": rng_dropout})
+    out = self.model.apply(variables, batch["camera_traj"], batch["mask"], batch["caption"], batch["caption_mask"],
+                           train=True, rngs={"latent": rng_latent, "dropout": rng_dropout})
     weights, frames = self.config.loss, batch["mask"][..., None]
-    reconstruction = (smooth_l1(out["text_reconstruction"], batch["camera_traj"], frames)
-                      + smooth_l1(out["motion_reconstruction"], batch["camera_traj"], frames))
-    kl = (gaussian_kl(out["text_mean"], out["text_logvar"], out["motion_mean"], out["motion_logvar"])
-          + gaussian_kl(out["motion_mean"], out["motion_logvar"], out["text_mean"], out["text_logvar"])
-          + gaussian_kl(out["motion_mean"], out["motion_logvar"]) + gaussian_kl(out["text_mean"], out["text_logvar"]))
-    latent = smooth_l1(out["text_latent"], out["motion_latent"])
-    contrastive = info_nce(out["text_mean"], out["motion_mean"],
+    reconstruction = (losses.smooth_l1(out["text_reconstruction"], batch["camera_traj"], frames)
+                      + losses.smooth_l1(out["motion_reconstruction"], batch["camera_traj"], frames))
+    kl = (losses.gaussian_kl(out["text_mean"], out["text_logvar"], out["motion_mean"], out["motion_logvar"])
+          + losses.gaussian_kl(out["motion_mean"], out["motion_logvar"], out["text_mean"], out["text_logvar"])
+          + losses.gaussian_kl(out["motion_mean"], out["motion_logvar"])
+          + losses.gaussian_kl(out["text_mean"], out["text_logvar"]))
+    latent = losses.smooth_l1(out["text_latent"], out["motion_latent"])
+    contrastive = losses.info_nce(out["text_mean"], out["motion_mean"],
                            duplicate_captions(batch["caption"], batch["caption_mask"]), weights.temperature)
     loss = (weights.reconstruction * reconstruction + weights.kl * kl + weights.latent * latent
             + weights.contrastive * contrastive)
-    return loss, {"reconstruction": reconstruction, "kl": kl, "latent": latent, "contrastive": contrastive}
+    return loss, {"reconstruction": reconstruction, "kl": kl, "latent": latent, "contrastive": contrastive}, {}
+
+  def feature_extractor(self, variables) -> "ClatrFeatures":
+    """This CLaTr with trained `variables` as a feature extractor (for Director's metrics)."""
+    return ClatrFeatures(self, variables)
 
   # ---- evaluation -------------------------------------------------------------------------------
-  def features(self, params, examples: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  def features(self, variables, examples: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Test examples → trajectory means (N, D), text means (N, D), reconstructions from the trajectory (N, T, 9)."""
-    encode = jax.jit(lambda params, batch: self.model.apply(
-        {"params": params}, batch["camera_traj"], batch["mask"], batch["caption"], batch["caption_mask"]))
-    outputs = [jax.device_get(encode(params, self.batch(examples[start:start + self.config.eval.batch_size])))
+    encode = jax.jit(lambda variables, batch: self.model.apply(
+        variables, batch["camera_traj"], batch["mask"], batch["caption"], batch["caption_mask"]))
+    outputs = [jax.device_get(encode(variables, self.batch(examples[start:start + self.config.eval.batch_size])))
                for start in range(0, len(examples), self.config.eval.batch_size)]
     stacked = {key: np.concatenate([out[key] for out in outputs]) for key in outputs[0]}
     return stacked["motion_mean"], stacked["text_mean"], stacked["motion_reconstruction"]
 
-  def evaluate(self, params, workdir: pathlib.Path) -> dict:
+  def evaluate(self, variables, workdir: pathlib.Path, quick: bool = False) -> dict:
     """Text→trajectory and trajectory→text retrieval on the test split, over the whole test set at once.
 
     A retrieved item is a hit when its caption equals the query's (the embedded captions repeat); the
     `*_class_R@k` keys count a hit when its camera motion classes equal the query's (paraphrases match too).
-    Chance levels are the recall of a uniformly random ranking with the same positives.
+    Chance levels are the recall of a uniformly random ranking with the same positives. `quick`: the first
+    eval.quick_num_samples test examples only.
     """
     test_source = self.source("test")
-    examples = [test_source[index] for index in range(min(self.config.eval.num_samples, len(test_source)))]
-    motion, text, reconstruction = self.features(params, examples)
+    num_samples = self.config.eval.quick_num_samples if quick else self.config.eval.num_samples
+    examples = [test_source[index] for index in range(min(num_samples, len(test_source)))]
+    motion, text, reconstruction = self.features(variables, examples)
     captions = np.array([example[self.config.data.caption] for example in examples])
     same_caption = captions[:, None] == captions[None, :]
     motions = np.array([str([int(c) for c in example["cam_classes"] if c != tagging.PAD_CLASS])
@@ -153,24 +126,23 @@ class Task(TrajectoryTask):
 class ClatrFeatures:
   """A trained CLaTr as a feature extractor: means μ (N, D) of trajectories and of captions."""
 
-  def __init__(self, task: Task, params, batch_size: int = 100):
-    self.task, self.params, self.batch_size = task, params, batch_size
+  def __init__(self, task: Task, variables, batch_size: int = 100):
+    self.task, self.variables, self.batch_size = task, variables, batch_size
     self.max_frames = task.num_frames
     model = task.model
-    self._encode_trajectory = jax.jit(lambda params, camera_traj, mask: model.apply(
-        {"params": params}, camera_traj, mask, method=Clatr.encode_trajectory)[0])
-    self._encode_text = jax.jit(lambda params, caption, mask: model.apply(
-        {"params": params}, caption, mask, method=Clatr.encode_text)[0])
+    self._encode_trajectory = jax.jit(lambda variables, camera_traj, mask: model.apply(
+        variables, camera_traj, mask, method=Clatr.encode_trajectory)[0])
+    self._encode_text = jax.jit(lambda variables, caption, mask: model.apply(
+        variables, caption, mask, method=Clatr.encode_text)[0])
 
   def _batched(self, encode, *arrays) -> np.ndarray:
     count = len(arrays[0])
     if count == 0:
       return np.zeros((0, self.task.model.width), np.float32)
     padded = [np.concatenate([array, np.repeat(array[-1:], -count % self.batch_size, axis=0)]) for array in arrays]
-    return np.concatenate([np.asarray(encode(self.params, *(array[start:start + self.batch_size]
-                                                           for array in padded)))
+    return np.concatenate([np.asarray(encode(self.variables, *(array[start:start + self.batch_size]
+                                                              for array in padded)))
                            for start in range(0, count, self.batch_size)])[:count]
-
   def trajectory_features(self, camera_traj, mask) -> np.ndarray:
     """camera_traj (N, T, 9) standardized E.T. features, mask (N, T) → (N, D)."""
     camera_traj, mask = np.asarray(camera_traj, np.float32), np.asarray(mask, bool)
@@ -186,23 +158,3 @@ class ClatrFeatures:
     """captions (N,) → (N, D)."""
     inputs, mask = self.task.caption_inputs.texts(list(captions))
     return self._batched(self._encode_text, inputs, mask)
-
-
-def load_clatr(workdir: pathlib.Path) -> ClatrFeatures:
-  """The CLaTr trained in `workdir` (its config.json and latest checkpoint, EMA parameters)."""
-  workdir = pathlib.Path(workdir).absolute()
-  train_command = f"`python -m storyjax.train --config=configs/clatr.py --workdir={workdir}`"
-  config_path = workdir / "config.json"
-  if not config_path.is_file():
-    raise CheckpointError(f"no CLaTr run in {workdir} (missing {config_path}); train one with {train_command}.")
-  try:
-    config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-  except json.JSONDecodeError as error:
-    raise CheckpointError(f"{config_path} is not valid JSON ({error}); retrain with {train_command}.") from error
-  if config.get("task") != "clatr":
-    raise CheckpointError(f"{workdir} holds a {config.get('task')!r} run, not CLaTr; train one with {train_command}.")
-  try:
-    setup, params, _ = train_lib.load_trained(config, workdir)
-  except CheckpointError as error:
-    raise CheckpointError(f"cannot load CLaTr from {workdir}: {error} (to train it: {train_command})") from error
-  return ClatrFeatures(setup.task, params)

@@ -1,4 +1,5 @@
 """Director task: E.T.-style camera trajectories, EDM training, guided Heun sampling, tag evaluation."""
+import functools
 import pathlib
 
 from absl import logging
@@ -10,14 +11,13 @@ import numpy as np
 from storyjax.data.et import camera, tagging
 from storyjax.diffusion import edm
 from storyjax.diffusion.guidance import classifier_free_guidance
-from storyjax.errors import ConfigError, DataError
+from storyjax.errors import CheckpointError, ConfigError, DataError
 from storyjax.data.et.camera import CAMERA_FEATURES, CHARACTER_FEATURES
 from storyjax.models.director import CAPTION_TOKENS, VARIANTS, Director
 from storyjax import plotting
 from storyjax.metrics import clatr as clatr_metrics, distribution
-from storyjax.tasks import clatr
+from storyjax.tasks import load_trained_task
 from storyjax.tasks.trajectory import TrajectoryTask
-
 
 
 def tag_names(step_classes) -> str:
@@ -26,7 +26,7 @@ def tag_names(step_classes) -> str:
 
 
 class Task(TrajectoryTask):
-  """Binds the Director model to the generic train loop (see storyjax/train.py)."""
+  """Binds the Director model to the generic trainer (the contract: storyjax/tasks/base.py)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
@@ -67,34 +67,38 @@ class Task(TrajectoryTask):
             "caption": caption, "caption_mask": caption_mask}
 
   # ---- model ------------------------------------------------------------------------------------
-  def _apply(self, params, batch, camera_in, c_noise, drop_char, drop_caption, train=False, rng=None):
+  def _apply(self, variables, batch, camera_in, c_noise, drop_char, drop_caption, train=False, rng=None):
     return self.model.apply(
-        {"params": params}, camera_in, c_noise, batch["char_traj"], batch["caption"],
+        variables, camera_in, c_noise, batch["char_traj"], batch["caption"],
         batch["caption_mask"], batch["mask"], drop_char, drop_caption, train=train,
         rngs={"dropout": rng} if train else None)
 
-  def init_params(self, rng, batch):
+  def init(self, rng, batch):
     """Boxed (logically partitioned) parameters for a batch of model features."""
     no_drop = jnp.zeros(batch["mask"].shape[:1], bool)
     c_noise = jnp.zeros(batch["mask"].shape[:1], jnp.float32)
     return self.model.init({"params": rng}, batch["camera_traj"], c_noise, batch["char_traj"],
                            batch["caption"], batch["caption_mask"], batch["mask"], no_drop,
-                           no_drop)["params"]
+                           no_drop)
 
-  def loss(self, params, batch, rng, train: bool = True):
+  def loss(self, variables, batch, rng):
     """EDM loss on the frame-valid entries of σ_data-scaled features ('edm2 normalisation')."""
     rng_drop, rng_noise, rng_dropout = jax.random.split(rng, 3)
     batch_size = batch["mask"].shape[0]
     drop_all, drop_char, drop_caption = jax.random.bernoulli(
         rng_drop, self.config.diffusion.condition_dropout, (3, batch_size))
     network_fn = lambda camera_in, c_noise: self._apply(
-        params, batch, camera_in, c_noise, drop_all | drop_char, drop_all | drop_caption, train, rng_dropout)
+        variables, batch, camera_in, c_noise, drop_all | drop_char, drop_all | drop_caption, True, rng_dropout)
     clean = batch["camera_traj"] * self.edm.sigma_data
     loss, _ = edm.edm_loss(network_fn, rng_noise, clean, self.edm.sigma_data, self.edm.p_mean,
                            self.edm.p_std, weight_mask=batch["mask"][..., None])
-    return loss, {}
+    return loss, {}, {}
 
-  def generate(self, params, batch, rng, guidance_weight: float):
+  @functools.cached_property
+  def _generate(self):
+    return jax.jit(self.generate, static_argnums=3)
+
+  def generate(self, variables, batch, rng, guidance_weight: float):
     """Guided Heun sampling → standardized camera features (B, T, 9), zero on padded frames."""
     batch_size = batch["mask"].shape[0]
     noise = jax.random.normal(rng, (batch_size, self.num_frames, CAMERA_FEATURES))
@@ -103,14 +107,14 @@ class Task(TrajectoryTask):
 
     if guidance_weight == 1.0:  # uncond + 1·(cond − uncond) is the conditional model alone.
       def denoise_fn(noisy, sigma):
-        network_fn = lambda camera_in, c_noise: self._apply(params, batch, camera_in, c_noise, keep, keep)
+        network_fn = lambda camera_in, c_noise: self._apply(variables, batch, camera_in, c_noise, keep, keep)
         return edm.denoise(network_fn, noisy, jnp.full((batch_size,), sigma), self.edm.sigma_data)
     else:
       doubled = jax.tree.map(lambda leaf: jnp.concatenate([leaf, leaf]), batch)
       drop = jnp.concatenate([keep, ~keep])
 
       def denoise_fn(noisy, sigma):
-        network_fn = lambda camera_in, c_noise: self._apply(params, doubled, camera_in, c_noise, drop, drop)
+        network_fn = lambda camera_in, c_noise: self._apply(variables, doubled, camera_in, c_noise, drop, drop)
         both = edm.denoise(network_fn, jnp.concatenate([noisy, noisy]), jnp.full((2 * batch_size,), sigma),
                            self.edm.sigma_data)
         return classifier_free_guidance(both[:batch_size], both[batch_size:], guidance_weight)
@@ -119,28 +123,31 @@ class Task(TrajectoryTask):
     return samples * batch["mask"][..., None]
 
   # ---- evaluation -------------------------------------------------------------------------------
-  def evaluate(self, params, workdir: pathlib.Path) -> dict:
+  def evaluate(self, variables, workdir: pathlib.Path, quick: bool = False) -> dict:
     """Samples the test captions and scores the trajectories.
 
     tag_*: the E.T. tagger re-run on the decoded generated poses against the caption's motion classes.
     With a CLaTr checkpoint in eval.clatr_workdir, also the published metrics on CLaTr means: fd_clatr and
     precision / recall / density / coverage (k = 3) against eval.num_reference train examples, and
     clatr_score between the generated trajectories and their test captions; *_reference are the same
-    metrics for the real test trajectories (the ceiling on this data).
+    metrics for the real test trajectories (the ceiling on this data). `quick`: tag accuracy of the first
+    eval.quick_num_samples test captions only, no plots.
     """
     eval_config = self.config.eval
     test_source = self.source("test")
-    num_samples = min(eval_config.num_samples, len(test_source))
-    generate = jax.jit(self.generate, static_argnums=3)
+    num_samples = min(eval_config.quick_num_samples if quick else eval_config.num_samples, len(test_source))
     rng = jax.random.PRNGKey(eval_config.seed)
+    num_plots = 0 if quick else eval_config.num_plots
     plots_dir = workdir / "plots"
-    plots_dir.mkdir(parents=True, exist_ok=True)
+    if num_plots:
+      plots_dir.mkdir(parents=True, exist_ok=True)
     matches, reference_matches, step_agreement, truths, examples, generated = [], [], [], [], [], []
     for start in range(0, num_samples, eval_config.batch_size):
       indices = [min(start + offset, num_samples - 1) for offset in range(eval_config.batch_size)]
       batch_examples = [test_source[index] for index in indices]
-      batch_generated = np.asarray(generate(params, self.batch(batch_examples), jax.random.fold_in(rng, start),
-                                            self.config.diffusion.guidance_weight))
+      batch_generated = np.asarray(self._generate(variables, self.batch(batch_examples),
+                                                  jax.random.fold_in(rng, start),
+                                                  self.config.diffusion.guidance_weight))
       examples += batch_examples[: num_samples - start]
       generated.append(batch_generated[: num_samples - start])
     generated = np.concatenate(generated)
@@ -154,10 +161,12 @@ class Task(TrajectoryTask):
       reference_matches.append(tagging.run_sequence(reference_tags) == truth)
       step_agreement.append(np.mean(tags == reference_tags))
       truths.append(truth)
-      if index < eval_config.num_plots:
+      if index < num_plots and jax.process_index() == 0:
         char_pos = camera.decode_character(example["char_traj"][:num_frames])
         plotting.plot_camera_trajectory(plots_dir / f"sample_{index:03d}.png", poses, char_pos,
                                         caption=example["caption"], tags=f"generated tags: {tag_names(tags)}")
+    if quick:
+      return {"tag_accuracy": float(np.mean(matches)), "tag_step_accuracy": float(np.mean(step_agreement))}
     _, counts = np.unique(np.array([str(t) for t in truths]), return_counts=True)
     results = {"tag_accuracy": float(np.mean(matches)),
                "tag_accuracy_chance": float(counts.max() / counts.sum()),
@@ -174,12 +183,23 @@ class Task(TrajectoryTask):
       results.update(self._clatr_metrics(generated, examples))
     return results
 
+  def _load_clatr(self):
+    """The CLaTr trained in eval.clatr_workdir as a feature extractor (see storyjax/tasks/clatr.py)."""
+    workdir = pathlib.Path(self.config.eval.clatr_workdir).absolute()
+    train_command = f"`python -m storyjax.train --config=configs/clatr.py --workdir={workdir}`"
+    try:
+      clatr, variables = load_trained_task(workdir, "clatr")
+    except CheckpointError as error:
+      raise CheckpointError(f"cannot load CLaTr from {workdir}: {error} (to train it: {train_command})") from error
+    encoder = clatr.feature_extractor(variables)
+    if encoder.max_frames != self.num_frames:
+      raise ConfigError(f"the CLaTr checkpoint in {workdir} encodes {encoder.max_frames} frames but "
+                        f"data.max_frames={self.num_frames}; train CLaTr with the same max_frames.")
+    return encoder
+
   def _clatr_metrics(self, generated: np.ndarray, examples: list[dict]) -> dict:
     """FD_CLaTr, P/R/D/C and CLaTr-Score of generated (N, T, 9) features for their test examples."""
-    encoder = clatr.load_clatr(pathlib.Path(self.config.eval.clatr_workdir))
-    if encoder.max_frames != self.num_frames:
-      raise ConfigError(f"the CLaTr checkpoint in {self.config.eval.clatr_workdir} encodes {encoder.max_frames} "
-                        f"frames but data.max_frames={self.num_frames}; train CLaTr with the same max_frames.")
+    encoder = self._load_clatr()
     train_source = self.source("train")
     reference = [train_source[index] for index in range(min(self.config.eval.num_reference, len(train_source)))]
     stacked = lambda items, key: np.stack([item[key] for item in items])
@@ -197,23 +217,27 @@ class Task(TrajectoryTask):
     return {**scores(encoder.trajectory_features(generated, mask)),
             **{f"{key}_reference": value for key, value in real_scores.items()}, "num_reference": len(reference)}
 
-  def sample(self, params, captions: list[str], char_index: int, rng) -> dict:
-    """Generates one trajectory per caption, conditioned on test example `char_index`'s character.
+  # ---- generation -------------------------------------------------------------------------------
+  def sample(self, variables, prompts, rng) -> dict:
+    """One trajectory per prompt, conditioned on test example sample.char_index's character (-1: standing).
 
     Returns numpy arrays: camera_pose (N, T, 3, 4) camera-to-world, camera_traj (N, T, 9), char_traj (N, T, 3)
     world positions, caption (N,), tags (N,) E.T. tag runs joined by ' → ', mask (N, T).
     """
+    char_index = self.config.sample.char_index
+    test_source = self.source("test")
+    if char_index >= len(test_source):
+      raise ConfigError(f"sample.char_index={char_index} but the test split has {len(test_source)} examples")
     if char_index >= 0:
-      reference = self.source("test")[char_index]
+      reference = test_source[char_index]
     else:
       reference = {"char_traj": camera.encode_character(np.zeros((self.num_frames, 3))),
                    "mask": np.ones((self.num_frames,), bool)}
     examples = [{"camera_traj": np.zeros((self.num_frames, CAMERA_FEATURES), np.float32),
-                 "char_traj": reference["char_traj"], "mask": reference["mask"], "caption": caption}
-                for caption in captions]
+                 "char_traj": reference["char_traj"], "mask": reference["mask"], "caption": prompt}
+                for prompt in prompts]
     batch = self.batch(examples)
-    camera_traj = np.asarray(jax.jit(self.generate, static_argnums=3)(
-        params, batch, rng, self.config.diffusion.guidance_weight))
+    camera_traj = np.asarray(self._generate(variables, batch, rng, self.config.diffusion.guidance_weight))
     mask = np.asarray(batch["mask"])
     num_frames = int(mask[0].sum())
     poses = np.zeros(camera_traj.shape[:2] + (3, 4))
@@ -222,4 +246,14 @@ class Task(TrajectoryTask):
     char_pos[:, :num_frames] = camera.decode_character(np.asarray(batch["char_traj"])[:, :num_frames])
     tags = [tag_names(tagging.tag_camera(pose[:num_frames])) for pose in poses]
     return {"camera_pose": poses, "camera_traj": camera_traj, "char_traj": char_pos,
-            "caption": np.array(captions), "tags": np.array(tags), "mask": mask}
+            "caption": np.array(prompts), "tags": np.array(tags), "mask": mask}
+
+  def save_samples(self, samples: dict, out_dir: pathlib.Path) -> None:
+    """One KITTI pose file (E.T.'s traj/ format) and one PNG plot per sample."""
+    for index, caption in enumerate(samples["caption"]):
+      num_frames = int(samples["mask"][index].sum())
+      poses = samples["camera_pose"][index, :num_frames]
+      camera.write_kitti_poses(out_dir / f"sample_{index:03d}.txt", poses)
+      plotting.plot_camera_trajectory(out_dir / f"sample_{index:03d}.png", poses,
+                                      samples["char_traj"][index, :num_frames], caption=str(caption),
+                                      tags=f"generated tags: {samples['tags'][index]}")

@@ -9,31 +9,33 @@ import numpy as np
 from storyjax.data.et import camera, procedural
 from storyjax.text.caption_inputs import CaptionInputs
 from storyjax.data.et.sources import trajectory_source
+from storyjax.base_config import compute_dtype
 from storyjax.errors import ConfigError
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class TrajectoryTask:
-  """Base of the Director and CLaTr tasks; subclasses add `preprocess`, the model, loss and evaluation."""
+  """What the Director and CLaTr tasks share; each adds `preprocess`, the model, loss and evaluation.
+
+  The task contract itself is storyjax/tasks/base.py.
+  """
+  # Where the data and the CLIP checkpoint are, and the size of the evaluation split, may change on resume.
+  non_state_keys = {"data": ("test_size", "path"), "model": ("clip_path",)}
 
   def __init__(self, config: ml_collections.ConfigDict, caption_key: str = "caption"):
     self.config = config
     data, model = config.data, config.model
-    if model.dtype not in DTYPES:
-      raise ConfigError(f"model.dtype={model.dtype!r}; choose one of {sorted(DTYPES)}.")
     if not 0 < data.max_frames <= camera.MAX_FRAMES:
       raise ConfigError(f"data.max_frames={data.max_frames} must be in (0, {camera.MAX_FRAMES}].")
     self.num_frames = data.max_frames
-    self.dtype = DTYPES[model.dtype]
-    self.caption_inputs = CaptionInputs(model.text_encoder, model.max_caption_length, procedural.caption_vocabulary(), model.clip_path,
-                                        caption_key=caption_key)
+    self.dtype = compute_dtype(model.dtype)
+    if model.clip_path and model.text_encoder != "clip":
+      raise ConfigError(f"model.clip_path is set but model.text_encoder={model.text_encoder!r}; the path is used "
+                        f"only with text_encoder='clip'.")
+    self.caption_inputs = CaptionInputs(model.text_encoder, model.max_caption_length,
+                                        procedural.caption_vocabulary(), model.clip_path, caption_key=caption_key)
 
   def source(self, split: str):
     return trajectory_source(self.config.data, split)
-
-  def preprocess(self, example: dict) -> dict:
-    raise NotImplementedError
 
   def batch(self, examples: list[dict]) -> dict:
     """Source examples → one stacked batch of model features (jax arrays)."""

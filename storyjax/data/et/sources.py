@@ -28,9 +28,12 @@ def trajectory_source(data: ml_collections.ConfigDict, split: str):
     # CLaTr configs name the caption they train on (data.caption); Director uses the camera+character one.
     return source_class(data.path, data.subset, split, max_frames=data.max_frames,
                         caption=data.get("caption", "caption"))
+  if data.path:
+    raise ConfigError(f"data.path={data.path!r} is set but data.source='embedded' reads no files; set "
+                      f"data.source to one of {tuple(_DIRECTORIES)} or drop data.path.")
   size = {"train": data.train_size, "test": data.test_size}[split]
   try:
     return procedural.EmbeddedET(data.subset, split, size, seed=data.seed, max_frames=data.max_frames,
-                                    min_frames=data.min_frames)
+                                 min_frames=data.min_frames)
   except ValueError as error:  # e.g. an unknown data.subset or a too small data.min_frames
     raise ConfigError(f"data config: {error}") from error

@@ -1,0 +1,65 @@
+"""The config keys every model shares (the trainer's), documented once; `configs/<model>.py` files start here.
+
+  config = base_config("director", variant)   # then set config.model, config.data, ... and override what differs
+
+Keys (all read by storyjax/trainer.py unless noted):
+  name              run name; the default workdir is runs/<name>
+  task              the task module, storyjax/tasks/<task>.py
+  seed              parameter init and training randomness; data order is a function of (data seed, step)
+  total_steps, batch_size (global, over all devices and processes)
+  log_every         steps between metrics.jsonl / TensorBoard records
+  eval_every        steps between quick evaluations of the EMA parameters during training (0 = off)
+  checkpoint_every, keep_checkpoints
+  profile_steps     > 0: a jax.profiler trace of that many steps (from the 2nd) into <workdir>/profile
+  mesh              device mesh sizes {data, fsdp, model}; one may be -1 (all remaining devices)
+  optimizer         AdamW with warm-up + cosine decay, global-norm clipping and parameter EMA (storyjax/optim.py)
+  data.num_threads  example-reading threads per loader process; data.num_workers: loader processes (0 = inline)
+  eval.at_end       run the task's full evaluation after the last step
+"""
+import jax.numpy as jnp
+import ml_collections
+
+from storyjax.errors import ConfigError
+
+VARIANTS = (None, "smoke", "paper")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def base_config(name: str, variant: str | None, task: str | None = None,
+                variants=VARIANTS) -> ml_collections.ConfigDict:
+  """The loop keys with defaults for a CPU run; `smoke` (a few seconds, used by the tests) sets its sizes here.
+
+  `variants`: those the model's config file offers (None = its default).
+  """
+  if variant not in variants:
+    raise ValueError(f"unknown configs/{name}.py variant {variant!r}; choose one of {variants[1:]} or none.")
+  config = ml_collections.ConfigDict()
+  config.name = name if variant is None else f"{name}_{variant}"
+  config.task = task or name
+  config.seed = 0
+  config.total_steps = 1000
+  config.batch_size = 32
+  config.log_every = 50
+  config.eval_every = 0
+  config.checkpoint_every = 500
+  config.keep_checkpoints = 2
+  config.profile_steps = 0
+  config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1})
+  config.optimizer = ml_collections.ConfigDict({
+      "name": "adamw", "learning_rate": 3e-4, "warmup_steps": 200, "final_lr_fraction": 0.01,
+      "b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.01, "grad_clip_norm": 1.0, "ema_decay": 0.999})
+  config.data = ml_collections.ConfigDict({"num_threads": 2, "num_workers": 0})
+  config.eval = ml_collections.ConfigDict({"at_end": True})
+  if variant == "smoke":
+    config.update({"total_steps": 6, "batch_size": 8, "log_every": 1, "checkpoint_every": 3})
+    config.optimizer.warmup_steps = 2
+    config.data.num_threads = 0
+    config.eval.at_end = False
+  return config
+
+
+def compute_dtype(name: str):
+  """model.dtype → the jnp dtype of the compute (parameters stay float32)."""
+  if name not in DTYPES:
+    raise ConfigError(f"model.dtype={name!r}; choose one of {sorted(DTYPES)}.")
+  return DTYPES[name]

@@ -1,0 +1,1 @@
+"""Images: procedural image datasets whose ground truth is known."""

@@ -1,0 +1,325 @@
+"""The trainer library: builds the sharded train state for any task, runs the loop, restores runs for inference.
+
+It imports no task: callers hand one in (storyjax/tasks/base.py is the contract). The train state is a plain dict
+{'step', 'params', 'ema_params', 'opt_state'} plus 'model_state' (the model's mutable collections, e.g. BatchNorm's
+'batch_stats') when it has any. It is created directly sharded (eval_shape → logical shardings → jit(init)); the
+step is jitted with explicit in/out shardings and donates the old state. Data order depends only on (seed, step),
+so a restart resumes exactly.
+"""
+import json
+import pathlib
+import time
+from typing import TYPE_CHECKING
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from storyjax import optim, profiling, sharding
+from storyjax.checkpoint import Checkpointer
+from storyjax.data.pipeline import make_train_iterator
+from storyjax.errors import CheckpointError, ConfigError, DivergenceError
+from storyjax.metric_logger import MetricLogger
+
+if TYPE_CHECKING:  # the registry imports this module to load runs
+  from storyjax.tasks.base import Task
+
+# Config sections whose change makes an existing checkpoint unusable, less the keys that do not shape the train
+# state: the loop's own below, and each task's `non_state_keys`.
+STATE_DEFINING_KEYS = ("task", "model", "data")
+LOOP_NON_STATE_KEYS = {"data": ("num_threads", "num_workers")}
+
+
+def enable_compilation_cache(directory: pathlib.Path) -> None:
+  directory.mkdir(parents=True, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", str(directory))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def _split_variables(variables: dict) -> tuple[dict, dict]:
+  """Flax variables → (params, the other collections)."""
+  return variables["params"], {name: value for name, value in variables.items() if name != "params"}
+
+
+class ModelSetup:
+  """A task's model on the device mesh: example batch, abstract variables and their shardings.
+
+  What inference needs; TrainSetup adds the optimizer.
+  """
+
+  def __init__(self, task: "Task", config: ml_collections.ConfigDict):
+    self.config, self.task = config, task
+    self.mesh = sharding.make_mesh(config.mesh)
+    self.example_batch = jax.tree.map(lambda leaf: np.zeros((1,) + np.shape(leaf), np.asarray(leaf).dtype),
+                                      task.preprocess(task.source("train")[0]))
+    self.init_rng, self.train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+    boxed_variables = jax.eval_shape(task.init, self.init_rng, self.example_batch)
+    if "params" not in boxed_variables:
+      raise TypeError(f"{type(task).__name__}.init must return Flax variables with a 'params' collection, got "
+                      f"{sorted(boxed_variables)}")
+    param_shardings, model_state_shardings = _split_variables(
+        sharding.logical_shardings(boxed_variables, self.mesh))
+    self.param_shardings, self.model_state_shardings = param_shardings, model_state_shardings
+    self.replicated = sharding.replicated(self.mesh)
+    self.batch_sharding = sharding.batch_sharding(self.mesh)
+
+  @property
+  def has_model_state(self) -> bool:
+    return bool(self.model_state_shardings)
+
+  def variables(self, state: dict, ema: bool = True) -> dict:
+    """The Flax variables of a (train or inference) state: EMA or raw parameters with the mutable collections."""
+    return {"params": state["ema_params" if ema else "params"], **state.get("model_state", {})}
+
+  def inference_state_shardings(self) -> dict:
+    shardings = {"step": self.replicated, "ema_params": self.param_shardings}
+    if self.has_model_state:
+      shardings["model_state"] = self.model_state_shardings
+    return shardings
+
+
+class TrainSetup(ModelSetup):
+  """Everything the train loop needs: optimizer, state shardings, the jitted step, the data iterator."""
+
+  def __init__(self, task: "Task", config: ml_collections.ConfigDict):
+    super().__init__(task, config)
+    data_ways = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+    if config.batch_size % data_ways:
+      raise ConfigError(f"batch_size={config.batch_size} is not divisible by data×fsdp={data_ways} devices.")
+    self.optimizer = optim.make_optimizer(config.optimizer, config.total_steps)
+    self.schedule = optim.learning_rate_schedule(config.optimizer, config.total_steps)
+    abstract_state = jax.eval_shape(self._init_state, self.init_rng)
+    opt_shardings = optax.tree_map_params(
+        self.optimizer, lambda _, param_sharding: param_sharding, abstract_state["opt_state"],
+        self.param_shardings, transform_non_params=lambda _: self.replicated)
+    self.state_shardings = {"step": self.replicated, "params": self.param_shardings,
+                            "ema_params": self.param_shardings, "opt_state": opt_shardings}
+    if self.has_model_state:
+      self.state_shardings["model_state"] = self.model_state_shardings
+    self.abstract_state = jax.tree.map(
+        lambda leaf, leaf_sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf_sharding),
+        abstract_state, self.state_shardings)
+    self.abstract_batch = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct((config.batch_size,) + leaf.shape[1:], leaf.dtype,
+                                          sharding=self.batch_sharding), self.example_batch)
+
+  def _init_state(self, rng):
+    params, model_state = _split_variables(nn.unbox(self.task.init(rng, self.example_batch)))
+    state = {"step": jnp.zeros((), jnp.int32), "params": params, "ema_params": params,
+             "opt_state": self.optimizer.init(params)}
+    if model_state:
+      state["model_state"] = model_state
+    return state
+
+  def init_state(self):
+    return jax.jit(self._init_state, out_shardings=self.state_shardings)(self.init_rng)
+
+  def train_step(self, state, batch):
+    """One optimizer step on a global batch; returns the new state and scalar metrics.
+
+    Mutable collections are computed on the global batch (under jit, BatchNorm's batch statistics are means over
+    every data-parallel shard), so they agree however the batch is split over devices.
+    """
+    step_rng = jax.random.fold_in(self.train_rng, state["step"])
+
+    def loss_fn(params):
+      loss, metrics, model_state = self.task.loss(
+          {"params": params, **state.get("model_state", {})}, batch, step_rng)
+      return loss, (metrics, model_state)
+
+    (loss, (aux, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = self.optimizer.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    ema_params = optim.update_ema(state["ema_params"], params, state["step"], self.config.optimizer.ema_decay)
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": self.schedule(state["step"]), **aux}
+    new_state = {"step": state["step"] + 1, "params": params, "ema_params": ema_params, "opt_state": opt_state}
+    if self.has_model_state:
+      new_state["model_state"] = model_state
+    return new_state, metrics
+
+  def lower_train_step(self) -> jax.stages.Lowered:
+    """The step traced for the sharded state and global batch (donates the state); `.compile()` it."""
+    jitted = jax.jit(self.train_step, in_shardings=(self.state_shardings, self.batch_sharding),
+                     out_shardings=(self.state_shardings, self.replicated), donate_argnums=0)
+    with sharding.activation_sharding(self.mesh):
+      return jitted.lower(self.abstract_state, self.abstract_batch)
+
+  def train_iterator(self, start_step: int = 0):
+    """This process's part of the global batches from step `start_step` on; `.close()` it when done."""
+    data = self.config.data
+    return make_train_iterator(self.task.source("train"), self.task.preprocess, self.config.batch_size,
+                               self.config.seed, data.num_threads, start_step=start_step,
+                               num_workers=data.num_workers)
+
+  def device_batch(self, local_batch: dict) -> dict:
+    """Process-local numpy batch → global jax.Arrays split over the data axes."""
+    return jax.tree.map(lambda leaf: jax.make_array_from_process_local_data(self.batch_sharding, leaf),
+                        local_batch)
+
+
+def check_config_compatible(task: "Task", config: ml_collections.ConfigDict, config_path: pathlib.Path) -> None:
+  """Refuses to resume from a workdir whose checkpoints were made with a different model or data config."""
+  try:
+    saved = json.loads(config_path.read_text())
+  except (OSError, json.JSONDecodeError) as error:
+    raise CheckpointError(f"{config_path} is unreadable ({error}); cannot verify the checkpoints.") from error
+  current = json.loads(config.to_json())
+  for ignored_keys in (LOOP_NON_STATE_KEYS, task.non_state_keys):
+    for section_name, names in ignored_keys.items():
+      for section in (saved, current):
+        for name in names:
+          section.get(section_name, {}).pop(name, None)
+  for key in STATE_DEFINING_KEYS:
+    if saved.get(key) != current.get(key):
+      raise CheckpointError(
+          f"the checkpoints in {config_path.parent} were trained with a different '{key}' config "
+          f"({saved.get(key)} vs now {current.get(key)}); use another --workdir.")
+
+
+def restore_for_inference(task: "Task", config: ml_collections.ConfigDict, workdir: pathlib.Path):
+  """(setup, EMA variables, step) of the latest checkpoint in `workdir`, with the task's saved assets.
+
+  Reads only the step, the EMA parameters and the mutable collections: no optimizer is built and the
+  optimizer state is never read.
+  """
+  workdir = pathlib.Path(workdir).absolute()
+  enable_compilation_cache(workdir.parent / ".jax_cache")
+  setup = ModelSetup(task, config)
+  checkpoints = workdir / "checkpoints"
+  step = Checkpointer.latest_step_in(checkpoints)
+  if step is None:
+    raise CheckpointError(f"no checkpoint in {checkpoints}; train first with --workdir={workdir}")
+  check_config_compatible(task, config, workdir / "config.json")
+  state = Checkpointer.restore_subset(checkpoints, step, _abstract_inference_state(setup))
+  task.load_assets(workdir)
+  return setup, setup.variables(state), step
+
+
+def _abstract_inference_state(setup: ModelSetup) -> dict:
+  """Shapes, dtypes and shardings of {step, ema_params, model_state} without building an optimizer."""
+  abstract_variables = jax.eval_shape(lambda rng: nn.unbox(setup.task.init(rng, setup.example_batch)),
+                                      setup.init_rng)
+  params, model_state = _split_variables(abstract_variables)
+  abstract = {"step": jax.ShapeDtypeStruct((), jnp.int32), "ema_params": params}
+  if model_state:
+    abstract["model_state"] = model_state
+  return jax.tree.map(
+      lambda leaf, leaf_sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf_sharding),
+      abstract, setup.inference_state_shardings())
+
+
+def train(task: "Task", config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
+  """Trains (or resumes) `task` in `workdir`; returns the final evaluation metrics (empty if eval is off)."""
+  workdir = pathlib.Path(workdir).absolute()
+  workdir.mkdir(parents=True, exist_ok=True)
+  enable_compilation_cache(workdir.parent / ".jax_cache")
+  setup = TrainSetup(task, config)
+  with Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints) as checkpointer:
+    state = _train_loop(config, workdir, setup, checkpointer)
+  results = {}
+  if config.eval.at_end:
+    results = task.evaluate(setup.variables(state), workdir)
+    if jax.process_index() == 0:
+      (workdir / "eval.json").write_text(json.dumps(results, indent=2))
+  if jax.process_index() == 0:
+    print(f"metrics:     {workdir / 'metrics.jsonl'} (TensorBoard: {workdir / 'tensorboard'})")
+    print(f"checkpoints: {workdir / 'checkpoints'}")
+    plots = workdir / "plots"
+    if plots.is_dir() and any(plots.iterdir()):
+      print(f"plots:       {plots}")
+    if results:
+      print(f"evaluation:  {workdir / 'eval.json'} {json.dumps(results)}")
+  return results
+
+
+def _train_loop(config, workdir, setup: TrainSetup, checkpointer: Checkpointer):
+  """Initialises or restores the state, then steps to `config.total_steps`; returns the final state."""
+  task = setup.task
+  latest = checkpointer.latest_step()
+  is_main = jax.process_index() == 0
+  if latest is None:
+    state = setup.init_state()
+    if is_main:
+      (workdir / "config.json").write_text(config.to_json(indent=2))
+      task.save_assets(workdir)
+  else:
+    check_config_compatible(task, config, workdir / "config.json")
+    state = checkpointer.restore(latest, setup.abstract_state)
+    task.load_assets(workdir)
+    if is_main:
+      print(f"resumed from step {latest} in {workdir}")
+  start_step = int(state["step"])
+  num_params = sum(leaf.size for leaf in jax.tree.leaves(state["params"]))
+  train_step, cost = profiling.compile_with_cost(setup.lower_train_step())
+  if is_main:
+    print(f"{config.name}: {num_params:,} parameters, mesh {dict(setup.mesh.shape)}, "
+          f"{jax.process_count()} process(es), workdir {workdir}")
+    print(f"train step {cost.describe()}")
+  profiling.check_fits(cost, jax.local_devices()[0], "the train step")
+  data_iter = setup.train_iterator(start_step)
+  profiler = profiling.StepProfiler(workdir / "profile", first_step=start_step + 2,
+                                    num_steps=config.profile_steps)
+  logger = MetricLogger(workdir, start_step, enabled=is_main)
+  tqdm_bar = tqdm(total=config.total_steps, initial=start_step, disable=not is_main, desc="train",
+                  dynamic_ncols=True)
+  postfix = {}
+  interval_start, interval_steps = time.perf_counter(), 0
+  try:
+    # Reading a loss waits for its step to finish, so step s's loss is read once step s+1 is queued
+    # (and at once on log, evaluation and checkpoint steps, so a NaN state is never saved or evaluated).
+    unchecked = None  # (step, loss) not read yet
+    for step in range(start_step + 1, config.total_steps + 1):
+      profiler.before_step(step)
+      state, metrics = train_step(state, setup.device_batch(next(data_iter)))
+      if unchecked is not None:
+        _check_finite(*unchecked, checkpointer)
+      unchecked = (step, metrics["loss"])
+      profiler.after_step(step, metrics)
+      interval_steps += 1
+      tqdm_bar.update(1)
+      is_last = step == config.total_steps
+      log_now = step % config.log_every == 0 or is_last
+      eval_now = config.eval_every > 0 and step % config.eval_every == 0
+      save_now = step % config.checkpoint_every == 0 or is_last
+      if log_now or eval_now or save_now:
+        _check_finite(*unchecked, checkpointer)
+        unchecked = None
+      logged = {}
+      if log_now:
+        elapsed = time.perf_counter() - interval_start
+        logged = {name: float(value) for name, value in metrics.items()}
+        logged["steps_per_sec"] = interval_steps / elapsed
+        logged["examples_per_sec"] = interval_steps * config.batch_size / elapsed
+        postfix["loss"] = f"{logged['loss']:.4f}"
+      if eval_now:
+        eval_start = time.perf_counter()
+        evaluated = task.evaluate(setup.variables(state), workdir, quick=True)
+        interval_start += time.perf_counter() - eval_start  # steps_per_sec counts training time only
+        logged.update({f"eval/{name}": float(value) for name, value in evaluated.items()
+                       if isinstance(value, (int, float))})
+        postfix.update({name: f"{value:.3f}" for name, value in evaluated.items() if isinstance(value, float)})
+      if logged:
+        logger.write(step, logged)
+        tqdm_bar.set_postfix(postfix)
+      if log_now:
+        interval_start, interval_steps = time.perf_counter(), 0
+      if save_now:
+        checkpointer.save(step, state)
+  finally:
+    data_iter.close()
+    profiler.close()
+    tqdm_bar.close()
+    logger.close()
+  return state
+
+
+def _check_finite(step: int, loss: jax.Array, checkpointer: Checkpointer) -> None:
+  loss = float(loss)
+  if not np.isfinite(loss):
+    raise DivergenceError(f"loss is {loss} at step {step}; stopping (checkpoints up to step "
+                          f"{checkpointer.latest_step()} are kept).")

@@ -1,0 +1,106 @@
+"""Every config variant loads, shares one key set with its smoke variant, and has no key that nothing reads."""
+import importlib
+import pathlib
+
+import jax
+import ml_collections
+import pytest
+
+from storyjax import trainer
+from storyjax.tasks import get_task
+from storyjax.tasks.base import GenerativeTask, Task
+
+from conftest import REPO_ROOT
+
+CONFIG_FILES = sorted(path.stem for path in (REPO_ROOT / "configs").glob("*.py"))
+
+
+def leaf_keys(config: ml_collections.ConfigDict, prefix: str = "") -> set[str]:
+  keys = set()
+  for name, value in config.items():
+    keys |= leaf_keys(value, f"{prefix}{name}.") if isinstance(value, ml_collections.ConfigDict) else {prefix + name}
+  return keys
+
+
+def variants(module) -> list:
+  variants = []
+  for variant in (None, "smoke", "paper", "no_such_variant"):
+    try:
+      module.get_config(variant)
+      variants.append(variant)
+    except ValueError as error:
+      assert variant is not None and "variant" in str(error)
+  return variants
+
+
+@pytest.mark.parametrize("name", CONFIG_FILES)
+def test_every_variant_loads_with_the_smoke_key_set(name):
+  module = importlib.import_module(f"configs.{name}")
+  found = variants(module)
+  assert None in found and "smoke" in found and "no_such_variant" not in found, found
+  smoke_keys = leaf_keys(module.get_config("smoke"))
+  for variant in found:
+    config = module.get_config(variant)
+    assert leaf_keys(config) == smoke_keys, variant
+    assert config.name == (name if variant is None else f"{name}_{variant}")
+    assert isinstance(get_task(config), Task)
+
+
+class KeyReads:
+  """Records which leaf keys of a config are read (`config.x`, `config["x"]`, `config.get("x")`)."""
+
+  def __init__(self, monkeypatch, config: ml_collections.ConfigDict):
+    self.paths, self.read = {}, set()
+    self._index(config, "")
+    original = ml_collections.ConfigDict.__getitem__
+
+    def recording_getitem(config_dict, key):
+      value = original(config_dict, key)
+      if id(config_dict) in self.paths and not isinstance(value, ml_collections.ConfigDict):
+        self.read.add(self.paths[id(config_dict)] + key)
+      return value
+
+    monkeypatch.setattr(ml_collections.ConfigDict, "__getitem__", recording_getitem)
+
+  def _index(self, config, prefix):
+    self.paths[id(config)] = prefix
+    for name, value in config.items():
+      if isinstance(value, ml_collections.ConfigDict):
+        self._index(value, f"{prefix}{name}.")
+
+
+def exercise(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+  """Everything a user does with a config: train with evaluation during and after, evaluate, sample."""
+  config.total_steps, config.eval_every, config.checkpoint_every = 2, 1, 2
+  config.eval.at_end = True
+  task = get_task(config)
+  trainer.train(task, config, workdir)
+  _, variables, _ = trainer.restore_for_inference(task, config, workdir)
+  task.evaluate(variables, workdir)
+  if isinstance(task, GenerativeTask):
+    task.save_samples(task.sample(variables, ["The camera pushes in."], jax.random.PRNGKey(0)), workdir)
+
+
+def test_to_json_reads_no_key_through_the_recorder(monkeypatch):
+  from configs import shapes
+  config = shapes.get_config("smoke")
+  reads = KeyReads(monkeypatch, config)
+  config.to_json()
+  assert reads.read == set()
+
+
+@pytest.mark.slow
+def test_every_key_is_read(runs_dir, monkeypatch):
+  """Smoke runs of every config (Director's evaluation with a CLaTr run) read every key they define."""
+  unread = {}
+  clatr_workdir = runs_dir / "keys_clatr"
+  for name in ["clatr"] + [name for name in CONFIG_FILES if name != "clatr"]:
+    config = importlib.import_module(f"configs.{name}").get_config("smoke")
+    config.mesh.update({"data": 1})
+    if "clatr_workdir" in config.eval:
+      config.eval.clatr_workdir = str(clatr_workdir)
+    with monkeypatch.context() as patch:
+      reads = KeyReads(patch, config)
+      exercise(config, clatr_workdir if name == "clatr" else runs_dir / f"keys_{name}")
+    unread[name] = sorted(leaf_keys(config) - reads.read)
+  assert unread == {name: [] for name in unread}

@@ -1,0 +1,129 @@
+"""The `shapes` example task: a model with BatchNorm statistics (a mutable collection) through the generic trainer.
+
+Exact resume, 1-vs-8-device parity of losses and statistics, eval mode at evaluation, learning, and the CLI.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import shapes as shapes_config
+from storyjax import train as train_lib, trainer
+from storyjax.data.images.shapes import SHAPES, ShapesSource, shape_mask
+from storyjax.tasks import get_task
+
+from conftest import REPO_ROOT
+
+
+def smoke_config(**mesh):
+  config = shapes_config.get_config("smoke")
+  config.mesh.update({"data": 1, "fsdp": 1, "model": 1, **mesh})
+  return config
+
+
+def losses(workdir) -> list[float]:
+  return [json.loads(line)["loss"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def restored(config, workdir) -> dict:
+  _, variables, step = trainer.restore_for_inference(get_task(config), config, workdir)
+  assert step == config.total_steps
+  return jax.device_get(variables)
+
+
+@pytest.fixture(scope="module")
+def reference_run(runs_dir):
+  workdir = runs_dir / "shapes_reference"
+  train_lib.train(smoke_config(), workdir)
+  return workdir
+
+
+def test_state_carries_batch_statistics(reference_run):
+  config = smoke_config()
+  setup = trainer.TrainSetup(get_task(config), config)
+  assert set(setup.abstract_state) == {"step", "params", "ema_params", "opt_state", "model_state"}
+  initial = jax.device_get(setup.init_state()["model_state"]["batch_stats"])
+  trained = restored(config, reference_run)["batch_stats"]
+  for stage in range(config.model.num_stages):
+    np.testing.assert_array_equal(initial[f"norm_{stage}"]["mean"], 0.0)
+    assert np.abs(trained[f"norm_{stage}"]["mean"]).max() > 1e-3, "running means never moved"
+
+
+def test_exact_resume_after_crash(runs_dir, reference_run, monkeypatch):
+  """Crash during step 5 (checkpoint at 3), restart → the same losses and BatchNorm statistics, bitwise."""
+  workdir = runs_dir / "shapes_crashed"
+  original = trainer.TrainSetup.device_batch
+  calls = {"count": 0}
+
+  def crashing_device_batch(self, local_batch):
+    calls["count"] += 1
+    if calls["count"] == 5:
+      raise KeyboardInterrupt("simulated crash")
+    return original(self, local_batch)
+
+  monkeypatch.setattr(trainer.TrainSetup, "device_batch", crashing_device_batch)
+  with pytest.raises(KeyboardInterrupt):
+    train_lib.train(smoke_config(), workdir)
+  monkeypatch.setattr(trainer.TrainSetup, "device_batch", original)
+  train_lib.train(smoke_config(), workdir)
+  assert losses(workdir) == losses(reference_run)
+  jax.tree.map(np.testing.assert_array_equal, restored(smoke_config(), workdir),
+               restored(smoke_config(), reference_run))
+
+
+def test_eight_devices_match_one(runs_dir, reference_run):
+  """Batch statistics are means over the global batch, however it is split over data-parallel devices."""
+  config = smoke_config(data=8)
+  workdir = runs_dir / "shapes_data8"
+  train_lib.train(config, workdir)
+  np.testing.assert_allclose(losses(workdir), losses(reference_run), rtol=1e-5)
+  jax.tree.map(lambda sharded, single: np.testing.assert_allclose(sharded, single, rtol=1e-4, atol=1e-6),
+               restored(config, workdir), restored(smoke_config(), reference_run))
+
+
+def test_learns_and_evaluates_in_eval_mode(runs_dir):
+  """Test accuracy far above chance; evaluation uses the running averages (resetting them changes it)."""
+  config = smoke_config()
+  config.update({"total_steps": 120, "batch_size": 32, "log_every": 20, "eval_every": 60, "checkpoint_every": 120})
+  config.data.train_size = 2000
+  config.data.test_size = 200
+  config.model.width = 16
+  config.eval.at_end = True
+  workdir = runs_dir / "shapes_learning"
+  results = train_lib.train(config, workdir)
+  assert results["accuracy"] > 0.85 and results["chance"] < 0.4, results
+  records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [record["step"] for record in records if "eval/accuracy" in record] == [60, 120]
+  task = get_task(config)
+  variables = restored(config, workdir)
+  reset = jax.tree.map(np.zeros_like, variables["batch_stats"])
+  reset = {name: {"mean": stats["mean"], "var": np.ones_like(stats["var"])} for name, stats in reset.items()}
+  assert task.evaluate({**variables, "batch_stats": reset}, workdir)["accuracy"] < results["accuracy"] - 0.1
+
+
+def test_shapes_data_is_reproducible_and_labelled():
+  source = ShapesSource("train", 50, 16, seed=3)
+  first, again = source[7], ShapesSource("train", 50, 16, seed=3)[7]
+  np.testing.assert_array_equal(first["image"], again["image"])
+  assert first["caption"].endswith(SHAPES[first["label"]])
+  assert not np.array_equal(source[7]["image"], ShapesSource("test", 50, 16, seed=3)[7]["image"])
+  assert len({source[index]["label"].item() for index in range(50)}) == len(SHAPES)
+  areas = {shape: shape_mask(shape, 32, (16, 16), 10).sum() for shape in SHAPES}
+  assert areas["ring"] < areas["circle"] and areas["triangle"] < areas["square"] < areas["circle"], areas
+  with pytest.raises(IndexError):
+    source[50]
+
+
+def test_trains_through_the_cli(tmp_path):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  result = subprocess.run([sys.executable, "-m", "storyjax.train", "--config=configs/shapes.py:smoke",
+                           f"--workdir={tmp_path / 'run'}", "--config.eval.at_end=True"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip().splitlines()[-1].startswith("evaluation:")
+  assert "plots:" not in result.stdout  # nothing was plotted, so no folder is announced
+  assert "PyTorch" not in result.stderr
