@@ -8,6 +8,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from storyjax.layers.conv import ConvBlock
 from storyjax.layers.mlp import dense
 
 Dtype = Any
@@ -16,8 +17,8 @@ Dtype = Any
 class ShapeClassifier(nn.Module):
   """images (B, S, S, 3) → class logits (B, num_classes) float32.
 
-  `num_stages` stages of 3×3 conv → BatchNorm → ReLU, each but the first halving the resolution, then a mean over
-  positions and a linear classifier.
+  `num_stages` stages of 3×3 conv → BatchNorm → ReLU (layers.conv.ConvBlock), each but the first halving the
+  resolution, then a mean over positions and a linear classifier.
   """
   num_classes: int
   width: int = 16
@@ -28,12 +29,7 @@ class ShapeClassifier(nn.Module):
   def __call__(self, images, train: bool = False):
     features = images.astype(self.dtype)
     for stage in range(self.num_stages):
-      features = nn.Conv(self.width * 2 ** stage, (3, 3), strides=1 if stage == 0 else 2, use_bias=False,
-                         dtype=self.dtype, name=f"conv_{stage}",
-                         kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
-                                                                  (None, None, None, "embed")))(features)
-      features = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
-                              name=f"norm_{stage}")(features)
-      features = nn.relu(features)
+      features = ConvBlock(self.width * 2 ** stage, (3, 3), norm="batch", strides=(1, 1) if stage == 0 else (2, 2),
+                           dtype=self.dtype, name=f"stage_{stage}")(features, train)
     pooled = features.mean(axis=(1, 2))
-    return dense(self.num_classes, ("embed", "io"), self.dtype, name="classifier")(pooled).astype(jnp.float32)
+    return dense(self.num_classes, ("conv_out", "io"), self.dtype, name="classifier")(pooled).astype(jnp.float32)
