@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 CONFIG ?= configs/director.py
 STAMP := $(VENV)/.installed
 
-.PHONY: install clatr train evaluate test clean
+.PHONY: install clatr train evaluate lint test clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,8 +25,14 @@ train: clatr
 evaluate: $(STAMP)
 	$(BIN)/python -m storyjax.evaluate --config=$(CONFIG) --workdir=runs/director
 
+# ruff (settings in pyproject.toml): lint, and the formatting every file must already have.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Two workers, each test file on one worker (module fixtures are shared within a file).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 clean:
 	rm -rf runs .jax_cache

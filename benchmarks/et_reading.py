@@ -7,6 +7,7 @@ the precomputed CLIP features of both captions (--clip_dim wide, 0 for none), pr
 of each source in one random order, --repeats times, in this one thread. Prints one JSON object: items per second
 for both (median over repeats), their ratio, the preparation time and the sizes on disk.
 """
+
 import json
 import pathlib
 import statistics
@@ -49,8 +50,13 @@ def directory_bytes(path: pathlib.Path) -> int:
 
 def run(workdir: pathlib.Path) -> dict:
   layout_dir, prepared_dir = workdir / "layout", workdir / "prepared"
-  layout.export_embedded(layout_dir, "pure", {"train": _NUM_SAMPLES.value}, max_frames=_MAX_FRAMES.value,
-                         clip_features=clip_stand_in if _CLIP_DIM.value else None)
+  layout.export_embedded(
+    layout_dir,
+    "pure",
+    {"train": _NUM_SAMPLES.value},
+    max_frames=_MAX_FRAMES.value,
+    clip_features=clip_stand_in if _CLIP_DIM.value else None,
+  )
   start = time.perf_counter()
   prepared.prepare(layout_dir, prepared_dir, max_frames=_MAX_FRAMES.value)
   prepare_sec = time.perf_counter() - start
@@ -58,10 +64,17 @@ def run(workdir: pathlib.Path) -> dict:
   prepared_source = prepared.PreparedETSource(prepared_dir, "pure", "train", max_frames=_MAX_FRAMES.value)
   order = np.random.default_rng(0).permutation(len(et_source))
   et_rate, prepared_rate = items_per_sec(et_source, order), items_per_sec(prepared_source, order)
-  return {"num_samples": len(et_source), "max_frames": _MAX_FRAMES.value, "clip_dim": _CLIP_DIM.value,
-          "et_items_per_sec": et_rate, "prepared_items_per_sec": prepared_rate,
-          "prepared_over_et": prepared_rate / et_rate, "prepare_sec": prepare_sec,
-          "layout_mb": directory_bytes(layout_dir) / 2**20, "prepared_mb": directory_bytes(prepared_dir) / 2**20}
+  return {
+    "num_samples": len(et_source),
+    "max_frames": _MAX_FRAMES.value,
+    "clip_dim": _CLIP_DIM.value,
+    "et_items_per_sec": et_rate,
+    "prepared_items_per_sec": prepared_rate,
+    "prepared_over_et": prepared_rate / et_rate,
+    "prepare_sec": prepare_sec,
+    "layout_mb": directory_bytes(layout_dir) / 2**20,
+    "prepared_mb": directory_bytes(prepared_dir) / 2**20,
+  }
 
 
 def main(argv):

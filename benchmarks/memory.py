@@ -8,6 +8,7 @@ XLA's per-device memory analysis (arguments = state + batch shards, temporaries,
 global batch stays `batch_size` unless the data axes do not divide it; then it is raised to the next
 multiple (the row says so). Figures are XLA:CPU's; an accelerator's scheduler can differ somewhat.
 """
+
 import json
 import sys
 import time
@@ -25,8 +26,7 @@ def mesh_layouts(num_devices: int) -> dict[str, dict[str, int]]:
   """Named (data, fsdp, model) meshes of `num_devices` devices."""
   if num_devices == 1:
     return {"single": {"data": 1, "fsdp": 1, "model": 1}}
-  layouts = {"data": {"data": num_devices, "fsdp": 1, "model": 1},
-             "fsdp": {"data": 1, "fsdp": num_devices, "model": 1}}
+  layouts = {"data": {"data": num_devices, "fsdp": 1, "model": 1}, "fsdp": {"data": 1, "fsdp": num_devices, "model": 1}}
   if num_devices % 2 == 0:
     layouts["fsdp+model"] = {"data": 1, "fsdp": num_devices // 2, "model": 2}
   return layouts
@@ -40,13 +40,21 @@ def measure(config, mesh: dict[str, int]) -> dict:
   start = time.perf_counter()
   setup = trainer.TrainSetup(get_task(config), config)
   _, cost = profiling.compile_with_cost(setup.lower_train_step())
-  state_bytes = sum(leaf.size * leaf.dtype.itemsize
-                    for leaf in jax.tree.leaves(setup.abstract_state)) / (mesh["fsdp"] * mesh["model"])
-  return {"num_devices": mesh["data"] * mesh["fsdp"] * mesh["model"], "mesh": mesh,
-          "batch_size": config.batch_size, "per_device_batch": config.batch_size // data_ways,
-          "argument_gib": cost.argument_bytes / profiling.GIB, "temp_gib": cost.temp_bytes / profiling.GIB,
-          "peak_gib": cost.peak_bytes / profiling.GIB, "ideal_state_shard_gib": state_bytes / profiling.GIB,
-          "gflops_per_step": cost.flops / 1e9, "compile_seconds": time.perf_counter() - start}
+  state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(setup.abstract_state)) / (
+    mesh["fsdp"] * mesh["model"]
+  )
+  return {
+    "num_devices": mesh["data"] * mesh["fsdp"] * mesh["model"],
+    "mesh": mesh,
+    "batch_size": config.batch_size,
+    "per_device_batch": config.batch_size // data_ways,
+    "argument_gib": cost.argument_bytes / profiling.GIB,
+    "temp_gib": cost.temp_bytes / profiling.GIB,
+    "peak_gib": cost.peak_bytes / profiling.GIB,
+    "ideal_state_shard_gib": state_bytes / profiling.GIB,
+    "gflops_per_step": cost.flops / 1e9,
+    "compile_seconds": time.perf_counter() - start,
+  }
 
 
 def main(argv):
@@ -66,8 +74,7 @@ def main(argv):
     summary["peak_reduction_1_device_to_fsdp8"] = peaks[1, "single"] / peaks[8, "fsdp"]
   if (8, "data") in peaks and (8, "fsdp") in peaks:
     summary["peak_reduction_data8_to_fsdp8"] = peaks[8, "data"] / peaks[8, "fsdp"]
-  print(json.dumps({"config": config.name, "backend": "XLA:CPU AOT memory analysis", "rows": rows,
-                    "summary": summary}))
+  print(json.dumps({"config": config.name, "backend": "XLA:CPU AOT memory analysis", "rows": rows, "summary": summary}))
 
 
 if __name__ == "__main__":

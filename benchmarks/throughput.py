@@ -11,6 +11,7 @@ XLA's cost analysis of the whole step's HLO (before optimisation, so the same on
 achieved FLOP/s per device over `--peak_tflops` (by default the dense bf16 peak of the detected chip, when
 known), for the full loop (`mfu`) and for the step alone (`step_only_mfu`).
 """
+
 import json
 import math
 import pathlib
@@ -101,21 +102,33 @@ def main(argv):
   def mfu(steps_per_sec):
     return flops * steps_per_sec / jax.device_count() / (peak * 1e12) if peak and flops else None
 
-  print(json.dumps({
-      "config": config.name, "device_kind": device.device_kind, "num_devices": jax.device_count(),
-      "num_processes": jax.process_count(), "mesh": dict(setup.mesh.shape), "batch_size": config.batch_size,
-      "dtype": config.model.get("dtype", "float32"),
-      "num_params": sum(leaf.size for leaf in jax.tree.leaves(setup.abstract_state["params"])),
-      "steps_per_sec": together, "examples_per_sec": together * config.batch_size,
-      "step_only_steps_per_sec": step_only, "pipeline_only_batches_per_sec": pipeline_only,
-      "data_bound": pipeline_only < step_only,
-      "flops_per_step": flops,
-      "achieved_tflops_per_device": flops * together / jax.device_count() / 1e12 if flops else None,
-      "peak_tflops_per_device": peak, "mfu": mfu(together), "step_only_mfu": mfu(step_only),
-      "memory_per_device": {key: value for key, value in cost.to_dict().items() if key != "flops"},
-      "measured_peak_bytes_in_use": allocator.get("peak_bytes_in_use"),
-      "timing": {"warmup_steps": _WARMUP.value, "steps": _STEPS.value, "repeats": _REPEATS.value},
-  }))
+  print(
+    json.dumps(
+      {
+        "config": config.name,
+        "device_kind": device.device_kind,
+        "num_devices": jax.device_count(),
+        "num_processes": jax.process_count(),
+        "mesh": dict(setup.mesh.shape),
+        "batch_size": config.batch_size,
+        "dtype": config.model.get("dtype", "float32"),
+        "num_params": sum(leaf.size for leaf in jax.tree.leaves(setup.abstract_state["params"])),
+        "steps_per_sec": together,
+        "examples_per_sec": together * config.batch_size,
+        "step_only_steps_per_sec": step_only,
+        "pipeline_only_batches_per_sec": pipeline_only,
+        "data_bound": pipeline_only < step_only,
+        "flops_per_step": flops,
+        "achieved_tflops_per_device": flops * together / jax.device_count() / 1e12 if flops else None,
+        "peak_tflops_per_device": peak,
+        "mfu": mfu(together),
+        "step_only_mfu": mfu(step_only),
+        "memory_per_device": {key: value for key, value in cost.to_dict().items() if key != "flops"},
+        "measured_peak_bytes_in_use": allocator.get("peak_bytes_in_use"),
+        "timing": {"warmup_steps": _WARMUP.value, "steps": _STEPS.value, "repeats": _REPEATS.value},
+      }
+    )
+  )
 
 
 if __name__ == "__main__":

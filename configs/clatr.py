@@ -7,6 +7,7 @@
 The default matches configs/director.py's default data (pure subset, 100 frames), so Director's evaluation
 can use it (eval.clatr_workdir = runs/clatr). The loop keys are documented in storyjax/base_config.py.
 """
+
 import ml_collections
 
 from storyjax.base_config import base_config
@@ -20,17 +21,43 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.update({"total_steps": 800, "batch_size": 64, "checkpoint_every": 400, "eval_every": 400})
   config.optimizer.update({"learning_rate": 5e-4, "warmup_steps": 100})
 
-  config.model = ml_collections.ConfigDict({
-      "width": 64, "num_layers": 2, "num_heads": 4, "mlp_dim": 128, "dropout_rate": 0.1, "dtype": "float32",
+  config.model = ml_collections.ConfigDict(
+    {
+      "width": 64,
+      "num_layers": 2,
+      "num_heads": 4,
+      "mlp_dim": 128,
+      "dropout_rate": 0.1,
+      "dtype": "float32",
       "text_encoder": "scratch",  # or "clip": frozen CLIP features (E.T.'s precomputed ones or clip_path)
-      "clip_path": "", "max_caption_length": 36})
+      "clip_path": "",
+      "max_caption_length": 36,
+    }
+  )
 
-  config.loss = ml_collections.ConfigDict({  # published weights
-      "reconstruction": 1.0, "kl": 1e-5, "latent": 1e-5, "contrastive": 0.1, "temperature": 0.1})
+  config.loss = ml_collections.ConfigDict(
+    {  # published weights
+      "reconstruction": 1.0,
+      "kl": 1e-5,
+      "latent": 1e-5,
+      "contrastive": 0.1,
+      "temperature": 0.1,
+    }
+  )
 
-  config.data.update({
-      "source": "embedded", "path": "", "subset": "pure", "caption": "caption_cam",
-      "max_frames": 100, "min_frames": 64, "train_size": 20_000, "test_size": 500, "seed": 0})
+  config.data.update(
+    {
+      "source": "embedded",
+      "path": "",
+      "subset": "pure",
+      "caption": "caption_cam",
+      "max_frames": 100,
+      "min_frames": 64,
+      "train_size": 20_000,
+      "test_size": 500,
+      "seed": 0,
+    }
+  )
 
   config.eval.update({"num_samples": 500, "quick_num_samples": 100, "batch_size": 100})
 
@@ -46,11 +73,19 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.log_every = 100
     config.checkpoint_every = 10_000
     config.eval_every = 10_000
-    config.optimizer.update({"learning_rate": 1e-5, "warmup_steps": 0, "final_lr_fraction": 1.0,
-                             "weight_decay": 0.01, "ema_decay": 0.9999})
-    config.model.update({"width": 256, "num_layers": 6, "num_heads": 4, "mlp_dim": 1024,
-                         "max_caption_length": 77})
-    config.data.update({"subset": "mixed", "max_frames": 300, "min_frames": 125, "train_size": 100_000,
-                        "test_size": 2000, "num_workers": 4})
+    config.optimizer.update(
+      {"learning_rate": 1e-5, "warmup_steps": 0, "final_lr_fraction": 1.0, "weight_decay": 0.01, "ema_decay": 0.9999}
+    )
+    config.model.update({"width": 256, "num_layers": 6, "num_heads": 4, "mlp_dim": 1024, "max_caption_length": 77})
+    config.data.update(
+      {
+        "subset": "mixed",
+        "max_frames": 300,
+        "min_frames": 125,
+        "train_size": 100_000,
+        "test_size": 2000,
+        "num_workers": 4,
+      }
+    )
     config.eval.update({"num_samples": 2000})
   return config

@@ -6,6 +6,7 @@
 
 The loop keys (steps, batch, mesh, optimizer, ...) are documented in storyjax/base_config.py.
 """
+
 import ml_collections
 
 from storyjax.base_config import base_config
@@ -22,41 +23,78 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # which direction words are the camera's (README, "Results"). The paper variant restores the published values.
   config.optimizer.b2 = 0.95
 
-  config.model = ml_collections.ConfigDict({
-      "variant": "A", "caption_tokens": "sequence",  # caption_tokens: A only (B pools, C attends to all)
-      "num_registers": 16, "condition_layers": 2,  # C only: learned registers, condition transformer depth
-      "width": 96, "num_layers": 4, "num_heads": 4, "mlp_ratio": 4,
-      "dropout_rate": 0.0, "stochastic_depth": 0.0, "dtype": "float32",
+  config.model = ml_collections.ConfigDict(
+    {
+      "variant": "A",
+      "caption_tokens": "sequence",  # caption_tokens: A only (B pools, C attends to all)
+      "num_registers": 16,
+      "condition_layers": 2,  # C only: learned registers, condition transformer depth
+      "width": 96,
+      "num_layers": 4,
+      "num_heads": 4,
+      "mlp_ratio": 4,
+      "dropout_rate": 0.0,
+      "stochastic_depth": 0.0,
+      "dtype": "float32",
       "text_encoder": "scratch",  # or "clip": frozen CLIP ViT-B/32 text features (E.T.'s precomputed ones or clip_path)
       "clip_path": "",  # a local Hugging Face CLIP checkpoint directory (config.json, weights, tokenizer)
-      "text_width": 96, "text_layers": 2, "text_heads": 4,
-      "max_caption_length": 36})
+      "text_width": 96,
+      "text_layers": 2,
+      "text_heads": 4,
+      "max_caption_length": 36,
+    }
+  )
 
-  config.data.update({
-      "source": "embedded", "path": "",  # source "et": the released E.T. layout in directory `path`
-      "subset": "pure", "max_frames": 100, "min_frames": 64,
-      "train_size": 20_000, "test_size": 500, "seed": 0})  # num_workers > 0 for paper sizes on a GPU (~4)
+  config.data.update(
+    {
+      "source": "embedded",
+      "path": "",  # source "et": the released E.T. layout in directory `path`
+      "subset": "pure",
+      "max_frames": 100,
+      "min_frames": 64,
+      "train_size": 20_000,
+      "test_size": 500,
+      "seed": 0,
+    }
+  )  # num_workers > 0 for paper sizes on a GPU (~4)
 
-  config.diffusion = ml_collections.ConfigDict({
-      "sigma_data": 0.5, "p_mean": 0.0, "p_std": 1.2, "sigma_min": 0.002, "sigma_max": 80.0,
-      "rho": 40.0, "num_steps": 10, "guidance_weight": 1.4, "condition_dropout": 0.1})
+  config.diffusion = ml_collections.ConfigDict(
+    {
+      "sigma_data": 0.5,
+      "p_mean": 0.0,
+      "p_std": 1.2,
+      "sigma_min": 0.002,
+      "sigma_max": 80.0,
+      "rho": 40.0,
+      "num_steps": 10,
+      "guidance_weight": 1.4,
+      "condition_dropout": 0.1,
+    }
+  )
 
-  config.eval.update({
-      "num_samples": 200, "quick_num_samples": 50, "batch_size": 50, "num_plots": 4, "seed": 1,
+  config.eval.update(
+    {
+      "num_samples": 200,
+      "quick_num_samples": 50,
+      "batch_size": 50,
+      "num_plots": 4,
+      "seed": 1,
       "clatr_workdir": "runs/clatr",  # CLaTr checkpoint for fd_clatr, prdc, clatr_score ("" = skip)
       "prdc_published_quirks": False,  # True: P/R/D/C as Director's released evaluation computed them
-      "num_reference": 200})  # train-split reference examples for fd_clatr and prdc (P/R/D/C want equal sizes)
+      "num_reference": 200,
+    }
+  )  # train-split reference examples for fd_clatr and prdc (P/R/D/C want equal sizes)
 
   # python -m storyjax.sample: the test example whose character trajectory (and length) conditions the samples;
   # -1 = a character standing at the origin for data.max_frames frames.
   config.sample = ml_collections.ConfigDict({"char_index": 0})
 
   if variant == "smoke":
-    config.model.update({"width": 32, "num_layers": 2, "num_heads": 2, "text_width": 32,
-                         "text_layers": 1, "text_heads": 2})
+    config.model.update(
+      {"width": 32, "num_layers": 2, "num_heads": 2, "text_width": 32, "text_layers": 1, "text_heads": 2}
+    )
     config.data.update({"max_frames": 64, "min_frames": 56, "train_size": 64, "test_size": 8})
-    config.eval.update({"num_samples": 4, "quick_num_samples": 4, "batch_size": 4, "num_plots": 1,
-                        "clatr_workdir": ""})
+    config.eval.update({"num_samples": 4, "quick_num_samples": 4, "batch_size": 4, "num_plots": 1, "clatr_workdir": ""})
   elif variant == "paper":
     # Published Director sizes and optimisation (shared/spec/references.md); E.T.'s 300-frame window.
     config.total_steps = 200_000
@@ -64,13 +102,33 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.log_every = 100
     config.checkpoint_every = 5000
     config.eval_every = 10_000
-    config.optimizer.update({"learning_rate": 1e-4, "warmup_steps": 5000, "final_lr_fraction": 0.0,
-                             "weight_decay": 0.1, "ema_decay": 0.9999})
+    config.optimizer.update(
+      {"learning_rate": 1e-4, "warmup_steps": 5000, "final_lr_fraction": 0.0, "weight_decay": 0.1, "ema_decay": 0.9999}
+    )
     config.diffusion.p_mean = -1.2
-    config.model.update({"width": 512, "num_layers": 8, "num_heads": 16, "dropout_rate": 0.1,
-                         "stochastic_depth": 0.1, "text_width": 512, "text_layers": 4, "text_heads": 8,
-                         "caption_tokens": "pooled", "max_caption_length": 77})
-    config.data.update({"subset": "mixed", "max_frames": 300, "min_frames": 125, "train_size": 100_000,
-                        "test_size": 2000, "num_workers": 4})
+    config.model.update(
+      {
+        "width": 512,
+        "num_layers": 8,
+        "num_heads": 16,
+        "dropout_rate": 0.1,
+        "stochastic_depth": 0.1,
+        "text_width": 512,
+        "text_layers": 4,
+        "text_heads": 8,
+        "caption_tokens": "pooled",
+        "max_caption_length": 77,
+      }
+    )
+    config.data.update(
+      {
+        "subset": "mixed",
+        "max_frames": 300,
+        "min_frames": 125,
+        "train_size": 100_000,
+        "test_size": 2000,
+        "num_workers": 4,
+      }
+    )
     config.eval.update({"num_samples": 1000, "quick_num_samples": 200, "batch_size": 100})
   return config

@@ -5,6 +5,7 @@
 
 The loop keys are documented in storyjax/base_config.py.
 """
+
 import ml_collections
 
 from storyjax.base_config import base_config

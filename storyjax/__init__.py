@@ -1,4 +1,5 @@
 """storyjax: story-level multimodal generative models in JAX/Flax."""
+
 import os
 
 # storyjax uses transformers for tokenizers and checkpoint configs only (models are Flax), so its import-time

@@ -16,6 +16,7 @@ Keys (all read by storyjax/trainer.py unless noted):
   data.num_threads  example-reading threads per loader process; data.num_workers: loader processes (0 = inline)
   eval.at_end       run the task's full evaluation after the last step
 """
+
 import jax.numpy as jnp
 import ml_collections
 
@@ -25,8 +26,9 @@ VARIANTS = (None, "smoke", "paper")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def base_config(name: str, variant: str | None, task: str | None = None,
-                variants=VARIANTS) -> ml_collections.ConfigDict:
+def base_config(
+  name: str, variant: str | None, task: str | None = None, variants=VARIANTS
+) -> ml_collections.ConfigDict:
   """The loop keys with defaults for a CPU run; `smoke` (a few seconds, used by the tests) sets its sizes here.
 
   `variants`: those the model's config file offers (None = its default).
@@ -45,9 +47,20 @@ def base_config(name: str, variant: str | None, task: str | None = None,
   config.keep_checkpoints = 2
   config.profile_steps = 0
   config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1})
-  config.optimizer = ml_collections.ConfigDict({
-      "name": "adamw", "learning_rate": 3e-4, "warmup_steps": 200, "final_lr_fraction": 0.01,
-      "b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.01, "grad_clip_norm": 1.0, "ema_decay": 0.999})
+  config.optimizer = ml_collections.ConfigDict(
+    {
+      "name": "adamw",
+      "learning_rate": 3e-4,
+      "warmup_steps": 200,
+      "final_lr_fraction": 0.01,
+      "b1": 0.9,
+      "b2": 0.999,
+      "eps": 1e-8,
+      "weight_decay": 0.01,
+      "grad_clip_norm": 1.0,
+      "ema_decay": 0.999,
+    }
+  )
   config.data = ml_collections.ConfigDict({"num_threads": 2, "num_workers": 0})
   config.eval = ml_collections.ConfigDict({"at_end": True})
   if variant == "smoke":

@@ -5,6 +5,7 @@ never leaves a half-written step that looks complete; the newest `keep` steps ar
 writes its own shards; restoring reshards onto the current mesh, whatever the process count was. The data
 position is not stored: it is a function of the step (storyjax.data.pipeline).
 """
+
 import contextlib
 import pathlib
 
@@ -18,10 +19,10 @@ class Checkpointer:
 
   def __init__(self, directory: str | pathlib.Path, keep: int):
     self.directory = pathlib.Path(directory).absolute()
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=False)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
     self._manager = ocp.CheckpointManager(
-        self.directory, options=options, item_handlers={"state": ocp.StandardCheckpointHandler()})
+      self.directory, options=options, item_handlers={"state": ocp.StandardCheckpointHandler()}
+    )
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -41,8 +42,9 @@ class Checkpointer:
     The rest of the saved state (e.g. the optimizer's moments) is never read.
     """
     restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_subset)
-    args = ocp.args.Composite(state=ocp.args.PyTreeRestore(abstract_subset, restore_args=restore_args,
-                                                           partial_restore=True))
+    args = ocp.args.Composite(
+      state=ocp.args.PyTreeRestore(abstract_subset, restore_args=restore_args, partial_restore=True)
+    )
     with contextlib.closing(_read_only_manager(directory)) as manager:
       try:
         return manager.restore(step, args=args)["state"]
@@ -73,9 +75,10 @@ class Checkpointer:
 
 def _restore_error(path: pathlib.Path, error: Exception) -> CheckpointError:
   return CheckpointError(
-      f"cannot restore checkpoint {path}: it is corrupt or was written by an incompatible config "
-      f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
-      f"Move it away or use another --workdir; nothing was deleted.")
+    f"cannot restore checkpoint {path}: it is corrupt or was written by an incompatible config "
+    f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+    f"Move it away or use another --workdir; nothing was deleted."
+  )
 
 
 def _read_only_manager(directory: str | pathlib.Path) -> ocp.CheckpointManager:
@@ -84,5 +87,6 @@ def _read_only_manager(directory: str | pathlib.Path) -> ocp.CheckpointManager:
   (Orbax's own read_only option logs five warnings per manager.)
   """
   options = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False)
-  return ocp.CheckpointManager(pathlib.Path(directory).absolute(), options=options,
-                               item_handlers={"state": ocp.PyTreeCheckpointHandler()})
+  return ocp.CheckpointManager(
+    pathlib.Path(directory).absolute(), options=options, item_handlers={"state": ocp.PyTreeCheckpointHandler()}
+  )

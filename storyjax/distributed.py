@@ -9,6 +9,7 @@ Every CLI calls `initialize()` first. Three ways in:
   gcloud, whose workers it finds through the metadata server).
 Otherwise the run is single-process and nothing is initialised.
 """
+
 import os
 
 import jax
@@ -33,8 +34,10 @@ def initialize() -> None:
       raise ConfigError("STORYJAX_NUM_PROCESSES is set but JAX_COORDINATOR_ADDRESS (host:port) is not.")
     if not 0 <= process_id < num_processes:
       raise ConfigError(f"STORYJAX_PROCESS_ID={process_id} is outside [0, {num_processes}).")
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id)
-  elif (os.environ.get("STORYJAX_DISTRIBUTED") == "auto" or int(os.environ.get("SLURM_NTASKS", "1")) > 1
-        or "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")):
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+  elif (
+    os.environ.get("STORYJAX_DISTRIBUTED") == "auto"
+    or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    or "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
+  ):
     jax.distributed.initialize()

@@ -2,6 +2,7 @@
 
 Prints one JSON object of metrics as its last line and writes it to DIR/eval.json.
 """
+
 import json
 import pathlib
 

@@ -1,4 +1,5 @@
 """Losses shared by the models: robust regression, Gaussian KL, contrastive (InfoNCE) and cosine embedding."""
+
 import jax
 import jax.numpy as jnp
 
@@ -6,7 +7,7 @@ import jax.numpy as jnp
 def smooth_l1(prediction, target, mask=None):
   """Mean Huber loss with β = 1 (torch's SmoothL1Loss) over the entries where mask (broadcastable) is true."""
   difference = jnp.abs(prediction - target)
-  loss = jnp.where(difference < 1.0, 0.5 * difference ** 2, difference - 0.5)
+  loss = jnp.where(difference < 1.0, 0.5 * difference**2, difference - 0.5)
   if mask is None:
     return loss.mean()
   mask = jnp.broadcast_to(mask, loss.shape).astype(loss.dtype)
@@ -17,8 +18,9 @@ def gaussian_kl(mean, logvar, other_mean=None, other_logvar=None):
   """Mean over elements of KL(N(mean, e^logvar) ‖ N(other)), other = N(0, I) by default."""
   if other_mean is None:
     other_mean, other_logvar = jnp.zeros_like(mean), jnp.zeros_like(logvar)
-  return 0.5 * jnp.mean(other_logvar - logvar + (jnp.exp(logvar) + (mean - other_mean) ** 2)
-                        / jnp.exp(other_logvar) - 1.0)
+  return 0.5 * jnp.mean(
+    other_logvar - logvar + (jnp.exp(logvar) + (mean - other_mean) ** 2) / jnp.exp(other_logvar) - 1.0
+  )
 
 
 def unit_rows(features):

@@ -2,6 +2,7 @@
 
 Names without a slash are TensorBoard's `train/<name>`; evaluation during training logs `eval/<name>`.
 """
+
 import json
 import pathlib
 
@@ -17,8 +18,9 @@ class MetricLogger:
     if not enabled:
       return
     if self.path.exists():  # Steps logged after the last checkpoint are re-run, so drop their lines.
-      kept = [line for line in self.path.read_text().splitlines()
-              if line.strip() and json.loads(line)["step"] <= start_step]
+      kept = [
+        line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= start_step
+      ]
       self.path.write_text("".join(line + "\n" for line in kept))
     self._file = self.path.open("a")
     self._tensorboard = SummaryWriter(str(workdir / "tensorboard"))

@@ -1,12 +1,13 @@
 """Camera trajectory figures, drawn with matplotlib's Agg canvas (no display, no pyplot global state)."""
+
 import pathlib
 import textwrap
 
-import numpy as np
 from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+import numpy as np
 
 from storyjax.data.et.camera import FPS
 
@@ -15,8 +16,10 @@ CAMERA_AXES = (("right (x)", "tab:red"), ("down (y)", "tab:green"), ("forward (z
 CHARACTER_COLOR = "tab:orange"
 # Each view: (title, horizontal label, vertical label, world point (..., 3) → (..., 2) plane coordinates).
 # Height is −y because OpenCV's y points down.
-VIEWS = (("top view", "x (right)", "z (forward)", lambda points: np.stack([points[..., 0], points[..., 2]], -1)),
-         ("side view", "z (forward)", "height (−y)", lambda points: np.stack([points[..., 2], -points[..., 1]], -1)))
+VIEWS = (
+  ("top view", "x (right)", "z (forward)", lambda points: np.stack([points[..., 0], points[..., 2]], -1)),
+  ("side view", "z (forward)", "height (−y)", lambda points: np.stack([points[..., 2], -points[..., 1]], -1)),
+)
 _PANEL_WIDTH_IN, _PANEL_HEIGHT_IN = 5.6, 4.6
 _CAPTION_LINE_IN, _TAGS_LINE_IN, _LEGEND_IN = 0.24, 0.24, 0.55
 
@@ -36,8 +39,9 @@ def _check_inputs(camera_pose, char_pos, axes_every):
   return camera_pose, char_pos
 
 
-def plot_camera_trajectory(path, camera_pose, char_pos=None, caption: str = "", tags: str = "",
-                           axes_every: int = 10) -> None:
+def plot_camera_trajectory(
+  path, camera_pose, char_pos=None, caption: str = "", tags: str = "", axes_every: int = 10
+) -> None:
   """Saves a PNG at `path`: top view (x, z) and side view (z, height = −y) of a camera path.
 
   camera_pose (N, 3, 4) camera-to-world, OpenCV axes (x right, y down, z forward; world up = −y);
@@ -58,21 +62,24 @@ def plot_camera_trajectory(path, camera_pose, char_pos=None, caption: str = "", 
   width_in, height_in = 2 * _PANEL_WIDTH_IN + 1.2, _PANEL_HEIGHT_IN + header_in + _LEGEND_IN
   figure = Figure(figsize=(width_in, height_in), dpi=100)
   axes = figure.subplots(1, 2)
-  figure.subplots_adjust(left=0.06, right=0.9, wspace=0.25, top=1 - header_in / height_in,
-                         bottom=(_LEGEND_IN + 0.45) / height_in)
+  figure.subplots_adjust(
+    left=0.06, right=0.9, wspace=0.25, top=1 - header_in / height_in, bottom=(_LEGEND_IN + 0.45) / height_in
+  )
 
   for axis, (title, horizontal_label, vertical_label, project) in zip(axes, VIEWS):
     plane = project(centers)
-    path_segments = LineCollection(np.stack([plane[:-1], plane[1:]], 1), cmap="viridis", norm=time_norm,
-                                   linewidths=2.5, zorder=2)
+    path_segments = LineCollection(
+      np.stack([plane[:-1], plane[1:]], 1), cmap="viridis", norm=time_norm, linewidths=2.5, zorder=2
+    )
     path_segments.set_array((time[:-1] + time[1:]) / 2)
     axis.add_collection(path_segments)
     axis.scatter(*plane.T, c=time, cmap="viridis", norm=time_norm, s=6, zorder=2)
     frames = np.arange(0, len(centers), int(axes_every))
     for column, (_, color) in enumerate(CAMERA_AXES):
       direction = project(rotations[frames, :, column]) * arrow_length
-      axis.quiver(*plane[frames].T, *direction.T, color=color, angles="xy", scale_units="xy", scale=1,
-                  width=0.004, zorder=3)
+      axis.quiver(
+        *plane[frames].T, *direction.T, color=color, angles="xy", scale_units="xy", scale=1, width=0.004, zorder=3
+      )
     axis.plot(*plane[0], "k^", ms=9, zorder=4)
     axis.plot(*plane[-1], "ks", ms=8, zorder=4)
     if char_pos is not None:
@@ -88,8 +95,10 @@ def plot_camera_trajectory(path, camera_pose, char_pos=None, caption: str = "", 
 
   colorbar = figure.colorbar(path_segments, ax=axes, fraction=0.03, pad=0.02)
   colorbar.set_label("time (s)")
-  legend = [Line2D([], [], color="k", marker="^", ls="", label="camera start"),
-            Line2D([], [], color="k", marker="s", ls="", label="camera end")]
+  legend = [
+    Line2D([], [], color="k", marker="^", ls="", label="camera start"),
+    Line2D([], [], color="k", marker="s", ls="", label="camera end"),
+  ]
   legend += [Line2D([], [], color=color, label=f"camera {name}") for name, color in CAMERA_AXES]
   if char_pos is not None:
     legend.append(Line2D([], [], color=CHARACTER_COLOR, ls="--", marker="^", label="character (▲ start, ■ end)"))
@@ -98,6 +107,14 @@ def plot_camera_trajectory(path, camera_pose, char_pos=None, caption: str = "", 
   if caption_lines:
     figure.text(0.5, top, "\n".join(caption_lines), ha="center", va="top", fontsize=11, weight="bold")
   if tags:
-    figure.text(0.5, top - _CAPTION_LINE_IN * len(caption_lines) / height_in, tags, ha="center", va="top",
-                fontsize=9, style="italic", color="0.3")
+    figure.text(
+      0.5,
+      top - _CAPTION_LINE_IN * len(caption_lines) / height_in,
+      tags,
+      ha="center",
+      va="top",
+      fontsize=9,
+      style="italic",
+      color="0.3",
+    )
   figure.savefig(pathlib.Path(path), dpi=100)

@@ -1,4 +1,5 @@
 """What a compiled step costs (per-device memory, FLOPs), device memory, and jax.profiler traces."""
+
 import dataclasses
 import os
 import pathlib
@@ -13,6 +14,7 @@ GIB = 2**30
 @dataclasses.dataclass(frozen=True)
 class StepCost:
   """What one call of a compiled SPMD program costs: memory per device, FLOPs in all."""
+
   argument_bytes: int  # inputs resident on one device (its state shard + batch shard)
   output_bytes: int
   alias_bytes: int  # outputs written in place of donated inputs
@@ -28,9 +30,11 @@ class StepCost:
     return {**dataclasses.asdict(self), "peak_bytes": self.peak_bytes}
 
   def describe(self) -> str:
-    return (f"per device: {self.peak_bytes / GIB:.3f} GiB peak (arguments {self.argument_bytes / GIB:.3f}, "
-            f"temporaries {self.temp_bytes / GIB:.3f}, outputs not aliased "
-            f"{(self.output_bytes - self.alias_bytes) / GIB:.3f}); {self.flops / 1e9:.2f} GFLOP per step")
+    return (
+      f"per device: {self.peak_bytes / GIB:.3f} GiB peak (arguments {self.argument_bytes / GIB:.3f}, "
+      f"temporaries {self.temp_bytes / GIB:.3f}, outputs not aliased "
+      f"{(self.output_bytes - self.alias_bytes) / GIB:.3f}); {self.flops / 1e9:.2f} GFLOP per step"
+    )
 
 
 def compile_with_cost(lowered: jax.stages.Lowered) -> tuple[jax.stages.Compiled, StepCost]:
@@ -41,11 +45,13 @@ def compile_with_cost(lowered: jax.stages.Lowered) -> tuple[jax.stages.Compiled,
   """
   compiled = lowered.compile()
   memory = compiled.memory_analysis()
-  return compiled, StepCost(argument_bytes=int(memory.argument_size_in_bytes),
-                            output_bytes=int(memory.output_size_in_bytes),
-                            alias_bytes=int(memory.alias_size_in_bytes),
-                            temp_bytes=int(memory.temp_size_in_bytes),
-                            flops=hlo_flops(lowered))
+  return compiled, StepCost(
+    argument_bytes=int(memory.argument_size_in_bytes),
+    output_bytes=int(memory.output_size_in_bytes),
+    alias_bytes=int(memory.alias_size_in_bytes),
+    temp_bytes=int(memory.temp_size_in_bytes),
+    flops=hlo_flops(lowered),
+  )
 
 
 def hlo_flops(lowered: jax.stages.Lowered) -> float:
@@ -61,6 +67,7 @@ def cpu_hlo_cost(lowered: jax.stages.Lowered) -> dict | None:
   """The same pre-optimisation HLO cost analysis, run by the CPU client (jax internals, hence guarded)."""
   try:
     from jax._src.lib import _jax  # pylint: disable=import-outside-toplevel
+
     client = jax.local_devices(backend="cpu")[0].client
     return _jax.hlo_module_cost_analysis(client, lowered.compiler_ir("hlo").as_hlo_module())
   except Exception:  # a jax version without these internals: FLOPs are then reported as unknown
@@ -86,9 +93,10 @@ def check_fits(cost: StepCost, device: jax.Device, what: str) -> None:
   available = device_memory_bytes(device)
   if available is not None and cost.peak_bytes > available:
     raise ConfigError(
-        f"{what} needs {cost.peak_bytes / GIB:.2f} GiB per device but {device.device_kind} has "
-        f"{available / GIB:.2f} GiB; lower batch_size, shard more (--config.mesh.fsdp / .model) or use "
-        f"--config.model.dtype=bfloat16.")
+      f"{what} needs {cost.peak_bytes / GIB:.2f} GiB per device but {device.device_kind} has "
+      f"{available / GIB:.2f} GiB; lower batch_size, shard more (--config.mesh.fsdp / .model) or use "
+      f"--config.model.dtype=bfloat16."
+    )
 
 
 class StepProfiler:

@@ -4,6 +4,7 @@
 Writes DIR/samples/samples.npz (one row per sample) and the task's own per-sample files beside it; task options
 are config keys (e.g. Director's `--config.sample.char_index`).
 """
+
 import pathlib
 
 from absl import flags
@@ -26,8 +27,10 @@ def sample(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   workdir = pathlib.Path(workdir).absolute()
   task = get_task(config)
   if not isinstance(task, GenerativeTask):
-    raise ConfigError(f"task {config.task!r} cannot generate (it has no `sample`); tasks that can: "
-                      f"{[name for name in TASKS if hasattr(task_class(name), 'sample')]}")
+    raise ConfigError(
+      f"task {config.task!r} cannot generate (it has no `sample`); tasks that can: "
+      f"{[name for name in TASKS if hasattr(task_class(name), 'sample')]}"
+    )
   prompts = [prompt for prompt in (_PROMPTS.value or []) for _ in range(_NUM_SAMPLES.value)]
   if not prompts:
     raise ConfigError("give at least one --prompt")

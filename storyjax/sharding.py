@@ -7,43 +7,45 @@ Layers also pin their activations with `activation_*` names (`nn.with_logical_co
 under fsdp XLA gathers the weights rather than the batch; those constraints act only inside
 `activation_sharding(mesh)`.
 """
+
+from collections.abc import Sequence
 import contextlib
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
-import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+import numpy as np
 
 MESH_AXES = ("data", "fsdp", "model")
 BATCH_AXES = ("data", "fsdp")
 
 # Logical axis name → mesh axis (or None = replicated). One table for every model.
 LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
-    ("batch", BATCH_AXES),
-    ("embed", "fsdp"),
-    ("mlp", "model"),
-    ("heads", "model"),
-    ("vocab", None),
-    ("length", None),
-    ("io", None),
-    # Conv kernels (depth, height, width, in, out): the few taps stay replicated, channels shard like embed/mlp.
-    ("conv_depth", None),
-    ("conv_height", None),
-    ("conv_width", None),
-    ("conv_in", "fsdp"),
-    ("conv_out", "model"),
-    ("activation_batch", BATCH_AXES),
-    ("activation_length", None),
-    ("activation_embed", None),
-    ("activation_heads", "model"),
-    ("activation_kv", None),
-    ("activation_mlp", "model"),
-    ("activation_depth", None),
-    ("activation_height", None),
-    ("activation_width", None),
-    ("activation_channels", None),
+  ("batch", BATCH_AXES),
+  ("embed", "fsdp"),
+  ("mlp", "model"),
+  ("heads", "model"),
+  ("vocab", None),
+  ("length", None),
+  ("io", None),
+  # Conv kernels (depth, height, width, in, out): the few taps stay replicated, channels shard like embed/mlp.
+  ("conv_depth", None),
+  ("conv_height", None),
+  ("conv_width", None),
+  ("conv_in", "fsdp"),
+  ("conv_out", "model"),
+  ("activation_batch", BATCH_AXES),
+  ("activation_length", None),
+  ("activation_embed", None),
+  ("activation_heads", "model"),
+  ("activation_kv", None),
+  ("activation_mlp", "model"),
+  ("activation_depth", None),
+  ("activation_height", None),
+  ("activation_width", None),
+  ("activation_channels", None),
 )
 
 
@@ -65,8 +67,7 @@ def make_mesh(axis_sizes: dict[str, int], devices: Sequence[jax.Device] | None =
     sizes[sizes.index(-1)] = len(devices) // known
   total = math.prod(sizes)
   if total > len(devices):
-    raise ValueError(
-        f"Mesh {dict(zip(MESH_AXES, sizes))} needs {total} devices but only {len(devices)} are available.")
+    raise ValueError(f"Mesh {dict(zip(MESH_AXES, sizes))} needs {total} devices but only {len(devices)} are available.")
   device_grid = np.asarray(devices[:total]).reshape(sizes)
   return Mesh(device_grid, MESH_AXES)
 
@@ -95,8 +96,11 @@ def logical_shardings(boxed_tree: Any, mesh: Mesh) -> Any:
   logical_specs = nn.get_partition_spec(boxed_tree)
   mesh_specs = nn.logical_to_mesh(logical_specs, LOGICAL_AXIS_RULES)
   return jax.tree.map(
-      lambda spec, leaf: NamedSharding(mesh, _fit_spec(spec, leaf.shape, mesh)),
-      mesh_specs, nn.unbox(boxed_tree), is_leaf=lambda x: isinstance(x, PartitionSpec))
+    lambda spec, leaf: NamedSharding(mesh, _fit_spec(spec, leaf.shape, mesh)),
+    mesh_specs,
+    nn.unbox(boxed_tree),
+    is_leaf=lambda x: isinstance(x, PartitionSpec),
+  )
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 The loop itself is storyjax/trainer.py; this entry point picks the task from `config.task`.
 """
+
 import pathlib
 
 import ml_collections

@@ -6,6 +6,7 @@ It imports no task: callers hand one in (storyjax/tasks/base.py is the contract)
 step is jitted with explicit in/out shardings and donates the old state. Data order depends only on (seed, step),
 so a restart resumes exactly.
 """
+
 import json
 import pathlib
 import time
@@ -55,15 +56,17 @@ class ModelSetup:
   def __init__(self, task: "Task", config: ml_collections.ConfigDict):
     self.config, self.task = config, task
     self.mesh = sharding.make_mesh(config.mesh)
-    self.example_batch = jax.tree.map(lambda leaf: np.zeros((1,) + np.shape(leaf), np.asarray(leaf).dtype),
-                                      task.preprocess(task.source("train")[0]))
+    self.example_batch = jax.tree.map(
+      lambda leaf: np.zeros((1,) + np.shape(leaf), np.asarray(leaf).dtype), task.preprocess(task.source("train")[0])
+    )
     self.init_rng, self.train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     boxed_variables = jax.eval_shape(task.init, self.init_rng, self.example_batch)
     if "params" not in boxed_variables:
-      raise TypeError(f"{type(task).__name__}.init must return Flax variables with a 'params' collection, got "
-                      f"{sorted(boxed_variables)}")
-    param_shardings, model_state_shardings = _split_variables(
-        sharding.logical_shardings(boxed_variables, self.mesh))
+      raise TypeError(
+        f"{type(task).__name__}.init must return Flax variables with a 'params' collection, got "
+        f"{sorted(boxed_variables)}"
+      )
+    param_shardings, model_state_shardings = _split_variables(sharding.logical_shardings(boxed_variables, self.mesh))
     self.param_shardings, self.model_state_shardings = param_shardings, model_state_shardings
     self.replicated = sharding.replicated(self.mesh)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
@@ -95,23 +98,40 @@ class TrainSetup(ModelSetup):
     self.schedule = optim.learning_rate_schedule(config.optimizer, config.total_steps)
     abstract_state = jax.eval_shape(self._init_state, self.init_rng)
     opt_shardings = optax.tree_map_params(
-        self.optimizer, lambda _, param_sharding: param_sharding, abstract_state["opt_state"],
-        self.param_shardings, transform_non_params=lambda _: self.replicated)
-    self.state_shardings = {"step": self.replicated, "params": self.param_shardings,
-                            "ema_params": self.param_shardings, "opt_state": opt_shardings}
+      self.optimizer,
+      lambda _, param_sharding: param_sharding,
+      abstract_state["opt_state"],
+      self.param_shardings,
+      transform_non_params=lambda _: self.replicated,
+    )
+    self.state_shardings = {
+      "step": self.replicated,
+      "params": self.param_shardings,
+      "ema_params": self.param_shardings,
+      "opt_state": opt_shardings,
+    }
     if self.has_model_state:
       self.state_shardings["model_state"] = self.model_state_shardings
     self.abstract_state = jax.tree.map(
-        lambda leaf, leaf_sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf_sharding),
-        abstract_state, self.state_shardings)
+      lambda leaf, leaf_sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf_sharding),
+      abstract_state,
+      self.state_shardings,
+    )
     self.abstract_batch = jax.tree.map(
-        lambda leaf: jax.ShapeDtypeStruct((config.batch_size,) + leaf.shape[1:], leaf.dtype,
-                                          sharding=self.batch_sharding), self.example_batch)
+      lambda leaf: jax.ShapeDtypeStruct(
+        (config.batch_size,) + leaf.shape[1:], leaf.dtype, sharding=self.batch_sharding
+      ),
+      self.example_batch,
+    )
 
   def _init_state(self, rng):
     params, model_state = _split_variables(nn.unbox(self.task.init(rng, self.example_batch)))
-    state = {"step": jnp.zeros((), jnp.int32), "params": params, "ema_params": params,
-             "opt_state": self.optimizer.init(params)}
+    state = {
+      "step": jnp.zeros((), jnp.int32),
+      "params": params,
+      "ema_params": params,
+      "opt_state": self.optimizer.init(params),
+    }
     if model_state:
       state["model_state"] = model_state
     return state
@@ -128,8 +148,7 @@ class TrainSetup(ModelSetup):
     step_rng = jax.random.fold_in(self.train_rng, state["step"])
 
     def loss_fn(params):
-      loss, metrics, model_state = self.task.loss(
-          {"params": params, **state.get("model_state", {})}, batch, step_rng)
+      loss, metrics, model_state = self.task.loss({"params": params, **state.get("model_state", {})}, batch, step_rng)
       return loss, (metrics, model_state)
 
     (loss, (aux, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
@@ -144,22 +163,31 @@ class TrainSetup(ModelSetup):
 
   def lower_train_step(self) -> jax.stages.Lowered:
     """The step traced for the sharded state and global batch (donates the state); `.compile()` it."""
-    jitted = jax.jit(self.train_step, in_shardings=(self.state_shardings, self.batch_sharding),
-                     out_shardings=(self.state_shardings, self.replicated), donate_argnums=0)
+    jitted = jax.jit(
+      self.train_step,
+      in_shardings=(self.state_shardings, self.batch_sharding),
+      out_shardings=(self.state_shardings, self.replicated),
+      donate_argnums=0,
+    )
     with sharding.activation_sharding(self.mesh):
       return jitted.lower(self.abstract_state, self.abstract_batch)
 
   def train_iterator(self, start_step: int = 0):
     """This process's part of the global batches from step `start_step` on; `.close()` it when done."""
     data = self.config.data
-    return make_train_iterator(self.task.source("train"), self.task.preprocess, self.config.batch_size,
-                               self.config.seed, data.num_threads, start_step=start_step,
-                               num_workers=data.num_workers)
+    return make_train_iterator(
+      self.task.source("train"),
+      self.task.preprocess,
+      self.config.batch_size,
+      self.config.seed,
+      data.num_threads,
+      start_step=start_step,
+      num_workers=data.num_workers,
+    )
 
   def device_batch(self, local_batch: dict) -> dict:
     """Process-local numpy batch → global jax.Arrays split over the data axes."""
-    return jax.tree.map(lambda leaf: jax.make_array_from_process_local_data(self.batch_sharding, leaf),
-                        local_batch)
+    return jax.tree.map(lambda leaf: jax.make_array_from_process_local_data(self.batch_sharding, leaf), local_batch)
 
 
 def check_config_compatible(task: "Task", config: ml_collections.ConfigDict, config_path: pathlib.Path) -> None:
@@ -177,8 +205,9 @@ def check_config_compatible(task: "Task", config: ml_collections.ConfigDict, con
   for key in STATE_DEFINING_KEYS:
     if saved.get(key) != current.get(key):
       raise CheckpointError(
-          f"the checkpoints in {config_path.parent} were trained with a different '{key}' config "
-          f"({saved.get(key)} vs now {current.get(key)}); use another --workdir.")
+        f"the checkpoints in {config_path.parent} were trained with a different '{key}' config "
+        f"({saved.get(key)} vs now {current.get(key)}); use another --workdir."
+      )
 
 
 def restore_for_inference(task: "Task", config: ml_collections.ConfigDict, workdir: pathlib.Path):
@@ -202,15 +231,16 @@ def restore_for_inference(task: "Task", config: ml_collections.ConfigDict, workd
 
 def _abstract_inference_state(setup: ModelSetup) -> dict:
   """Shapes, dtypes and shardings of {step, ema_params, model_state} without building an optimizer."""
-  abstract_variables = jax.eval_shape(lambda rng: nn.unbox(setup.task.init(rng, setup.example_batch)),
-                                      setup.init_rng)
+  abstract_variables = jax.eval_shape(lambda rng: nn.unbox(setup.task.init(rng, setup.example_batch)), setup.init_rng)
   params, model_state = _split_variables(abstract_variables)
   abstract = {"step": jax.ShapeDtypeStruct((), jnp.int32), "ema_params": params}
   if model_state:
     abstract["model_state"] = model_state
   return jax.tree.map(
-      lambda leaf, leaf_sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf_sharding),
-      abstract, setup.inference_state_shardings())
+    lambda leaf, leaf_sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf_sharding),
+    abstract,
+    setup.inference_state_shardings(),
+  )
 
 
 def train(task: "Task", config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
@@ -257,16 +287,16 @@ def _train_loop(config, workdir, setup: TrainSetup, checkpointer: Checkpointer):
   num_params = sum(leaf.size for leaf in jax.tree.leaves(state["params"]))
   train_step, cost = profiling.compile_with_cost(setup.lower_train_step())
   if is_main:
-    print(f"{config.name}: {num_params:,} parameters, mesh {dict(setup.mesh.shape)}, "
-          f"{jax.process_count()} process(es), workdir {workdir}")
+    print(
+      f"{config.name}: {num_params:,} parameters, mesh {dict(setup.mesh.shape)}, "
+      f"{jax.process_count()} process(es), workdir {workdir}"
+    )
     print(f"train step {cost.describe()}")
   profiling.check_fits(cost, jax.local_devices()[0], "the train step")
   data_iter = setup.train_iterator(start_step)
-  profiler = profiling.StepProfiler(workdir / "profile", first_step=start_step + 2,
-                                    num_steps=config.profile_steps)
+  profiler = profiling.StepProfiler(workdir / "profile", first_step=start_step + 2, num_steps=config.profile_steps)
   logger = MetricLogger(workdir, start_step, enabled=is_main)
-  tqdm_bar = tqdm(total=config.total_steps, initial=start_step, disable=not is_main, desc="train",
-                  dynamic_ncols=True)
+  tqdm_bar = tqdm(total=config.total_steps, initial=start_step, disable=not is_main, desc="train", dynamic_ncols=True)
   postfix = {}
   interval_start, interval_steps = time.perf_counter(), 0
   try:
@@ -300,8 +330,9 @@ def _train_loop(config, workdir, setup: TrainSetup, checkpointer: Checkpointer):
         eval_start = time.perf_counter()
         evaluated = task.evaluate(setup.variables(state), workdir, quick=True)
         interval_start += time.perf_counter() - eval_start  # steps_per_sec counts training time only
-        logged.update({f"eval/{name}": float(value) for name, value in evaluated.items()
-                       if isinstance(value, (int, float))})
+        logged.update(
+          {f"eval/{name}": float(value) for name, value in evaluated.items() if isinstance(value, (int, float))}
+        )
         postfix.update({name: f"{value:.3f}" for name, value in evaluated.items() if isinstance(value, float)})
       if logged:
         logger.write(step, logged)
@@ -321,5 +352,6 @@ def _train_loop(config, workdir, setup: TrainSetup, checkpointer: Checkpointer):
 def _check_finite(step: int, loss: jax.Array, checkpointer: Checkpointer) -> None:
   loss = float(loss)
   if not np.isfinite(loss):
-    raise DivergenceError(f"loss is {loss} at step {step}; stopping (checkpoints up to step "
-                          f"{checkpointer.latest_step()} are kept).")
+    raise DivergenceError(
+      f"loss is {loss} at step {step}; stopping (checkpoints up to step {checkpointer.latest_step()} are kept)."
+    )

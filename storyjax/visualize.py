@@ -11,6 +11,7 @@ the ground plane (just below the lowest point of the scene). Mouse: drag orbits,
 wheel zooms, a double-click resets the view; space plays, the arrow keys step. The URL fragment
 `#sample=1&frame=40` opens a given sample and frame (for headless screenshots).
 """
+
 import json
 import math
 import pathlib
@@ -21,7 +22,8 @@ from matplotlib.colors import to_hex
 import numpy as np
 
 from storyjax import cli
-from storyjax.data.et import layout as et, tagging
+from storyjax.data.et import layout as et
+from storyjax.data.et import tagging
 from storyjax.data.et.camera import FPS
 from storyjax.errors import ConfigError, DataError
 from storyjax.plotting import CHARACTER_COLOR
@@ -75,11 +77,12 @@ def _page_sample(sample: dict, index: int, frustum_every: int) -> dict:
   poses = np.asarray(sample["camera_pose"], np.float64)
   char_pos = np.asarray(sample["char_pos"], np.float64)
   if poses.ndim != 3 or poses.shape[1:] not in ((3, 4), (4, 4)) or not 1 <= num_frames <= len(poses):
-    raise DataError(f"{label}: camera_pose must be (T, 3, 4) camera-to-world with T ≥ num_frames = "
-                    f"{num_frames} ≥ 1, got {poses.shape}")
+    raise DataError(
+      f"{label}: camera_pose must be (T, 3, 4) camera-to-world with T ≥ num_frames = "
+      f"{num_frames} ≥ 1, got {poses.shape}"
+    )
   if char_pos.ndim != 2 or char_pos.shape[1] != 3 or len(char_pos) < num_frames:
-    raise DataError(f"{label}: char_pos must be (T, 3) with T ≥ num_frames = {num_frames}, "
-                    f"got {char_pos.shape}")
+    raise DataError(f"{label}: char_pos must be (T, 3) with T ≥ num_frames = {num_frames}, got {char_pos.shape}")
   poses, char_pos = poses[:num_frames, :3], char_pos[:num_frames]
   if not (np.all(np.isfinite(poses)) and np.all(np.isfinite(char_pos))):
     raise DataError(f"{label}: camera_pose or char_pos has non-finite values")
@@ -97,12 +100,21 @@ def _page_sample(sample: dict, index: int, frustum_every: int) -> dict:
     grid[f"{name}0"] = math.floor((center[axis] - 1.25 * radius) / grid_step) * grid_step
     grid[f"{name}1"] = math.ceil((center[axis] + 1.25 * radius) / grid_step) * grid_step
   tag_runs = [[str(name), int(start), int(end)] for name, start, end in sample.get("tag_runs", ())]
-  return {"name": str(sample.get("name", f"sample {index}")), "caption": str(sample["caption"]),
-          "tags": str(sample["tags"]), "tag_runs": tag_runs, "num_frames": num_frames,
-          "camera_pose": _rounded(poses), "char_pos": _rounded(char_pos), "frame_colors": time_colors(num_frames),
-          "frustum_frames": list(range(0, num_frames, frustum_every)),
-          "frustum": {"half_width": half_width, "half_height": half_height, "depth": depth},
-          "center": center.tolist(), "radius": radius, "grid": grid}
+  return {
+    "name": str(sample.get("name", f"sample {index}")),
+    "caption": str(sample["caption"]),
+    "tags": str(sample["tags"]),
+    "tag_runs": tag_runs,
+    "num_frames": num_frames,
+    "camera_pose": _rounded(poses),
+    "char_pos": _rounded(char_pos),
+    "frame_colors": time_colors(num_frames),
+    "frustum_frames": list(range(0, num_frames, frustum_every)),
+    "frustum": {"half_width": half_width, "half_height": half_height, "depth": depth},
+    "center": center.tolist(),
+    "radius": radius,
+    "grid": grid,
+  }
 
 
 def write_html(path, samples: list[dict], frustum_every: int = FRUSTUM_EVERY) -> None:
@@ -114,14 +126,18 @@ def write_html(path, samples: list[dict], frustum_every: int = FRUSTUM_EVERY) ->
     raise ConfigError(f"frustum_every must be a positive number of frames, got {frustum_every}")
   if not samples:
     raise DataError("no samples to visualize")
-  data = {"fps": FPS, "character_color": to_hex(CHARACTER_COLOR),
-          "samples": [_page_sample(sample, index, frustum_every) for index, sample in enumerate(samples)]}
+  data = {
+    "fps": FPS,
+    "character_color": to_hex(CHARACTER_COLOR),
+    "samples": [_page_sample(sample, index, frustum_every) for index, sample in enumerate(samples)],
+  }
   # "<" never appears raw inside the <script> element, so no caption can close it.
   data_json = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(_PAGE.replace("__STORYJAX_DATA__", data_json).replace("__STORYJAX_SCRIPT__", _SCRIPT),
-                  encoding="utf-8")
+  path.write_text(
+    _PAGE.replace("__STORYJAX_DATA__", data_json).replace("__STORYJAX_SCRIPT__", _SCRIPT), encoding="utf-8"
+  )
 
 
 def samples_from_npz(path, indices=None) -> list[dict]:
@@ -142,9 +158,17 @@ def samples_from_npz(path, indices=None) -> list[dict]:
   for index in indices:
     if not 0 <= index < count:
       raise DataError(f"sample index {index} is out of range: {path} has {count} samples (0..{count - 1})")
-  return [{"name": f"sample {index}", "camera_pose": arrays["camera_pose"][index],
-           "char_pos": arrays["char_traj"][index], "caption": str(arrays["caption"][index]),
-           "tags": str(arrays["tags"][index]), "num_frames": int(arrays["mask"][index].sum())} for index in indices]
+  return [
+    {
+      "name": f"sample {index}",
+      "camera_pose": arrays["camera_pose"][index],
+      "char_pos": arrays["char_traj"][index],
+      "caption": str(arrays["caption"][index]),
+      "tags": str(arrays["tags"][index]),
+      "num_frames": int(arrays["mask"][index].sum()),
+    }
+    for index in indices
+  ]
 
 
 def samples_from_et(root, sample_ids) -> list[dict]:
@@ -160,12 +184,23 @@ def samples_from_et(root, sample_ids) -> list[dict]:
     steps = sample["cam_segments"]
     if np.any((steps < 0) | (steps > tagging.PAD_CLASS)):
       raise DataError(f"{root / 'cam_segments' / f'{sample_id}.npy'} has classes outside 0..{tagging.PAD_CLASS}")
-    tag_runs = [(tagging.CAMERA_CLASS_NAMES[run_class], start, end)
-                for run_class, start, end in tagging.runs(steps) if run_class != tagging.PAD_CLASS]
-    samples.append({"name": sample_id, "camera_pose": sample["camera_pose"], "char_pos": sample["char_pos"],
-                    "caption": sample["caption"], "tags": " → ".join(name for name, _, _ in tag_runs),
-                    "tag_runs": tag_runs, "num_frames": len(sample["camera_pose"]),
-                    "intrinsics": _et_intrinsics(root, sample_id)})
+    tag_runs = [
+      (tagging.CAMERA_CLASS_NAMES[run_class], start, end)
+      for run_class, start, end in tagging.runs(steps)
+      if run_class != tagging.PAD_CLASS
+    ]
+    samples.append(
+      {
+        "name": sample_id,
+        "camera_pose": sample["camera_pose"],
+        "char_pos": sample["char_pos"],
+        "caption": sample["caption"],
+        "tags": " → ".join(name for name, _, _ in tag_runs),
+        "tag_runs": tag_runs,
+        "num_frames": len(sample["camera_pose"]),
+        "intrinsics": _et_intrinsics(root, sample_id),
+      }
+    )
   return samples
 
 
@@ -506,8 +541,11 @@ def _define_flags() -> None:
   flags.DEFINE_multi_integer("index", None, "With --samples: the sample(s) to show (repeat the flag); default all.")
   flags.DEFINE_string("et_root", None, "A released E.T. dataset directory (traj/, char/, caption/, cam_segments/).")
   flags.DEFINE_multi_string("sample_id", None, "With --et_root: the sample id(s) to show (repeat the flag).")
-  flags.DEFINE_string("output", None, "The HTML file to write (default: visualization.html beside --samples, or in "
-                      "the current directory for --et_root).")
+  flags.DEFINE_string(
+    "output",
+    None,
+    "The HTML file to write (default: visualization.html beside --samples, or in the current directory for --et_root).",
+  )
   flags.DEFINE_integer("frustum_every", FRUSTUM_EVERY, "Draw a camera frustum every this many frames.")
 
 

@@ -1,8 +1,12 @@
 """Test-wide setup: 8 fake CPU devices (for sharding tests) and one shared compilation cache."""
+
 import pathlib
 
 import jax
 import pytest
+
+from storyjax import train as train_lib
+from storyjax import trainer
 
 jax.config.update("jax_num_cpu_devices", 8)
 
@@ -13,3 +17,20 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 def runs_dir(tmp_path_factory) -> pathlib.Path:
   """Parent of every test workdir, so all runs share `<runs_dir>/.jax_cache`."""
   return tmp_path_factory.mktemp("runs")
+
+
+def train_crashing_at_step(config, workdir, crash_step: int) -> None:
+  """Trains `config` in `workdir` and crashes (KeyboardInterrupt) while fetching step `crash_step`'s batch."""
+  original = trainer.TrainSetup.device_batch
+  calls = {"count": 0}
+
+  def crashing_device_batch(self, local_batch):
+    calls["count"] += 1
+    if calls["count"] == crash_step:
+      raise KeyboardInterrupt("simulated crash")
+    return original(self, local_batch)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(trainer.TrainSetup, "device_batch", crashing_device_batch)
+    with pytest.raises(KeyboardInterrupt):
+      train_lib.train(config, workdir)

@@ -1,4 +1,5 @@
 """The benchmark scripts run for every model config and print sensible JSON (no timing is asserted)."""
+
 import json
 import os
 import subprocess
@@ -13,8 +14,7 @@ MODEL_CONFIGS = sorted(path.name for path in (REPO_ROOT / "configs").glob("*.py"
 
 def _run_json(*args) -> dict:
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  result = subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+  result = subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -22,8 +22,14 @@ def _run_json(*args) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("config_file", MODEL_CONFIGS)
 def test_throughput_prints_rates_flops_and_memory(config_file, tmp_path):
-  report = _run_json("benchmarks/throughput.py", f"--config=configs/{config_file}:smoke", "--warmup_steps=1",
-                     "--steps=2", "--repeats=1", f"--cache_dir={tmp_path}")
+  report = _run_json(
+    "benchmarks/throughput.py",
+    f"--config=configs/{config_file}:smoke",
+    "--warmup_steps=1",
+    "--steps=2",
+    "--repeats=1",
+    f"--cache_dir={tmp_path}",
+  )
   for key in ("steps_per_sec", "step_only_steps_per_sec", "pipeline_only_batches_per_sec", "flops_per_step"):
     assert report[key] > 0, key
   assert report["examples_per_sec"] == pytest.approx(report["steps_per_sec"] * report["batch_size"])

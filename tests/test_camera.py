@@ -1,4 +1,5 @@
 """E.T. camera/character features and KITTI files: hand-computed values, round trips, input errors."""
+
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -51,14 +52,43 @@ def test_rot6d_layout_and_standardization_by_hand():
   rotation = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
   centres = np.array([[1.0, 2.0, 3.0], [1.1, 2.0, 3.0], [1.1, 1.9, 3.05]])
   poses = np.concatenate([np.tile(rotation, (3, 1, 1)), centres[:, :, None]], axis=2)
-  expected = np.array([
-      [0, 1, 0, 0, 0, 1, (1.0 - 0.00201079) / 1.13433516, (2.0 + 0.27488501) / 1.19061042,
-       (3.0 + 1.23616805) / 1.58744263],
-      [0, 1, 0, 0, 0, 1, (0.1 - 7.93987673e-05) / 0.027841, (0.0 + 9.98621393e-05) / 0.01819818,
-       (0.0 - 4.12940653e-04) / 0.03138536],
-      [0, 1, 0, 0, 0, 1, (0.0 - 7.93987673e-05) / 0.027841, (-0.1 + 9.98621393e-05) / 0.01819818,
-       (0.05 - 4.12940653e-04) / 0.03138536],
-  ])
+  expected = np.array(
+    [
+      [
+        0,
+        1,
+        0,
+        0,
+        0,
+        1,
+        (1.0 - 0.00201079) / 1.13433516,
+        (2.0 + 0.27488501) / 1.19061042,
+        (3.0 + 1.23616805) / 1.58744263,
+      ],
+      [
+        0,
+        1,
+        0,
+        0,
+        0,
+        1,
+        (0.1 - 7.93987673e-05) / 0.027841,
+        (0.0 + 9.98621393e-05) / 0.01819818,
+        (0.0 - 4.12940653e-04) / 0.03138536,
+      ],
+      [
+        0,
+        1,
+        0,
+        0,
+        0,
+        1,
+        (0.0 - 7.93987673e-05) / 0.027841,
+        (-0.1 + 9.98621393e-05) / 0.01819818,
+        (0.05 - 4.12940653e-04) / 0.03138536,
+      ],
+    ]
+  )
   np.testing.assert_allclose(camera.encode_camera(poses), expected, rtol=1e-6, atol=1e-6)
 
 
@@ -83,8 +113,12 @@ def test_batch_decode_equals_per_sample_decode():
 
 def test_character_by_hand_and_round_trip():
   char_pos = np.array([[0.0, 0.0, 0.0], [0.01, -0.02, 0.03]])
-  expected = np.array([[(0.0 - 6.676e-05) / 0.0105, (0.0 + 5.084e-05) / 0.006958, (0.0 + 7.782e-04) / 0.01145],
-                       [(0.01 - 6.676e-05) / 0.0105, (-0.02 + 5.084e-05) / 0.006958, (0.03 + 7.782e-04) / 0.01145]])
+  expected = np.array(
+    [
+      [(0.0 - 6.676e-05) / 0.0105, (0.0 + 5.084e-05) / 0.006958, (0.0 + 7.782e-04) / 0.01145],
+      [(0.01 - 6.676e-05) / 0.0105, (-0.02 + 5.084e-05) / 0.006958, (0.03 + 7.782e-04) / 0.01145],
+    ]
+  )
   feature = camera.encode_character(char_pos)
   assert feature.dtype == np.float32
   np.testing.assert_allclose(feature, expected, rtol=1e-6)
@@ -96,14 +130,17 @@ def test_character_by_hand_and_round_trip():
   np.testing.assert_array_equal(camera.decode_character(features)[2], camera.decode_character(features[2]))
 
 
-@pytest.mark.parametrize("call, bad_input, expected", [
+@pytest.mark.parametrize(
+  "call, bad_input, expected",
+  [
     (camera.encode_camera, np.zeros((5, 3, 3)), r"\(N, 3, 4\) or \(N, 4, 4\)"),
     (camera.encode_camera, np.zeros((3, 4)), r"\(N, 3, 4\) or \(N, 4, 4\)"),
     (camera.decode_camera, np.zeros((5, 8)), r"\(\.\.\., N, 9\)"),
     (camera.decode_camera, np.zeros((9,)), r"\(\.\.\., N, 9\)"),
     (camera.encode_character, np.zeros((5, 2)), r"\(N, 3\)"),
     (camera.decode_character, np.zeros((5, 4)), r"\(\.\.\., N, 3\)"),
-])
+  ],
+)
 def test_shape_errors_name_the_expected_shape(call, bad_input, expected):
   with pytest.raises(ValueError, match=expected):
     call(bad_input)
@@ -134,13 +171,15 @@ def test_kitti_round_trip(tmp_path):
 def test_kitti_reader_allows_trailing_blank_lines(tmp_path):
   path = tmp_path / "traj.txt"
   path.write_text("1 0 0 0.5 0 1 0 0 0 0 1 -2\n0 -1 0 1 1 0 0 2 0 0 1 3\n\n\n")
-  np.testing.assert_array_equal(camera.read_kitti_poses(path),
-                                [[[1, 0, 0, 0.5], [0, 1, 0, 0], [0, 0, 1, -2]],
-                                 [[0, -1, 0, 1], [1, 0, 0, 2], [0, 0, 1, 3]]])
+  np.testing.assert_array_equal(
+    camera.read_kitti_poses(path),
+    [[[1, 0, 0, 0.5], [0, 1, 0, 0], [0, 0, 1, -2]], [[0, -1, 0, 1], [1, 0, 0, 2], [0, 0, 1, 3]]],
+  )
 
 
-@pytest.mark.parametrize("second_line", ["1 0 0 0 0 1 0 0 0 0 1", "1 0 0 0 0 1 0 0 0 0 1 x", "1 0 0 0 0 1 0 0 0 0 1 nan",
-                                         ""])
+@pytest.mark.parametrize(
+  "second_line", ["1 0 0 0 0 1 0 0 0 0 1", "1 0 0 0 0 1 0 0 0 0 1 x", "1 0 0 0 0 1 0 0 0 0 1 nan", ""]
+)
 def test_malformed_kitti_line_names_file_and_line(tmp_path, second_line):
   path = tmp_path / "broken_traj.txt"
   path.write_text("1 0 0 0 0 1 0 0 0 0 1 0\n" + second_line + "\n1 0 0 0 0 1 0 0 0 0 1 0\n")

@@ -1,4 +1,5 @@
 """Template captioner: exact camera-class round trip on tagged procedural samples, timing words, E.T. outline, LLM."""
+
 import importlib.util
 import re
 
@@ -8,8 +9,27 @@ import pytest
 from storyjax.data.et import captioning, procedural, tagging
 from storyjax.errors import ConfigError, DataError
 
-_NUMBER_WORDS = {word: value for value, word in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen".split())}
+_NUMBER_WORDS = {
+  word: value
+  for value, word in enumerate(
+    [
+      "zero",
+      "one",
+      "two",
+      "three",
+      "four",
+      "five",
+      "six",
+      "seven",
+      "eight",
+      "nine",
+      "ten",
+      "eleven",
+      "twelve",
+      "thirteen",
+    ]
+  )
+}
 _STATIC_WORDS = "stays still|remains static|holds its position|does not move|stays fixed"
 _CHARACTER_CLAUSE = re.compile(r"\bthe character (walks|moves|heads|stands|stays|waits|climbs|goes)\b", re.IGNORECASE)
 
@@ -50,8 +70,9 @@ def test_parse_recovers_tagged_camera_runs_for_every_template():
     assert expected == sample["cam_classes"]  # the tagger recovers the generator's classes
     for template in captioning.TEMPLATES:
       for include_character in (True, False):
-        caption = captioning.describe_runs(cam_tags, char_tags, rng=len(expected), template=template,
-                                           include_character=include_character)
+        caption = captioning.describe_runs(
+          cam_tags, char_tags, rng=len(expected), template=template, include_character=include_character
+        )
         assert captioning.parse_camera_classes(caption) == expected, caption
         assert not any(character.isdigit() for character in caption)
 
@@ -89,23 +110,34 @@ def test_phrase_tables_reuse_procedural_ones_and_name_each_class_once():
     captioning.camera_class_phrases(tagging.PAD_CLASS)
 
 
-@pytest.mark.parametrize("steps, fps, words", [
-    (25, 25, "one second"), (50, 25, "two seconds"), (55, 25, "about two seconds"), (12, 25, "less than a second"),
-    (13, 25, "about one second"), (37, 25, "about one second"), (38, 25, "about two seconds"),
-    (2500, 25, "one hundred seconds"), (3025, 25, "one hundred and twenty-one seconds"),
-    (5, 2, "about three seconds")])  # halves round up (never reached at 25 fps)
+@pytest.mark.parametrize(
+  "steps, fps, words",
+  [
+    (25, 25, "one second"),
+    (50, 25, "two seconds"),
+    (55, 25, "about two seconds"),
+    (12, 25, "less than a second"),
+    (13, 25, "about one second"),
+    (37, 25, "about one second"),
+    (38, 25, "about two seconds"),
+    (2500, 25, "one hundred seconds"),
+    (3025, 25, "one hundred and twenty-one seconds"),
+    (5, 2, "about three seconds"),
+  ],
+)  # halves round up (never reached at 25 fps)
 def test_seconds_in_words(steps, fps, words):
   assert captioning.seconds_in_words(steps, fps) == words
 
 
 def test_timing_words_match_run_lengths():
   timing = re.compile(r"(for|after) (about )?([a-z]+) seconds?")
-  for sample, cam_tags, _ in _tagged_samples():
+  for _sample, cam_tags, _ in _tagged_samples():
     found_runs = tagging.runs(cam_tags)
     for template in captioning.TEMPLATES:
       caption = captioning.describe_runs(cam_tags, None, rng=1, template=template, include_character=False)
-      found = [(match.group(1), bool(match.group(2)), _NUMBER_WORDS[match.group(3)])
-               for match in timing.finditer(caption)]
+      found = [
+        (match.group(1), bool(match.group(2)), _NUMBER_WORDS[match.group(3)]) for match in timing.finditer(caption)
+      ]
       if template == "at_first_after" and len(found_runs) > 1:
         expected = [("after", start % 25 != 0, _rounded_seconds(start)) for _, start, _ in found_runs[1:]]
       else:
@@ -115,28 +147,32 @@ def test_timing_words_match_run_lengths():
 
 def test_known_runs_give_the_expected_sentences():
   pad = [tagging.PAD_CLASS] * 20
-  cam_tags = np.array([0] * 50 + [1] * 80 + pad)   # static for 2 s, then push in for 3.2 s
-  char_tags = np.array([18] * 130 + pad)            # moving left
+  cam_tags = np.array([0] * 50 + [1] * 80 + pad)  # static for 2 s, then push in for 3.2 s
+  char_tags = np.array([18] * 130 + pad)  # moving left
   static, push_in = _STATIC_WORDS, _alternatives(procedural.camera_phrases(1))
   left = _alternatives(procedural.character_phrases(18))
   expected = {
-      "while": rf"While the character ({left}), the camera ({static}) for two seconds, then ({push_in}) "
-               rf"for about three seconds\.",
-      "interleaved": rf"The camera ({static}) for two seconds while the character ({left}), then it ({push_in}) "
-                     rf"for about three seconds\.",
-      "first_then_finally": rf"First the camera ({static}) for two seconds, then it ({push_in}) for about three "
-                            rf"seconds\. The character ({left})\.",
-      "at_first_after": rf"The character ({left})\. At first the camera ({static}), and after two seconds it "
-                        rf"({push_in})\.",
-      "meanwhile": rf"The camera ({static}) for two seconds, then ({push_in}) for about three seconds\. "
-                   rf"Meanwhile, the character ({left})\."}
+    "while": rf"While the character ({left}), the camera ({static}) for two seconds, then ({push_in}) "
+    rf"for about three seconds\.",
+    "interleaved": rf"The camera ({static}) for two seconds while the character ({left}), then it ({push_in}) "
+    rf"for about three seconds\.",
+    "first_then_finally": rf"First the camera ({static}) for two seconds, then it ({push_in}) for about three "
+    rf"seconds\. The character ({left})\.",
+    "at_first_after": rf"The character ({left})\. At first the camera ({static}), and after two seconds it "
+    rf"({push_in})\.",
+    "meanwhile": rf"The camera ({static}) for two seconds, then ({push_in}) for about three seconds\. "
+    rf"Meanwhile, the character ({left})\.",
+  }
   for template, pattern in expected.items():
     caption = captioning.describe_runs(cam_tags, char_tags, rng=5, template=template)
     assert re.fullmatch(pattern, caption), caption
   one_run = captioning.describe_runs(np.full(40, 9), np.full(40, 0), rng=0, template="first_then_finally")
   right = _alternatives(procedural.camera_phrases(9))
-  assert re.fullmatch(rf"Throughout the shot, the camera ({right}) for about two seconds\. "
-                      rf"The character (stands still|stays in place|waits without moving)\.", one_run), one_run
+  assert re.fullmatch(
+    rf"Throughout the shot, the camera ({right}) for about two seconds\. "
+    rf"The character (stands still|stays in place|waits without moving)\.",
+    one_run,
+  ), one_run
 
 
 def test_character_clause_present_iff_included():
@@ -171,7 +207,9 @@ def test_caption_trajectory_tags_then_describes():
     captioning.caption_trajectory(sample["camera_pose"], sample["char_pos"][:-1], seed=0)
 
 
-@pytest.mark.parametrize("cam_tags, char_tags, problem", [
+@pytest.mark.parametrize(
+  "cam_tags, char_tags, problem",
+  [
     (np.zeros(0, np.int64), np.zeros(0, np.int64), "empty"),
     (np.full(5, tagging.PAD_CLASS), np.full(5, tagging.PAD_CLASS), "empty"),
     (np.array([0, 28]), np.array([0, 0]), "outside"),
@@ -179,7 +217,9 @@ def test_caption_trajectory_tags_then_describes():
     (np.zeros(3), np.zeros(3, np.int64), "integer"),
     (np.zeros((2, 3), np.int64), np.zeros(3, np.int64), "1-D"),
     (np.zeros(4, np.int64), np.zeros(3, np.int64), "unpadded steps"),
-    (np.zeros(4, np.int64), None, "char_segments is None")])
+    (np.zeros(4, np.int64), None, "char_segments is None"),
+  ],
+)
 def test_bad_segments_raise_data_error(cam_tags, char_tags, problem):
   with pytest.raises(DataError, match=problem):
     captioning.describe_runs(cam_tags, char_tags)
@@ -195,10 +235,12 @@ def test_outline_is_et_text():
   cam_tags = np.array([0] * 50 + [1] * 30 + pad)
   char_tags = np.array([9] * 40 + [19] * 40 + pad)
   assert captioning.outline(cam_tags, char_tags) == (
-      "Outline: Total frames 79; [Camera motion] Between frames 0 and 49: static;Between frames 50 and 79: push_in. "
-      "[Main character motion] Between frames 0 and 39: move_right;Between frames 40 and 79: move_left-move_forward.")
+    "Outline: Total frames 79; [Camera motion] Between frames 0 and 49: static;Between frames 50 and 79: push_in. "
+    "[Main character motion] Between frames 0 and 39: move_right;Between frames 40 and 79: move_left-move_forward."
+  )
   assert captioning.outline(cam_tags) == (
-      "Outline: Total frames 79; [Camera motion] Between frames 0 and 49: static;Between frames 50 and 79: push_in. ")
+    "Outline: Total frames 79; [Camera motion] Between frames 0 and 49: static;Between frames 50 and 79: push_in. "
+  )
 
 
 def test_llm_caption_retries_on_digits_and_strips_description():
@@ -215,8 +257,10 @@ def test_llm_caption_retries_on_digits_and_strips_description():
   assert len(first) == 1 and first[0]["role"] == "user"
   assert first[0]["content"].endswith("\n\n" + captioning.outline(cam_tags, char_tags) + "\nDescription: ")
   assert "relative to the main character" in first[0]["content"]
-  assert second[1:] == [{"role": "assistant", "content": "Between frames 0 and 49 the camera is static."},
-                        {"role": "user", "content": "Remove frame indices."}]
+  assert second[1:] == [
+    {"role": "assistant", "content": "Between frames 0 and 49 the camera is static."},
+    {"role": "user", "content": "Remove frame indices."},
+  ]
   camera_only = captioning.llm_prompt(cam_tags)[0]["content"]
   assert "[Main character motion]" not in camera_only and "character" not in camera_only.split("\n")[1]
 

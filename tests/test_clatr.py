@@ -1,4 +1,5 @@
 """CLaTr: losses against numpy formulas, metrics against brute force, masking, training, and Director's use of it."""
+
 import json
 
 import jax
@@ -6,21 +7,23 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import clatr as clatr_config, director as director_config
-from storyjax import train as train_lib, trainer
+from configs import clatr as clatr_config
+from configs import director as director_config
+from storyjax import train as train_lib
+from storyjax import trainer
 from storyjax.data.et.sources import trajectory_source
 from storyjax.errors import CheckpointError, ConfigError
 from storyjax.metrics import distribution
 from storyjax.metrics.clatr import clatr_score, retrieval_recall
 from storyjax.models.clatr import Clatr
-from storyjax.tasks import clatr as clatr_task, get_task, load_trained_task
+from storyjax.tasks import clatr as clatr_task
+from storyjax.tasks import get_task, load_trained_task
 
 
 def test_duplicate_captions_by_ids_and_by_pooled_features():
   rng = np.random.default_rng(1)
   ids = jnp.array([[2, 5, 3, 0], [2, 5, 3, 0], [2, 6, 3, 0]])
-  np.testing.assert_array_equal(clatr_task.duplicate_captions(ids, ids > 0),
-                                [[1, 1, 0], [1, 1, 0], [0, 0, 1]])
+  np.testing.assert_array_equal(clatr_task.duplicate_captions(ids, ids > 0), [[1, 1, 0], [1, 1, 0], [0, 0, 1]])
   features = jnp.asarray(rng.normal(size=(3, 4, 8)), jnp.float32)
   features = features.at[1, 2].set(features[0, 1] * 3.0)  # same direction at the pooled position
   mask = jnp.array([[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]], bool)
@@ -38,8 +41,9 @@ def test_clatr_score_and_retrieval_against_brute_force():
   positives = rng.random((30, 30)) < 0.1
   positives[np.arange(30), np.arange(30)] = True
   results = retrieval_recall(text, traj, ks=(1, 5), positives=positives)
-  similarity = (text / np.linalg.norm(text, axis=1, keepdims=True)) @ (traj / np.linalg.norm(traj, axis=1,
-                                                                                           keepdims=True)).T
+  similarity = (text / np.linalg.norm(text, axis=1, keepdims=True)) @ (
+    traj / np.linalg.norm(traj, axis=1, keepdims=True)
+  ).T
   for k in (1, 5):
     top = np.argsort(-similarity, axis=1)[:, :k]
     assert results[f"R@{k}"] == pytest.approx(np.mean([positives[i, top[i]].any() for i in range(30)]))
@@ -70,8 +74,9 @@ def test_frozen_text_means_ignore_padded_tokens():
   rng = np.random.default_rng(4)
   features = rng.normal(size=(2, 5, 12)).astype(np.float32)  # (B, L, Dt) frozen caption features
   caption_mask = np.arange(5)[None] < np.array([[5], [3]])
-  params = jax.jit(model.init)(jax.random.PRNGKey(0), np.zeros((2, 10, 9), np.float32), np.ones((2, 10), bool),
-                               features, caption_mask)
+  params = jax.jit(model.init)(
+    jax.random.PRNGKey(0), np.zeros((2, 10, 9), np.float32), np.ones((2, 10), bool), features, caption_mask
+  )
   encode = jax.jit(lambda caption: model.apply(params, caption, caption_mask, method=Clatr.encode_text)[0])
   changed = np.where(caption_mask[..., None], features, -7.0).astype(np.float32)
   np.testing.assert_allclose(encode(changed), encode(features), atol=1e-5)
@@ -98,8 +103,9 @@ def test_training_lowers_the_loss_and_features_load(clatr_run):
   features = _load_features(clatr_run)
   test = trajectory_source(clatr_config.get_config("smoke").data, "test")
   examples = [test[i] for i in range(3)]
-  traj = features.trajectory_features(np.stack([e["camera_traj"] for e in examples]),
-                                      np.stack([e["mask"] for e in examples]))
+  traj = features.trajectory_features(
+    np.stack([e["camera_traj"] for e in examples]), np.stack([e["mask"] for e in examples])
+  )
   text = features.text_features([e["caption"] for e in examples])
   assert traj.shape == text.shape == (3, 32) and np.all(np.isfinite(traj))
   with pytest.raises(ConfigError, match=r"T=64 .*\(1, 10, 9\)"):
@@ -112,8 +118,9 @@ def test_evaluation_agrees_with_the_feature_loader(clatr_run):
   test = features.task.source("test")
   examples = [test[i] for i in range(results["num_samples"])]
   assert results["num_samples"] == 16
-  traj = features.trajectory_features(np.stack([e["camera_traj"] for e in examples]),
-                                      np.stack([e["mask"] for e in examples]))
+  traj = features.trajectory_features(
+    np.stack([e["camera_traj"] for e in examples]), np.stack([e["mask"] for e in examples])
+  )
   text = features.text_features([e["caption_cam"] for e in examples])
   captions = np.array([e["caption_cam"] for e in examples])
   same_caption = captions[:, None] == captions[None]
@@ -166,8 +173,16 @@ def test_director_evaluation_reports_clatr_metrics(runs_dir, clatr_run):
   config.data.test_size = 8
   setup, variables = _untrained_director(config)  # the metrics' plumbing is what is tested here
   results = setup.task.evaluate(variables, runs_dir / "director_with_clatr")
-  for key in ("fd_clatr", "precision", "recall", "density", "coverage", "clatr_score", "fd_clatr_reference",
-              "clatr_score_reference"):
+  for key in (
+    "fd_clatr",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "clatr_score",
+    "fd_clatr_reference",
+    "clatr_score_reference",
+  ):
     assert np.isfinite(results[key]), key
   assert 0 <= results["precision"] <= 1 and 0 <= results["coverage"] <= 1 and results["fd_clatr"] >= 0
 
@@ -177,16 +192,22 @@ def test_director_evaluation_published_quirks_cover_the_reference_row(runs_dir, 
   num = 20  # the published P/R/D/C needs equal sizes and chunks (of ceil(N / 5)) larger than k = 3
   config = director_config.get_config("smoke")
   config.mesh.update({"data": 1})
-  config.eval.update({"clatr_workdir": str(clatr_run), "num_reference": num, "num_samples": num,
-                      "prdc_published_quirks": True})
+  config.eval.update(
+    {"clatr_workdir": str(clatr_run), "num_reference": num, "num_samples": num, "prdc_published_quirks": True}
+  )
   config.data.test_size = num
   setup, variables = _untrained_director(config)
   results = setup.task.evaluate(variables, runs_dir / "director_published_quirks")
   encoder = _load_features(clatr_run)
-  features = lambda examples: encoder.trajectory_features(np.stack([example["camera_traj"] for example in examples]),
-                                                          np.stack([example["mask"] for example in examples]))
+  features = lambda examples: encoder.trajectory_features(
+    np.stack([example["camera_traj"] for example in examples]), np.stack([example["mask"] for example in examples])
+  )
   test, train = setup.task.source("test"), setup.task.source("train")
-  expected = distribution.prdc(features([train[index] for index in range(num)]),
-                               features([test[index] for index in range(num)]), k=3, published_quirks=True)
+  expected = distribution.prdc(
+    features([train[index] for index in range(num)]),
+    features([test[index] for index in range(num)]),
+    k=3,
+    published_quirks=True,
+  )
   for key, value in expected.items():
     assert results[f"{key}_reference"] == pytest.approx(value), key

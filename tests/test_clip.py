@@ -1,4 +1,5 @@
 """CLIP text encoder: a tiny random checkpoint in the Hugging Face layout, our forward against a numpy forward."""
+
 import dataclasses
 import json
 import math
@@ -15,15 +16,24 @@ from storyjax import train as train_lib
 from storyjax.errors import ConfigError, DataError
 from storyjax.text.clip import ClipTextFeatures, eos_positions, load_clip_text
 
-CONFIG = {"vocab_size": 518, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
-          "num_attention_heads": 4, "max_position_embeddings": 77, "layer_norm_eps": 1e-5,
-          "hidden_act": "quick_gelu", "eos_token_id": 517}
+CONFIG = {
+  "vocab_size": 518,
+  "hidden_size": 16,
+  "intermediate_size": 32,
+  "num_hidden_layers": 2,
+  "num_attention_heads": 4,
+  "max_position_embeddings": 77,
+  "layer_norm_eps": 1e-5,
+  "hidden_act": "quick_gelu",
+  "eos_token_id": 517,
+}
 
 
 def _byte_characters() -> list[str]:
   """GPT-2/CLIP's printable stand-ins for the 256 bytes."""
-  printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-      list(range(ord("®"), ord("ÿ") + 1))
+  printable = (
+    list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+  )
   others = [b for b in range(256) if b not in printable]
   return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(others))]
 
@@ -31,11 +41,15 @@ def _byte_characters() -> list[str]:
 def _random_state(rng) -> dict[str, np.ndarray]:
   d, ff = CONFIG["hidden_size"], CONFIG["intermediate_size"]
   normal = lambda *shape: rng.normal(0, 0.3, size=shape).astype(np.float32)
-  state = {"text_model.embeddings.token_embedding.weight": normal(CONFIG["vocab_size"], d),
-           "text_model.embeddings.position_embedding.weight": normal(CONFIG["max_position_embeddings"], d),
-           "text_model.final_layer_norm.weight": 1 + normal(d), "text_model.final_layer_norm.bias": normal(d),
-           "text_projection.weight": normal(d, d), "logit_scale": np.array(2.6, np.float32),
-           "vision_model.embeddings.class_embedding": normal(d)}
+  state = {
+    "text_model.embeddings.token_embedding.weight": normal(CONFIG["vocab_size"], d),
+    "text_model.embeddings.position_embedding.weight": normal(CONFIG["max_position_embeddings"], d),
+    "text_model.final_layer_norm.weight": 1 + normal(d),
+    "text_model.final_layer_norm.bias": normal(d),
+    "text_projection.weight": normal(d, d),
+    "logit_scale": np.array(2.6, np.float32),
+    "vision_model.embeddings.class_embedding": normal(d),
+  }
   for index in range(CONFIG["num_hidden_layers"]):
     prefix = f"text_model.encoder.layers.{index}"
     for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
@@ -67,21 +81,28 @@ def write_checkpoint(path: pathlib.Path, state: dict, weights: str = "safetensor
     (path / "flax_model.msgpack").write_bytes(flax.serialization.msgpack_serialize(tree))
   characters = _byte_characters()
   merges = [("t", "h"), ("th", "e</w>"), ("c", "a"), ("ca", "m")]
-  vocab = {token: index for index, token in enumerate(
-      characters + [c + "</w>" for c in characters] + [a + b for a, b in merges]
-      + ["<|startoftext|>", "<|endoftext|>"])}
+  vocab = {
+    token: index
+    for index, token in enumerate(
+      characters + [c + "</w>" for c in characters] + [a + b for a, b in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    )
+  }
   assert len(vocab) == CONFIG["vocab_size"]
   (path / "vocab.json").write_text(json.dumps(vocab))
   (path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n")
 
 
-def numpy_forward(state: dict, ids: np.ndarray, key_mask: np.ndarray | None = None,
-                  hidden_act: str = "quick_gelu") -> np.ndarray:
+def numpy_forward(
+  state: dict, ids: np.ndarray, key_mask: np.ndarray | None = None, hidden_act: str = "quick_gelu"
+) -> np.ndarray:
   """HF CLIPTextModel's last_hidden_state (ids (B, L), key_mask (B, L) 1 = token), written out in numpy."""
   get = lambda name: state[f"text_model.{name}"].astype(np.float64)
+
   def layer_norm(x, name):
-    return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * get(f"{name}.weight") \
-        + get(f"{name}.bias")
+    return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * get(f"{name}.weight") + get(
+      f"{name}.bias"
+    )
+
   linear = lambda x, name: x @ get(f"{name}.weight").T + get(f"{name}.bias")
   batch, length = ids.shape
   d, heads = CONFIG["hidden_size"], CONFIG["num_attention_heads"]
@@ -89,8 +110,10 @@ def numpy_forward(state: dict, ids: np.ndarray, key_mask: np.ndarray | None = No
   allowed = np.tril(np.ones((length, length), bool))[None, None]
   if key_mask is not None:
     allowed = allowed & (np.asarray(key_mask, bool)[:, None, None, :])
-  activation = {"quick_gelu": lambda x: x / (1 + np.exp(-1.702 * x)),
-                "gelu": np.vectorize(lambda x: 0.5 * x * (1 + math.erf(x / math.sqrt(2))))}[hidden_act]
+  activation = {
+    "quick_gelu": lambda x: x / (1 + np.exp(-1.702 * x)),
+    "gelu": np.vectorize(lambda x: 0.5 * x * (1 + math.erf(x / math.sqrt(2)))),
+  }[hidden_act]
   for index in range(CONFIG["num_hidden_layers"]):
     prefix = f"encoder.layers.{index}"
     normed = layer_norm(hidden, f"{prefix}.layer_norm1")
@@ -116,7 +139,7 @@ def checkpoint(tmp_path_factory):
 
 def test_forward_matches_numpy(checkpoint):
   path, state = checkpoint
-  module, params, tokenizer = load_clip_text(path)
+  module, params, _tokenizer = load_clip_text(path)
   ids = np.array([[516, 513, 515, 68, 81, 517, 517, 517], [516, 3, 9, 200, 517, 517, 517, 517]], np.int32)
   ours = np.asarray(module.apply({"params": params}, ids))
   np.testing.assert_allclose(ours, numpy_forward(state, ids), atol=2e-5, rtol=1e-4)
@@ -126,8 +149,9 @@ def test_msgpack_checkpoint_gives_the_same_features(checkpoint, tmp_path):
   path, state = checkpoint
   write_checkpoint(tmp_path, state, weights="msgpack")
   reference = ClipTextFeatures(path, max_length=12).encode(["the camera pans"])[0]
-  np.testing.assert_allclose(ClipTextFeatures(tmp_path, max_length=12).encode(["the camera pans"])[0], reference,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    ClipTextFeatures(tmp_path, max_length=12).encode(["the camera pans"])[0], reference, atol=1e-6
+  )
 
 
 def test_features_masks_cache_and_truncation(checkpoint):
@@ -144,8 +168,9 @@ def test_features_masks_cache_and_truncation(checkpoint):
     length = int(valid.sum())
     assert valid[:length].all() and token_ids[length - 1] == 517  # end-of-text is the last valid token
     assert np.all(features[row, length:] == 0)
-    np.testing.assert_allclose(features[row, :length], numpy_forward(state, np.array([token_ids]))[0, :length],
-                               atol=2e-5, rtol=1e-4)
+    np.testing.assert_allclose(
+      features[row, :length], numpy_forward(state, np.array([token_ids]))[0, :length], atol=2e-5, rtol=1e-4
+    )
   assert mask[3].all()  # truncated to 12 with end-of-text kept last
   np.testing.assert_array_equal(features[0], features[2])
   encoder.encode(["a b", "the cam"])
@@ -153,7 +178,7 @@ def test_features_masks_cache_and_truncation(checkpoint):
 
 
 def test_missing_or_broken_checkpoints_are_named(checkpoint, tmp_path):
-  path, state = checkpoint
+  _path, state = checkpoint
   with pytest.raises(DataError, match=f"no CLIP checkpoint at {tmp_path / 'absent'}"):
     load_clip_text(tmp_path / "absent")
   (tmp_path / "config.json").write_text(json.dumps(CONFIG))
@@ -180,11 +205,13 @@ def test_padding_attention_mask_and_gelu_match_numpy(checkpoint):
   module, params, _ = load_clip_text(path)
   ids = np.array([[516, 68, 81, 517, 517, 517], [516, 3, 9, 200, 70, 517]], np.int32)
   key_mask = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], np.int32)
-  np.testing.assert_allclose(module.apply({"params": params}, ids, key_mask), numpy_forward(state, ids, key_mask),
-                             atol=2e-5, rtol=1e-4)
+  np.testing.assert_allclose(
+    module.apply({"params": params}, ids, key_mask), numpy_forward(state, ids, key_mask), atol=2e-5, rtol=1e-4
+  )
   gelu = dataclasses.replace(module, hidden_act="gelu")
-  np.testing.assert_allclose(gelu.apply({"params": params}, ids), numpy_forward(state, ids, hidden_act="gelu"),
-                             atol=2e-5, rtol=1e-4)
+  np.testing.assert_allclose(
+    gelu.apply({"params": params}, ids), numpy_forward(state, ids, hidden_act="gelu"), atol=2e-5, rtol=1e-4
+  )
 
 
 def test_truncation_follows_openai_clip_tokenize(checkpoint):
@@ -200,8 +227,9 @@ def test_truncation_follows_openai_clip_tokenize(checkpoint):
   assert lengths.tolist() == [8]
   features, mask = encoder.encode([caption])
   assert mask.all()
-  np.testing.assert_allclose(encoder.pooled(features, mask)[0], numpy_forward(state, token_ids)[0, -1],
-                             atol=2e-5, rtol=1e-4)
+  np.testing.assert_allclose(
+    encoder.pooled(features, mask)[0], numpy_forward(state, token_ids)[0, -1], atol=2e-5, rtol=1e-4
+  )
 
 
 def test_pooled_is_the_end_of_text_feature(checkpoint):
@@ -217,7 +245,7 @@ def test_pooled_is_the_end_of_text_feature(checkpoint):
 
 def test_matches_transformers_clip_text_model(checkpoint):
   torch = pytest.importorskip("torch")
-  path, state = checkpoint
+  path, _state = checkpoint
   module, params, _ = load_clip_text(path)
   model = transformers.CLIPTextModel.from_pretrained(str(path)).eval()
   ids = np.array([[516, 513, 515, 68, 81, 517, 517, 517], [516, 3, 9, 200, 517, 517, 517, 517]], np.int32)

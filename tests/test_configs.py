@@ -1,4 +1,5 @@
 """Every config variant loads, shares one key set with its smoke variant, and has no key that nothing reads."""
+
 import importlib
 import pathlib
 
@@ -83,6 +84,7 @@ def exercise(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
 
 def test_to_json_reads_no_key_through_the_recorder(monkeypatch):
   from configs import shapes
+
   config = shapes.get_config("smoke")
   reads = KeyReads(monkeypatch, config)
   config.to_json()

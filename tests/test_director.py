@@ -1,4 +1,5 @@
 """Director A/B/C: the shared block against a numpy reference, and the conditioning invariances of each variant."""
+
 import json
 
 import flax.linen as nn
@@ -34,6 +35,7 @@ def _attention(p, queries, context, key_mask):
   def heads(name, inputs):
     projected = inputs @ p[name]["kernel"] + p[name]["bias"]
     return projected.reshape(inputs.shape[:-1] + (HEADS, WIDTH // HEADS))
+
   q, k, v = heads("query", queries), heads("key", context), heads("value", context)
   logits = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(WIDTH // HEADS)
   logits = np.where(key_mask[:, None, None, :], logits, -np.inf)
@@ -45,7 +47,7 @@ def _attention(p, queries, context, key_mask):
 
 def _mlp(p, x):
   hidden = x @ p["fc1"]["kernel"] + p["fc1"]["bias"]
-  hidden = 0.5 * hidden * (1 + np.tanh(np.sqrt(2 / np.pi) * (hidden + 0.044715 * hidden ** 3)))
+  hidden = 0.5 * hidden * (1 + np.tanh(np.sqrt(2 / np.pi) * (hidden + 0.044715 * hidden**3)))
   return hidden @ p["fc2"]["kernel"] + p["fc2"]["bias"]
 
 
@@ -75,8 +77,10 @@ def test_block_matches_numpy_reference(style):
   key_mask = np.array([[True] * 7, [True] * 4 + [False] * 3])
   extra = {}
   if style == "cross_attention":
-    extra = {"context": rng.normal(size=(2, 5, WIDTH)).astype(np.float32),
-             "context_mask": np.array([[True] * 5, [True, True, False, False, False]])}
+    extra = {
+      "context": rng.normal(size=(2, 5, WIDTH)).astype(np.float32),
+      "context_mask": np.array([[True] * 5, [True, True, False, False, False]]),
+    }
   elif style == "adaln":
     extra = {"condition": rng.normal(size=(2, WIDTH)).astype(np.float32)}
   block = TransformerBlock(HEADS, 3 * WIDTH)
@@ -93,22 +97,40 @@ def test_block_matches_numpy_reference(style):
 def _inputs(seed, frozen=False):
   rng = np.random.default_rng(seed)
   batch = 3
-  caption = (rng.normal(size=(batch, CAPTION_LENGTH, 8)).astype(np.float32) if frozen
-             else rng.integers(1, VOCAB, size=(batch, CAPTION_LENGTH)).astype(np.int32))
-  return {"camera_traj": rng.normal(size=(batch, FRAMES, 9)).astype(np.float32),
-          "c_noise": rng.normal(size=(batch,)).astype(np.float32),
-          "char_traj": rng.normal(size=(batch, FRAMES, 3)).astype(np.float32),
-          "caption": caption,
-          "caption_mask": np.arange(CAPTION_LENGTH)[None] < np.array([[5], [3], [4]]),
-          "frame_mask": np.arange(FRAMES)[None] < np.array([[12], [8], [10]]),
-          "drop_char": np.zeros(batch, bool), "drop_caption": np.zeros(batch, bool)}
+  caption = (
+    rng.normal(size=(batch, CAPTION_LENGTH, 8)).astype(np.float32)
+    if frozen
+    else rng.integers(1, VOCAB, size=(batch, CAPTION_LENGTH)).astype(np.int32)
+  )
+  return {
+    "camera_traj": rng.normal(size=(batch, FRAMES, 9)).astype(np.float32),
+    "c_noise": rng.normal(size=(batch,)).astype(np.float32),
+    "char_traj": rng.normal(size=(batch, FRAMES, 3)).astype(np.float32),
+    "caption": caption,
+    "caption_mask": np.arange(CAPTION_LENGTH)[None] < np.array([[5], [3], [4]]),
+    "frame_mask": np.arange(FRAMES)[None] < np.array([[12], [8], [10]]),
+    "drop_char": np.zeros(batch, bool),
+    "drop_caption": np.zeros(batch, bool),
+  }
 
 
 def _model(variant, frozen=False):
-  return Director(num_frames=FRAMES, width=WIDTH, num_layers=2, num_heads=HEADS, variant=variant,
-                  text_encoder="clip" if frozen else "scratch", vocab_size=VOCAB, text_width=WIDTH,
-                  text_layers=1, text_heads=HEADS, max_caption_length=CAPTION_LENGTH, caption_tokens="pooled",
-                  num_registers=4, condition_layers=1)
+  return Director(
+    num_frames=FRAMES,
+    width=WIDTH,
+    num_layers=2,
+    num_heads=HEADS,
+    variant=variant,
+    text_encoder="clip" if frozen else "scratch",
+    vocab_size=VOCAB,
+    text_width=WIDTH,
+    text_layers=1,
+    text_heads=HEADS,
+    max_caption_length=CAPTION_LENGTH,
+    caption_tokens="pooled",
+    num_registers=4,
+    condition_layers=1,
+  )
 
 
 @pytest.fixture(scope="module", params=["A", "B", "C"])
@@ -158,8 +180,7 @@ def test_dropped_condition_is_ignored_and_kept_condition_is_used(variant_model, 
   assert kept > 1e-3, f"changing the {condition} does not change the output"
   dropped = dict(inputs, **{drop_key: np.ones(3, bool)})
   dropped_changed = dict(changed, **{drop_key: np.ones(3, bool)})
-  np.testing.assert_allclose(np.asarray(apply(params, dropped)), np.asarray(apply(params, dropped_changed)),
-                             atol=1e-5)
+  np.testing.assert_allclose(np.asarray(apply(params, dropped)), np.asarray(apply(params, dropped_changed)), atol=1e-5)
 
 
 @pytest.mark.parametrize("variant", ["A", "B", "C"])
@@ -218,4 +239,8 @@ def test_paper_config_keeps_the_published_optimisation():
   optimizer = paper.optimizer
   assert (optimizer.learning_rate, optimizer.weight_decay, optimizer.warmup_steps) == (1e-4, 0.1, 5000)
   assert (paper.diffusion.p_mean, paper.diffusion.p_std, paper.diffusion.rho, paper.diffusion.guidance_weight) == (
-      -1.2, 1.2, 40.0, 1.4)
+    -1.2,
+    1.2,
+    40.0,
+    1.4,
+  )

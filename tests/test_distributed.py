@@ -1,4 +1,5 @@
 """Multi-process training over localhost (launch/local.sh): same losses as one process, resumable across."""
+
 import json
 import os
 import subprocess

@@ -3,6 +3,9 @@
 For data x ~ N(μ, s²) per dimension the exact denoiser is D(x; σ) = (s²·x + σ²·μ)/(s² + σ²), and the
 probability-flow ODE maps x(σ_max) to μ + (x(σ_max) − μ)·s/√(s² + σ_max²) at σ = 0.
 """
+
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +21,7 @@ DATA_STD = np.array([0.4, 1.0, 2.0, 0.05])
 
 # ---- independent float64 reference (EDM paper, Table 1, eq 5, Algorithm 1) ----
 
+
 def _ref_preconditioning(sigma, sigma_data):
   sigma = np.asarray(sigma, np.float64)
   c_skip = sigma_data**2 / (sigma**2 + sigma_data**2)
@@ -27,14 +31,16 @@ def _ref_preconditioning(sigma, sigma_data):
 
 
 def _ref_sigmas(num_steps, sigma_min, sigma_max, rho):
-  sigmas = [(sigma_max ** (1 / rho) + i / (num_steps - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-            for i in range(num_steps)]
+  sigmas = [
+    (sigma_max ** (1 / rho) + i / (num_steps - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    for i in range(num_steps)
+  ]
   return np.array(sigmas + [0.0])
 
 
 def _ref_heun(denoiser, noise, sigmas):
   x = np.asarray(noise, np.float64) * sigmas[0]
-  for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
+  for sigma, sigma_next in itertools.pairwise(sigmas):
     slope = (x - denoiser(x, sigma)) / sigma
     x_next = x + (sigma_next - sigma) * slope
     if sigma_next > 0:
@@ -52,16 +58,19 @@ def _gaussian_denoiser(x, sigma, xp=np):
 
 def _exact_network(sigma_data):
   """network_fn whose preconditioned output makes `edm.denoise` the exact Gaussian denoiser."""
+
   def network_fn(scaled_noisy, c_noise):
     sigma = jnp.exp(4 * c_noise)[:, None]
     total = sigma**2 + sigma_data**2
     noisy = scaled_noisy * jnp.sqrt(total)
     c_skip, c_out = sigma_data**2 / total, sigma * sigma_data / jnp.sqrt(total)
     return (_gaussian_denoiser(noisy, sigma, jnp) - c_skip * noisy) / c_out
+
   return network_fn
 
 
 # ---- preconditioning, denoise, schedule ----
+
 
 def test_preconditioning_matches_reference():
   sigma = np.array([0.002, 0.03, 0.5, 1.0, 7.3, 80.0])
@@ -109,6 +118,7 @@ def test_director_defaults():
 
 # ---- Heun sampler ----
 
+
 def test_heun_matches_numpy_reference():
   noise = np.random.default_rng(1).normal(size=(64, 4))
   sigmas = _ref_sigmas(10, 0.002, 80.0, 40.0)
@@ -119,8 +129,10 @@ def test_heun_matches_numpy_reference():
   # Through the preconditioned network and our own schedule: same samples.
   network_fn = _exact_network(SIGMA_DATA)
   via_network = edm.heun_sample(
-      lambda x, sigma: edm.denoise(network_fn, x, jnp.full((x.shape[0],), sigma), SIGMA_DATA),
-      jnp.asarray(noise, jnp.float32), edm.karras_sigmas(10, 0.002, 80.0, 40.0))
+    lambda x, sigma: edm.denoise(network_fn, x, jnp.full((x.shape[0],), sigma), SIGMA_DATA),
+    jnp.asarray(noise, jnp.float32),
+    edm.karras_sigmas(10, 0.002, 80.0, 40.0),
+  )
   np.testing.assert_allclose(via_network, want, rtol=1e-4, atol=1e-4)
 
 
@@ -159,6 +171,7 @@ def test_heun_jits_to_one_loop():
 
 
 # ---- loss ----
+
 
 def test_training_sigma_is_log_normal():
   sigma = edm.sample_training_sigma(jax.random.PRNGKey(3), 20000, -1.2, 1.2)
@@ -204,8 +217,9 @@ def _recorded_loss(clean, weight_mask):
     seen["scaled"], seen["c_noise"] = np.asarray(scaled_noisy, np.float64), np.asarray(c_noise, np.float64)
     return _affine_network(scaled_noisy, c_noise)
 
-  loss, per_sample = edm.edm_loss(network_fn, jax.random.PRNGKey(6), jnp.asarray(clean), SIGMA_DATA, -1.2, 1.2,
-                                  weight_mask=weight_mask)
+  loss, per_sample = edm.edm_loss(
+    network_fn, jax.random.PRNGKey(6), jnp.asarray(clean), SIGMA_DATA, -1.2, 1.2, weight_mask=weight_mask
+  )
   sigma = np.exp(4 * seen["c_noise"])
   c_skip, c_out, c_in, _ = (c[:, None, None] for c in _ref_preconditioning(sigma, SIGMA_DATA))
   noisy = seen["scaled"] / c_in
@@ -230,12 +244,13 @@ def test_edm_loss_matches_reference_and_ignores_masked_frames():
   np.testing.assert_allclose(garbage_per_sample, per_sample, rtol=1e-6)
   np.testing.assert_allclose(garbage_loss, loss, rtol=1e-6)
 
-  unmasked_loss, unmasked_per_sample, unmasked_want = _recorded_loss(clean, None)
+  _unmasked_loss, unmasked_per_sample, unmasked_want = _recorded_loss(clean, None)
   np.testing.assert_allclose(unmasked_per_sample, unmasked_want, rtol=1e-4)
   assert not np.allclose(unmasked_per_sample[1:], per_sample[1:], rtol=1e-3)
 
 
 # ---- classifier-free guidance ----
+
 
 def test_guidance_conventions():
   cond, uncond = jnp.array([2.0, -1.0]), jnp.array([0.5, 1.0])
@@ -259,7 +274,10 @@ def test_guided_denoiser_wraps_cond_uncond_fn():
   np.testing.assert_allclose(guided_denoiser(cond_uncond, 3.0)(x, 0.5), want, rtol=1e-6)
   want_cad = (2.0 * x + 0.5) + 3.0 * ((2.0 * x + 0.5) - (x - 0.5))
   np.testing.assert_allclose(guided_denoiser(cond_uncond, 3.0, "cad")(x, 0.5), want_cad, rtol=1e-6)
-  samples = edm.heun_sample(guided_denoiser(lambda x, s: (_gaussian_denoiser(x, s, jnp),) * 2, 1.4),
-                            jnp.ones((3, 4)), edm.karras_sigmas(10, 0.002, 80.0, 40.0))
+  samples = edm.heun_sample(
+    guided_denoiser(lambda x, s: (_gaussian_denoiser(x, s, jnp),) * 2, 1.4),
+    jnp.ones((3, 4)),
+    edm.karras_sigmas(10, 0.002, 80.0, 40.0),
+  )
   reference = _ref_heun(_gaussian_denoiser, np.ones((3, 4)), _ref_sigmas(10, 0.002, 80.0, 40.0))
   np.testing.assert_allclose(samples, reference, rtol=1e-4, atol=1e-5)

@@ -1,5 +1,6 @@
 """The released E.T. layout: an independent fixture writer, the loader against the embedded items, validation,
 re-tagging, the exporter, errors naming files, the CLI, and Director training on the layout."""
+
 import collections
 import itertools
 import json
@@ -12,9 +13,10 @@ import pytest
 
 from configs import director as director_config
 from storyjax import train as train_lib
-from storyjax.data.et import camera, layout as et, procedural, tagging
-from storyjax.text.caption_inputs import CaptionInputs
+from storyjax.data.et import camera, procedural, tagging
+from storyjax.data.et import layout as et
 from storyjax.errors import ConfigError, DataError
+from storyjax.text.caption_inputs import CaptionInputs
 
 from conftest import REPO_ROOT
 
@@ -22,8 +24,15 @@ MAX_FRAMES, MIN_FRAMES = 64, 56
 CLIP_DIM = 8
 
 
-def write_fixture(root: pathlib.Path, subset: str, split: str, indices, max_frames: int = MAX_FRAMES,
-                  min_frames: int = MIN_FRAMES, clip: bool = True) -> list[str]:
+def write_fixture(
+  root: pathlib.Path,
+  subset: str,
+  split: str,
+  indices,
+  max_frames: int = MAX_FRAMES,
+  min_frames: int = MIN_FRAMES,
+  clip: bool = True,
+) -> list[str]:
   """Writes procedural samples with plain numpy as the released files are laid out (segments = generator truth);
   caption_clip/seq of sample i has 5 + i rows of seeded noise and token = its last row."""
   ids = []
@@ -48,12 +57,13 @@ def write_fixture(root: pathlib.Path, subset: str, split: str, indices, max_fram
 
 
 def assert_camera_traj_close(ours, reference, camera_pose):
-  """"%.6e" keeps 7 significant digits, so each stored number is off by ≤ 5e-7 of its size; a per-frame Δt is off by
+  """ "%.6e" keeps 7 significant digits, so each stored number is off by ≤ 5e-7 of its size; a per-frame Δt is off by
   twice the largest centre error, divided by the velocity std in the feature."""
   np.testing.assert_allclose(ours[:, :6], reference[:, :6], rtol=0, atol=1e-6)
   text_error = 5e-7 * np.abs(camera_pose[:, :, 3]).max()
-  np.testing.assert_allclose(ours[:, 6:], reference[:, 6:], rtol=0,
-                             atol=2 * text_error / camera.CAM_VEL_STD.min() + 1e-6)
+  np.testing.assert_allclose(
+    ours[:, 6:], reference[:, 6:], rtol=0, atol=2 * text_error / camera.CAM_VEL_STD.min() + 1e-6
+  )
 
 
 def assert_items_match(source, embedded, subset, split, extra_keys=()):
@@ -64,8 +74,9 @@ def assert_items_match(source, embedded, subset, split, extra_keys=()):
     assert set(ours) == set(reference) | set(extra_keys)
     for key, value in reference.items():
       assert np.asarray(ours[key]).dtype == np.asarray(value).dtype and np.shape(ours[key]) == np.shape(value), key
-    poses = procedural.generate_sample(embedded.seed, subset, split, index, embedded.max_frames,
-                                          embedded.min_frames)["camera_pose"]
+    poses = procedural.generate_sample(embedded.seed, subset, split, index, embedded.max_frames, embedded.min_frames)[
+      "camera_pose"
+    ]
     assert_camera_traj_close(ours["camera_traj"], reference["camera_traj"], poses)
     for key in ("char_traj", "mask", "num_frames", "cam_classes", "caption", "caption_cam", "id"):
       np.testing.assert_array_equal(ours[key], reference[key], err_msg=key)
@@ -82,8 +93,9 @@ def fixture_root(tmp_path_factory):
 def test_items_equal_the_embedded_ones(fixture_root):
   source = et.ETSource(fixture_root, "pure", "train", max_frames=MAX_FRAMES)
   embedded = procedural.EmbeddedET("pure", "train", 4, max_frames=MAX_FRAMES, min_frames=MIN_FRAMES)
-  assert_items_match(source, embedded, "pure", "train",
-                     extra_keys=("caption_clip_seq", "caption_clip_mask", "caption_clip_token"))
+  assert_items_match(
+    source, embedded, "pure", "train", extra_keys=("caption_clip_seq", "caption_clip_mask", "caption_clip_token")
+  )
   for index in range(4):
     item, length = source[index], 5 + index
     seq = np.random.default_rng(index).normal(size=(length, CLIP_DIM)).astype(np.float32)
@@ -111,7 +123,7 @@ def test_truncation_keeps_the_runs_of_the_kept_steps(tmp_path):
   assert item["num_frames"] == max_frames and item["mask"].all()
   assert_camera_traj_close(item["camera_traj"], embedded["camera_traj"][:max_frames], sample["camera_pose"])
   np.testing.assert_array_equal(item["char_traj"], embedded["char_traj"][:max_frames])
-  np.testing.assert_array_equal(item["cam_classes"], [*_run_classes(segments[:max_frames - 1]), 27])
+  np.testing.assert_array_equal(item["cam_classes"], [*_run_classes(segments[: max_frames - 1]), 27])
   first_only = et.ETSource(tmp_path, "mixed", "train", max_frames=second_start - 5)[0]
   np.testing.assert_array_equal(first_only["cam_classes"], [segments[0], 27, 27])
   full = et.ETSource(tmp_path, "mixed", "train", max_frames=150, max_segments=1)[0]
@@ -120,8 +132,11 @@ def test_truncation_keeps_the_runs_of_the_kept_steps(tmp_path):
 
 
 def test_validate_summary_and_retag(fixture_root):
-  samples = [procedural.generate_sample(0, "pure", split, i, MAX_FRAMES, MIN_FRAMES)
-             for split, count in (("train", 4), ("test", 2)) for i in range(count)]
+  samples = [
+    procedural.generate_sample(0, "pure", split, i, MAX_FRAMES, MIN_FRAMES)
+    for split, count in (("train", 4), ("test", 2))
+    for i in range(count)
+  ]
   frames = [len(sample["camera_pose"]) for sample in samples]
   summary = et.validate(fixture_root, retag=True)
   assert summary["num_samples"] == 6 and summary["num_steps"] == sum(frames) - 6
@@ -143,12 +158,23 @@ def fake_clip_features(captions):
 
 
 def test_exporter_round_trip(tmp_path):
-  written = et.export_embedded(tmp_path, "pure", {"train": 3, "test": 2}, max_frames=MAX_FRAMES,
-                               min_frames=MIN_FRAMES, clip_features=fake_clip_features)
+  written = et.export_embedded(
+    tmp_path,
+    "pure",
+    {"train": 3, "test": 2},
+    max_frames=MAX_FRAMES,
+    min_frames=MIN_FRAMES,
+    clip_features=fake_clip_features,
+  )
   for split, size in (("train", 3), ("test", 2)):
     embedded = procedural.EmbeddedET("pure", split, size, max_frames=MAX_FRAMES, min_frames=MIN_FRAMES)
-    assert_items_match(et.ETSource(tmp_path, "pure", split, max_frames=MAX_FRAMES), embedded, "pure", split,
-                       extra_keys=("caption_clip_seq", "caption_clip_mask", "caption_clip_token"))
+    assert_items_match(
+      et.ETSource(tmp_path, "pure", split, max_frames=MAX_FRAMES),
+      embedded,
+      "pure",
+      split,
+      extra_keys=("caption_clip_seq", "caption_clip_mask", "caption_clip_token"),
+    )
   sample = procedural.generate_sample(0, "pure", "train", 0, MAX_FRAMES, MIN_FRAMES)
   sample_id = sample["id"]
   assert (tmp_path / "pure_train_split.txt").read_text().split("\n")[0] == sample_id
@@ -162,17 +188,21 @@ def test_exporter_round_trip(tmp_path):
   assert (tmp_path / "caption_cam" / f"{sample_id}.txt").read_text() == sample["caption_cam"]
   features, mask = fake_clip_features([sample["caption_cam"]])
   seq = np.load(tmp_path / "caption_cam_clip" / "seq" / f"{sample_id}.npy")
-  np.testing.assert_array_equal(seq, features[0, :mask.sum()])
+  np.testing.assert_array_equal(seq, features[0, : mask.sum()])
   np.testing.assert_array_equal(np.load(tmp_path / "caption_cam_clip" / "token" / f"{sample_id}.npy"), seq[-1])
   camera_only = et.ETSource(tmp_path, "pure", "train", max_frames=MAX_FRAMES, caption="caption_cam")[0]
-  np.testing.assert_array_equal(camera_only["caption_cam_clip_seq"][:len(seq)], seq)
+  np.testing.assert_array_equal(camera_only["caption_cam_clip_seq"][: len(seq)], seq)
 
   # A mixed export into the same directory: full = pure ∪ mixed, clatr val = the first tenth of full test.
   et.export_embedded(tmp_path, "mixed", {"train": 1, "test": 1}, max_frames=90, clip_features=fake_clip_features)
   mixed_ids = [procedural.generate_sample(0, "mixed", split, 0, 90)["id"] for split in ("train", "test")]
-  assert_items_match(et.ETSource(tmp_path, "mixed", "train", max_frames=90),
-                     procedural.EmbeddedET("mixed", "train", 1, max_frames=90), "mixed", "train",
-                     extra_keys=("caption_clip_seq", "caption_clip_mask", "caption_clip_token"))
+  assert_items_match(
+    et.ETSource(tmp_path, "mixed", "train", max_frames=90),
+    procedural.EmbeddedET("mixed", "train", 1, max_frames=90),
+    "mixed",
+    "train",
+    extra_keys=("caption_clip_seq", "caption_clip_mask", "caption_clip_token"),
+  )
   full_train = written["pure_train_split.txt"] + mixed_ids[:1]
   full_test = written["pure_test_split.txt"] + mixed_ids[1:]
   splits = {path.name: path.read_text() for path in tmp_path.glob("*_split.txt")}
@@ -222,7 +252,9 @@ def _rescaled_traj(root, sample_id):
   np.savetxt(root / "traj" / f"{sample_id}.txt", poses.reshape(-1, 12), fmt="%.6e")
 
 
-@pytest.mark.parametrize("damage, message", [
+@pytest.mark.parametrize(
+  "damage, message",
+  [
     (lambda root, i: (root / "traj" / f"{i}.txt").unlink(), "missing E.T. file .*traj/{}.txt"),
     (lambda root, i: (root / "traj" / f"{i}.txt").write_text("1 2 3\n"), "traj/{}.txt, line 1: expected 12"),
     (_rescaled_traj, "traj/{}.txt, line 4: the rotation is not orthonormal"),
@@ -240,7 +272,8 @@ def _rescaled_traj(root, sample_id):
     (lambda root, i: (root / "pure_train_split.txt").write_text(f"{i}\n"), r"_train_split.txt has empty lines \[2\]"),
     (lambda root, i: (root / "pure_train_split.txt").write_text(f"{i}\n\n{i}"), "pure_train_split.txt has empty"),
     (lambda root, i: (root / "pure_train_split.txt").unlink(), "split file not found: .*pure_train_split.txt"),
-])
+  ],
+)
 def test_errors_name_the_file(tmp_path, damage, message):
   sample_id = write_fixture(tmp_path, "pure", "train", range(1), min_frames=MIN_FRAMES, max_frames=MIN_FRAMES)[0]
   damage(tmp_path, sample_id)
@@ -252,12 +285,17 @@ def test_errors_name_the_file(tmp_path, damage, message):
       et.validate(tmp_path)
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda root, i: _save(root / "caption_clip" / "token" / f"{i}.npy", np.ones(CLIP_DIM, np.float32)),
-     "caption_clip/token/{0}.npy differs from the last row of .*caption_clip/seq/{0}.npy"),
+@pytest.mark.parametrize(
+  "damage, message",
+  [
+    (
+      lambda root, i: _save(root / "caption_clip" / "token" / f"{i}.npy", np.ones(CLIP_DIM, np.float32)),
+      "caption_clip/token/{0}.npy differs from the last row of .*caption_clip/seq/{0}.npy",
+    ),
     (lambda root, i: _save(root / "intrinsics" / f"{i}.npy", np.ones(3, np.float16)), "intrinsics/{}.npy"),
     (lambda root, i: _save(root / "cam_segments" / f"{i}.npy", np.full(MIN_FRAMES - 1, 30)), "cam_segments/{}.npy"),
-])
+  ],
+)
 def test_validate_checks_more_than_the_loader(tmp_path, damage, message):
   sample_id = write_fixture(tmp_path, "pure", "train", range(1), min_frames=MIN_FRAMES, max_frames=MIN_FRAMES)[0]
   (tmp_path / "intrinsics").mkdir()
@@ -280,8 +318,9 @@ def test_missing_directory_and_unknown_split(tmp_path):
 
 
 def _cli(*args):
-  return subprocess.run([sys.executable, "-m", "storyjax.data.et", *args], cwd=REPO_ROOT, capture_output=True,
-                        text=True, timeout=120)
+  return subprocess.run(
+    [sys.executable, "-m", "storyjax.data.et", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+  )
 
 
 def test_cli(tmp_path):
@@ -292,8 +331,10 @@ def test_cli(tmp_path):
   assert validated.returncode == 0, validated.stderr
   summary = json.loads(validated.stdout.splitlines()[-1])
   assert summary["num_samples"] == 3 and summary["cam_tag_agreement"] == 1.0 and summary["num_steps"] > 0
-  for args, message in (([f"--path={tmp_path / 'missing'}"], "error: E.T. dataset directory not found"),
-                        ([f"--path={tmp_path}", f"--export={tmp_path}"], "error: give exactly one of --path")):
+  for args, message in (
+    ([f"--path={tmp_path / 'missing'}"], "error: E.T. dataset directory not found"),
+    ([f"--path={tmp_path}", f"--export={tmp_path}"], "error: give exactly one of --path"),
+  ):
     failed = _cli(*args)
     assert failed.returncode == 1 and failed.stderr.strip().splitlines() == [failed.stderr.strip()]
     assert failed.stderr.startswith(message)

@@ -1,19 +1,21 @@
 """The prepared E.T. form: every item of every split equals ETSource's (keys, order, types, dtypes, values), for
 each caption key, with and without CLIP features; trajectory_source, Grain and pickling; errors naming the file;
 the CLI and the benchmark script."""
+
 import json
 import pickle
 import shutil
 import subprocess
 import sys
 
+from array_record.python import array_record_module
 import ml_collections
 import numpy as np
 import pytest
-from array_record.python import array_record_module
 
 from storyjax.data import pipeline
-from storyjax.data.et import layout as et, prepared
+from storyjax.data.et import layout as et
+from storyjax.data.et import prepared
 from storyjax.data.et.sources import trajectory_source
 from storyjax.errors import ConfigError, DataError
 
@@ -54,8 +56,12 @@ def assert_sources_identical(ours, reference) -> None:
 
 
 def split_pairs(root):
-  return [(subset, split) for subset, splits in et.SUBSET_SPLITS.items() for split in splits
-          if et.split_file(root, subset, split).is_file()]
+  return [
+    (subset, split)
+    for subset, splits in et.SUBSET_SPLITS.items()
+    for split in splits
+    if et.split_file(root, subset, split).is_file()
+  ]
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +69,9 @@ def layout_root(tmp_path_factory):
   root = tmp_path_factory.mktemp("et_layout")
   for subset, sizes in SPLIT_SIZES.items():
     max_frames, min_frames = EXPORT_FRAMES[subset]
-    et.export_embedded(root, subset, sizes, max_frames=max_frames, min_frames=min_frames,
-                       clip_features=fake_clip_features)
+    et.export_embedded(
+      root, subset, sizes, max_frames=max_frames, min_frames=min_frames, clip_features=fake_clip_features
+    )
   return root
 
 
@@ -88,7 +95,8 @@ def test_items_equal_etsource_for_every_split_and_caption(layout_root, prepared_
   assert metadata["num_records"] == NUM_RECORDS and metadata["source"] == str(layout_root.resolve())
   assert [shard["records"] for shard in metadata["shards"]] == [3, 3, 3, 3]
   assert sorted(path.name for path in prepared_root.glob("*.array_record")) == [
-      f"records-{shard:05d}-of-00004.array_record" for shard in range(4)]
+    f"records-{shard:05d}-of-00004.array_record" for shard in range(4)
+  ]
   assert metadata["splits"]["full_train"]["size"] == 7 and metadata["splits"]["clatr_val"]["size"] == 1
   assert (metadata["max_frames"], metadata["caption_keys"]) == (MAX_FRAMES, list(et.CAPTION_KEYS))
   # Each sample is stored once: full_train's records are pure_train's followed by mixed_train's.
@@ -100,8 +108,9 @@ def test_items_equal_etsource_for_every_split_and_caption(layout_root, prepared_
 def test_without_clip_features_truncated_and_one_caption(tmp_path):
   layout_root = tmp_path / "layout"
   et.export_embedded(layout_root, "pure", {"train": 3, "test": 1}, max_frames=MAX_FRAMES, min_frames=MIN_FRAMES)
-  metadata = prepared.prepare(layout_root, tmp_path / "prepared", subsets=["pure"], max_frames=40,
-                              caption_keys=["caption_cam"])
+  metadata = prepared.prepare(
+    layout_root, tmp_path / "prepared", subsets=["pure"], max_frames=40, caption_keys=["caption_cam"]
+  )
   assert sorted(metadata["splits"]) == ["pure_test", "pure_train"] and metadata["num_records"] == 4
   for split in ("train", "test"):
     ours = prepared.PreparedETSource(tmp_path / "prepared", "pure", split, max_frames=40, caption="caption_cam")
@@ -131,16 +140,24 @@ def test_prepare_refuses(layout_root, prepared_root, tmp_path):
 
 
 def test_trajectory_source_grain_and_pickle(layout_root, prepared_root):
-  data = ml_collections.ConfigDict({"source": "et_prepared", "path": str(prepared_root), "subset": "mixed",
-                                    "max_frames": MAX_FRAMES, "caption": "caption_cam"})
+  data = ml_collections.ConfigDict(
+    {
+      "source": "et_prepared",
+      "path": str(prepared_root),
+      "subset": "mixed",
+      "max_frames": MAX_FRAMES,
+      "caption": "caption_cam",
+    }
+  )
   source = trajectory_source(data, "test")
   assert isinstance(source, prepared.PreparedETSource) and isinstance(source, pipeline.RandomAccessSource)
   reference = et.ETSource(layout_root, "mixed", "test", max_frames=MAX_FRAMES, caption="caption_cam")
   assert_sources_identical(source, reference)
   assert_sources_identical(pickle.loads(pickle.dumps(source)), reference)  # as Grain's worker processes get it
   keys = ("camera_traj", "caption_cam_clip_seq")
-  batches = pipeline.make_train_iterator(source, lambda item: {key: item[key] for key in keys}, 4, seed=0,
-                                         num_threads=2, process_index=0, process_count=1)
+  batches = pipeline.make_train_iterator(
+    source, lambda item: {key: item[key] for key in keys}, 4, seed=0, num_threads=2, process_index=0, process_count=1
+  )
   batch = next(batches)
   assert batch["camera_traj"].shape == (4, MAX_FRAMES, 9) and batch["caption_cam_clip_seq"].shape == (4, 77, 4)
   rows = {reference[i]["camera_traj"].tobytes() for i in range(len(reference))}
@@ -160,7 +177,7 @@ def _rewrite_shard(path, records):
 
 def _flip_bytes(path, start, count):
   data = bytearray(path.read_bytes())
-  data[start:start + count] = bytes(255 - byte for byte in data[start:start + count])
+  data[start : start + count] = bytes(255 - byte for byte in data[start : start + count])
   path.write_bytes(bytes(data))
 
 
@@ -172,24 +189,39 @@ def _edit_metadata(root, **changes):
 SHARD_0, SHARD_1 = "records-00000-of-00004.array_record", "records-00001-of-00004.array_record"
 
 
-@pytest.mark.parametrize("damage, error, message", [
+@pytest.mark.parametrize(
+  "damage, error, message",
+  [
     (lambda root: shutil.rmtree(root), DataError, "prepared E.T. directory not found: {root}; build it with `{hint}"),
     (lambda root: (root / "metadata.json").unlink(), DataError, "{root}/metadata.json not found: .*`{hint}{root}`"),
     (lambda root: (root / "metadata.json").write_text("{"), DataError, "{root}/metadata.json is not valid JSON"),
     (lambda root: _edit_metadata(root, format_version=0), DataError, "metadata.json has format version 0"),
     (lambda root: (root / "metadata.json").write_text("{}"), DataError, r"metadata.json lacks \['format_version'"),
     (lambda root: (root / SHARD_1).unlink(), DataError, "missing shard {root}/" + SHARD_1 + "; prepare again"),
-    (lambda root: (root / SHARD_1).write_bytes(b"\0" * 100), DataError,
-     "shard {root}/" + SHARD_1 + " is not a readable ArrayRecord file, metadata.json says 3 records"),
-    (lambda root: _rewrite_shard(root / SHARD_1, [b""] * 2), DataError,
-     "shard {root}/" + SHARD_1 + " holds 2 records, metadata.json says 3"),
+    (
+      lambda root: (root / SHARD_1).write_bytes(b"\0" * 100),
+      DataError,
+      "shard {root}/" + SHARD_1 + " is not a readable ArrayRecord file, metadata.json says 3 records",
+    ),
+    (
+      lambda root: _rewrite_shard(root / SHARD_1, [b""] * 2),
+      DataError,
+      "shard {root}/" + SHARD_1 + " holds 2 records, metadata.json says 3",
+    ),
     (lambda root: (root / "pure_train_index.npy").unlink(), DataError, "missing split index {root}/pure_train_index"),
-    (lambda root: np.save(root / "pure_train_index.npy", np.arange(4)), DataError,
-     r"split index {root}/pure_train_index.npy has shape \(4,\)"),
-    (lambda root: np.save(root / "pure_train_index.npy", np.arange(5) + 10), DataError,
-     r"pure_train_index.npy .* record numbers in \[0, 12\)"),
+    (
+      lambda root: np.save(root / "pure_train_index.npy", np.arange(4)),
+      DataError,
+      r"split index {root}/pure_train_index.npy has shape \(4,\)",
+    ),
+    (
+      lambda root: np.save(root / "pure_train_index.npy", np.arange(5) + 10),
+      DataError,
+      r"pure_train_index.npy .* record numbers in \[0, 12\)",
+    ),
     (lambda root: None, ConfigError, "max_frames=100, but {root} was prepared with max_frames=64"),
-])
+  ],
+)
 def test_open_errors_name_the_file(prepared_root, tmp_path, damage, error, message):
   root = tmp_path / "prepared"
   shutil.copytree(prepared_root, root)
@@ -206,8 +238,10 @@ def test_corrupt_records_name_the_shard_and_index(layout_root, prepared_root, tm
   # record 0's checksum only.
   _flip_bytes(root / SHARD_0, 200, 16)
   source = prepared.PreparedETSource(root, "pure", "train", max_frames=MAX_FRAMES)
-  with pytest.raises(DataError, match=f"corrupt record 0 of shard {root}/{SHARD_0} \\(pure/train item 0\\): "
-                                      "RuntimeError: .*hash mismatch"):
+  with pytest.raises(
+    DataError,
+    match=f"corrupt record 0 of shard {root}/{SHARD_0} \\(pure/train item 0\\): RuntimeError: .*hash mismatch",
+  ):
     source[0]
   assert_identical(source[1], et.ETSource(layout_root, "pure", "train", max_frames=MAX_FRAMES)[1])
   # A readable container holding bytes that are not an item: pure/test item 0 is record 5 = shard 1, position 2.
@@ -220,35 +254,66 @@ def test_corrupt_records_name_the_shard_and_index(layout_root, prepared_root, tm
 
 
 def _cli(*args):
-  return subprocess.run([sys.executable, "-m", "storyjax.data.et", *args], cwd=REPO_ROOT, capture_output=True,
-                        text=True, timeout=120)
+  return subprocess.run(
+    [sys.executable, "-m", "storyjax.data.et", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+  )
 
 
 def test_cli(layout_root, tmp_path):
   out_dir = tmp_path / "prepared"
-  result = _cli(f"--path={layout_root}", f"--prepare={out_dir}", f"--max_frames={MAX_FRAMES}", "--subsets=pure",
-                "--records_per_shard=5")
+  result = _cli(
+    f"--path={layout_root}",
+    f"--prepare={out_dir}",
+    f"--max_frames={MAX_FRAMES}",
+    "--subsets=pure",
+    "--records_per_shard=5",
+  )
   assert result.returncode == 0, result.stderr
   summary = json.loads(result.stdout.splitlines()[-1])
-  assert summary == {"prepared": str(out_dir), "source": str(layout_root), "num_records": 8, "num_shards": 2,
-                     "max_frames": MAX_FRAMES, "caption_keys": list(et.CAPTION_KEYS),
-                     "splits": {"pure_train": 5, "pure_test": 3}}
-  assert_sources_identical(prepared.PreparedETSource(out_dir, "pure", "test", max_frames=MAX_FRAMES),
-                           et.ETSource(layout_root, "pure", "test", max_frames=MAX_FRAMES))
+  assert summary == {
+    "prepared": str(out_dir),
+    "source": str(layout_root),
+    "num_records": 8,
+    "num_shards": 2,
+    "max_frames": MAX_FRAMES,
+    "caption_keys": list(et.CAPTION_KEYS),
+    "splits": {"pure_train": 5, "pure_test": 3},
+  }
+  assert_sources_identical(
+    prepared.PreparedETSource(out_dir, "pure", "test", max_frames=MAX_FRAMES),
+    et.ETSource(layout_root, "pure", "test", max_frames=MAX_FRAMES),
+  )
   for args, message in (
-      ([f"--path={layout_root}", f"--prepare={tmp_path / 'other'}", "--retag", "--seed=1"],
-       "error: --retag goes with --path=DIR; --seed goes with --export=DIR, not --path=DIR --prepare=OUT"),
-      ([f"--export={tmp_path / 'export'}", f"--prepare={tmp_path / 'other'}"],
-       "error: --prepare=OUT goes with --path=DIR")):
+    (
+      [f"--path={layout_root}", f"--prepare={tmp_path / 'other'}", "--retag", "--seed=1"],
+      "error: --retag goes with --path=DIR; --seed goes with --export=DIR, not --path=DIR --prepare=OUT",
+    ),
+    (
+      [f"--export={tmp_path / 'export'}", f"--prepare={tmp_path / 'other'}"],
+      "error: --prepare=OUT goes with --path=DIR",
+    ),
+  ):
     failed = _cli(*args)
     assert failed.returncode == 1 and failed.stderr.strip().splitlines() == [failed.stderr.strip()]
     assert failed.stderr.startswith(message), failed.stderr
 
 
 def test_benchmark_prints_both_rates(tmp_path):
-  result = subprocess.run([sys.executable, "benchmarks/et_reading.py", "--num_samples=3", "--max_frames=64",
-                           "--clip_dim=8", "--repeats=1", f"--workdir={tmp_path}"], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
+  result = subprocess.run(
+    [
+      sys.executable,
+      "benchmarks/et_reading.py",
+      "--num_samples=3",
+      "--max_frames=64",
+      "--clip_dim=8",
+      "--repeats=1",
+      f"--workdir={tmp_path}",
+    ],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(result.stdout.splitlines()[-1])
   assert report["num_samples"] == 3 and report["et_items_per_sec"] > 0 and report["prepared_items_per_sec"] > 0

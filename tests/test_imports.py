@@ -1,4 +1,5 @@
 """Import arrows point down: library modules never import the entry points, and tasks never import each other."""
+
 import ast
 import pathlib
 
@@ -41,8 +42,11 @@ def defines_task(path: pathlib.Path) -> bool:
 
 def test_no_task_imports_another_task():
   """A task module defines `Task`; shared helpers beside them (e.g. trajectory.py) may be imported."""
-  task_modules = {f"storyjax.tasks.{path.stem}" for path in (REPO_ROOT / "storyjax" / "tasks").glob("*.py")
-                  if path.stem != "base" and defines_task(path)}
+  task_modules = {
+    f"storyjax.tasks.{path.stem}"
+    for path in (REPO_ROOT / "storyjax" / "tasks").glob("*.py")
+    if path.stem != "base" and defines_task(path)
+  }
   assert {"storyjax.tasks.director", "storyjax.tasks.clatr"} <= task_modules
   for path in (REPO_ROOT / "storyjax" / "tasks").glob("*.py"):
     others = task_modules - {f"storyjax.tasks.{path.stem}"}
@@ -51,7 +55,9 @@ def test_no_task_imports_another_task():
 
 def test_trainer_imports_no_task():
   names = imported_modules(REPO_ROOT / "storyjax" / "trainer.py")
-  assert not {name for name in names if name.startswith("storyjax.tasks") and not name.startswith("storyjax.tasks.base")}
+  assert not {
+    name for name in names if name.startswith("storyjax.tasks") and not name.startswith("storyjax.tasks.base")
+  }
   assert not names & ENTRY_POINTS
 
 

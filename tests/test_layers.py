@@ -1,13 +1,14 @@
 """Shared layers (conv, norms, patches, positions, condition mapper, LayerScale) against numpy references,
 and their logical partitioning on an 8-device mesh."""
+
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 import numpy as np
 import pytest
-from jax.sharding import PartitionSpec
 
 from storyjax import sharding
 from storyjax.layers.attention import MultiHeadAttention
@@ -28,10 +29,14 @@ def _random_variables(module, *args, seed=0, scale=0.3, **kwargs):
   N(0, scale²), batch statistics U(0.5, 1.5) (a valid variance), so no ones/zeros initialiser hides anything."""
   shapes = nn.unbox(jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *args, **kwargs)))
   rng = np.random.default_rng(seed)
-  draw = {"params": lambda shape: scale * rng.normal(size=shape), "batch_stats": lambda shape: rng.uniform(
-      0.5, 1.5, shape)}
-  return {collection: jax.tree.map(lambda leaf: draw[collection](leaf.shape).astype(np.float32), tree)
-          for collection, tree in shapes.items()}
+  draw = {
+    "params": lambda shape: scale * rng.normal(size=shape),
+    "batch_stats": lambda shape: rng.uniform(0.5, 1.5, shape),
+  }
+  return {
+    collection: jax.tree.map(lambda leaf: draw[collection](leaf.shape).astype(np.float32), tree)
+    for collection, tree in shapes.items()
+  }
 
 
 # ---- numpy references ----------------------------------------------------------------------------------------
@@ -47,7 +52,7 @@ def _np_conv_same(inputs, kernel, bias, strides):
   windows = np.lib.stride_tricks.sliding_window_view(padded, taps, axis=tuple(range(1, 1 + len(taps))))
   windows = windows[(slice(None),) + tuple(slice(None, None, stride) for stride in strides)]
   # windows: (B, *out, C, *taps); kernel: (*taps, C, O)
-  letters = "defg"[:len(taps)]
+  letters = "defg"[: len(taps)]
   out = np.einsum(f"b...c{letters},{letters}co->b...o", windows, kernel)
   return out + (0.0 if bias is None else bias)
 
@@ -58,11 +63,11 @@ def _np_norm(kind, inputs, scale=None, bias=None, num_groups=None, mean=None, va
   if kind == "layer":
     normed = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + EPS)
   elif kind == "rms":
-    return x / np.sqrt((x ** 2).mean(-1, keepdims=True) + EPS) * scale
+    return x / np.sqrt((x**2).mean(-1, keepdims=True) + EPS) * scale
   elif kind == "group":
     grouped = x.reshape(x.shape[:-1] + (num_groups, x.shape[-1] // num_groups))
     axes = tuple(range(1, grouped.ndim - 2)) + (grouped.ndim - 1,)
-    normed = ((grouped - grouped.mean(axes, keepdims=True)) / np.sqrt(grouped.var(axes, keepdims=True) + EPS))
+    normed = (grouped - grouped.mean(axes, keepdims=True)) / np.sqrt(grouped.var(axes, keepdims=True) + EPS)
     normed = normed.reshape(x.shape)
   elif kind == "batch":
     normed = (x - mean) / np.sqrt(var + EPS)
@@ -73,11 +78,11 @@ def _np_norm(kind, inputs, scale=None, bias=None, num_groups=None, mean=None, va
 
 # ---- conv ----------------------------------------------------------------------------------------------------
 CONV_CASES = [  # input shape, kernel, strides
-    ((2, 8, 8, 3), (3, 3), (1, 1)),
-    ((2, 7, 9, 3), (3, 3), (2, 2)),
-    ((1, 6, 5, 2), (4, 2), (2, 1)),
-    ((2, 4, 6, 6, 2), (3, 3, 3), (1, 2, 2)),
-    ((1, 5, 6, 7, 3), (2, 3, 1), (2, 1, 3)),
+  ((2, 8, 8, 3), (3, 3), (1, 1)),
+  ((2, 7, 9, 3), (3, 3), (2, 2)),
+  ((1, 6, 5, 2), (4, 2), (2, 1)),
+  ((2, 4, 6, 6, 2), (3, 3, 3), (1, 2, 2)),
+  ((1, 5, 6, 7, 3), (2, 3, 1), (2, 1, 3)),
 ]
 
 
@@ -97,12 +102,15 @@ def test_conv_rejects_other_ranks():
     conv(4, (3,))
 
 
-@pytest.mark.parametrize("shape, kernel_size, strides, norm, activation, residual", [
+@pytest.mark.parametrize(
+  "shape, kernel_size, strides, norm, activation, residual",
+  [
     ((2, 7, 9, 4), (3, 3), (2, 2), "group", "relu", True),  # strided residual through the 1×1 shortcut
     ((2, 6, 6, 8), (3, 3), (1, 1), "rms", "gelu", True),  # identity residual
     ((2, 4, 6, 6, 4), (3, 3, 3), (1, 2, 2), "layer", "silu", False),
     ((2, 4, 5, 5, 4), (1, 3, 3), (1, 1, 1), "none", "none", True),
-])
+  ],
+)
 def test_conv_block_matches_numpy(shape, kernel_size, strides, norm, activation, residual):
   inputs = np.random.default_rng(1).normal(size=shape).astype(np.float32)
   block = ConvBlock(8, kernel_size, norm, activation, strides, residual, num_groups=2)
@@ -111,12 +119,17 @@ def test_conv_block_matches_numpy(shape, kernel_size, strides, norm, activation,
   p = jax.tree.map(np.asarray, params)
   features = _np_conv_same(inputs, p["conv"]["kernel"], p["conv"]["bias"], strides)
   features = _np_norm(norm, features, **({} if norm == "none" else p["norm"]), num_groups=2)
-  activations = {"relu": lambda x: np.maximum(x, 0), "silu": lambda x: x / (1 + np.exp(-x)), "none": lambda x: x,
-                 "gelu": lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))}
+  activations = {
+    "relu": lambda x: np.maximum(x, 0),
+    "silu": lambda x: x / (1 + np.exp(-x)),
+    "none": lambda x: x,
+    "gelu": lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3))),
+  }
   expected = activations[activation](features)
   if residual:
-    shortcut = (_np_conv_same(inputs, p["shortcut"]["kernel"], p["shortcut"]["bias"], strides)
-                if "shortcut" in p else inputs)
+    shortcut = (
+      _np_conv_same(inputs, p["shortcut"]["kernel"], p["shortcut"]["bias"], strides) if "shortcut" in p else inputs
+    )
     expected = expected + shortcut
   assert ("shortcut" in p) == (residual and (shape[-1] != 8 or strides != (1,) * len(strides)))
   np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
@@ -132,14 +145,19 @@ def test_conv_block_batch_norm_trains_on_batch_statistics_and_evaluates_on_runni
   features = _np_conv_same(inputs, np.asarray(params["conv"]["kernel"]), None, (1, 1))
   mean, var = features.mean((0, 1, 2)), features.var((0, 1, 2))
   norm = jax.tree.map(np.asarray, params["norm"])
-  np.testing.assert_allclose(out, np.maximum(_np_norm("batch", features, **norm, mean=mean, var=var), 0),
-                             rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+    out, np.maximum(_np_norm("batch", features, **norm, mean=mean, var=var), 0), rtol=1e-4, atol=1e-4
+  )
   stats = updates["batch_stats"]["norm"]
   np.testing.assert_allclose(stats["mean"], 0.9 * running["mean"] + 0.1 * mean, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(stats["var"], 0.9 * running["var"] + 0.1 * var, rtol=1e-4, atol=1e-5)
   evaluated = block.apply({"params": params, **updates}, inputs)  # train=False: no mutable collection needed
-  np.testing.assert_allclose(evaluated, np.maximum(_np_norm("batch", features, **norm, mean=stats["mean"],
-                                                            var=stats["var"]), 0), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+    evaluated,
+    np.maximum(_np_norm("batch", features, **norm, mean=stats["mean"], var=stats["var"]), 0),
+    rtol=1e-4,
+    atol=1e-4,
+  )
 
 
 def test_conv_block_rejects_wrong_rank_and_unknown_activation():
@@ -156,8 +174,13 @@ def test_norm_matches_numpy(kind):
   norm = make_norm(kind, num_groups=4, train=True)
   variables = {} if kind == "none" else _random_variables(norm, inputs)
   params = variables.get("params", {})
-  expected_names = {"layer": {"scale", "bias"}, "rms": {"scale"}, "group": {"scale", "bias"},
-                    "batch": {"scale", "bias"}, "none": set()}[kind]
+  expected_names = {
+    "layer": {"scale", "bias"},
+    "rms": {"scale"},
+    "group": {"scale", "bias"},
+    "batch": {"scale", "bias"},
+    "none": set(),
+  }[kind]
   assert set(params) == expected_names
   if kind == "none":
     np.testing.assert_array_equal(norm(inputs), inputs)
@@ -170,8 +193,10 @@ def test_norm_matches_numpy(kind):
   low = make_norm(kind, jnp.bfloat16, num_groups=4, train=True)
   low_outputs = low.apply({**variables, "params": params}, inputs, mutable=["batch_stats"])[0]
   assert low_outputs.dtype == jnp.bfloat16
-  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(
-      jax.eval_shape(lambda: low.init(jax.random.PRNGKey(0), inputs))))
+  assert all(
+    leaf.dtype == jnp.float32
+    for leaf in jax.tree.leaves(jax.eval_shape(lambda: low.init(jax.random.PRNGKey(0), inputs)))
+  )
   np.testing.assert_allclose(np.asarray(low_outputs, np.float32), expected, rtol=2e-2, atol=2e-2)
 
 
@@ -194,15 +219,17 @@ def test_unknown_norm_names_the_choices():
 def test_transformer_layer_norm_keeps_its_parameters():
   tokens = np.random.default_rng(5).normal(size=(2, 3, 8)).astype(np.float32)
   init = lambda norm: jax.eval_shape(lambda: norm.init(jax.random.PRNGKey(0), tokens))
-  assert nn.get_partition_spec(init(layer_norm())["params"]) == {"scale": PartitionSpec("embed"),
-                                                                 "bias": PartitionSpec("embed")}
+  assert nn.get_partition_spec(init(layer_norm())["params"]) == {
+    "scale": PartitionSpec("embed"),
+    "bias": PartitionSpec("embed"),
+  }
   assert init(layer_norm(affine=False)) == {}
 
 
 # ---- patches -------------------------------------------------------------------------------------------------
 def _np_patchify(pixels, patch_size):
   """Explicit loop over the grid: each patch flattened row-major, channels fastest."""
-  batch, *spatial, channels = pixels.shape
+  batch, *spatial, _channels = pixels.shape
   grid = [size // patch for size, patch in zip(spatial, patch_size)]
   patches = []
   for cell in np.ndindex(*grid):
@@ -246,8 +273,14 @@ def test_sinusoidal_embedding_2d_matches_numpy():
   frequencies = 10_000.0 ** (-np.arange(quarter) / quarter)
   for row in range(height):
     for column in range(width):
-      expected = np.concatenate([np.cos(row * frequencies), np.sin(row * frequencies),
-                                 np.cos(column * frequencies), np.sin(column * frequencies)])
+      expected = np.concatenate(
+        [
+          np.cos(row * frequencies),
+          np.sin(row * frequencies),
+          np.cos(column * frequencies),
+          np.sin(column * frequencies),
+        ]
+      )
       np.testing.assert_allclose(table[row * width + column], expected, rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="multiple of 4"):
     sinusoidal_embedding_2d(2, 2, 6)
@@ -298,8 +331,7 @@ def test_condition_mapper_shapes_and_masking():
     mapper.apply({"params": params}, tokens, mask[:, :4])
 
 
-BLOCK_STYLES = {"plain": set(), "cross_attention": {"cross_attention", "cross_attention_norm"},
-                "adaln": {"modulation"}}
+BLOCK_STYLES = {"plain": set(), "cross_attention": {"cross_attention", "cross_attention_norm"}, "adaln": {"modulation"}}
 
 
 def _block_inputs(style):
@@ -308,8 +340,10 @@ def _block_inputs(style):
   key_mask = np.array([[True] * 6, [True] * 4 + [False] * 2])
   extra = {}
   if style == "cross_attention":
-    extra = {"context": rng.normal(size=(2, 4, 16)).astype(np.float32),
-             "context_mask": np.array([[True] * 4, [True, True, False, False]])}
+    extra = {
+      "context": rng.normal(size=(2, 4, 16)).astype(np.float32),
+      "context_mask": np.array([[True] * 4, [True, True, False, False]]),
+    }
   elif style == "adaln":
     extra = {"condition": rng.normal(size=(2, 16)).astype(np.float32)}
   return tokens, key_mask, extra
@@ -327,7 +361,8 @@ def test_layer_scale(style):
   scaled_init = jax.jit(lambda: nn.unbox(scaled.init(jax.random.PRNGKey(0), tokens, key_mask, **extra)))()
   scaled_init = scaled_init["params"]
   scale_names = {f"{name}_layer_scale" for name in ("attention", "mlp")} | (
-      {"cross_attention_layer_scale"} if style == "cross_attention" else set())
+    {"cross_attention_layer_scale"} if style == "cross_attention" else set()
+  )
   assert set(scaled_init) == set(base_params) | scale_names
   for name in scale_names:
     np.testing.assert_array_equal(scaled_init[name], np.full(16, 1e-4, np.float32))
@@ -357,13 +392,13 @@ def _new_layers():
   image, clip = jnp.zeros((8, 16, 16, 64)), jnp.zeros((8, 4, 8, 8, 32))
   tokens, mask = jnp.zeros((8, 6, 64)), jnp.ones((8, 6), bool)
   return {
-      "conv_2d": (conv(128, (3, 3)), (image,), {}),
-      "conv_block_3d": (ConvBlock(64, (3, 3, 3), "group", residual=True, strides=(1, 2, 2)), (clip,), {}),
-      "conv_block_batch": (ConvBlock(64, (3, 3), "batch"), (image,), {}),
-      "patch_embedding": (PatchEmbedding(64, (4, 4)), (image[..., :3],), {}),
-      "patch_embedding_3d": (PatchEmbedding(64, (2, 4, 4)), (clip[..., :3],), {}),
-      "learned_positions": (LearnedPositions(16), (tokens,), {}),
-      "condition_mapper": (ConditionMapper(4, 1, 2, 128, layer_scale_init=1e-4), (tokens, mask), {}),
+    "conv_2d": (conv(128, (3, 3)), (image,), {}),
+    "conv_block_3d": (ConvBlock(64, (3, 3, 3), "group", residual=True, strides=(1, 2, 2)), (clip,), {}),
+    "conv_block_batch": (ConvBlock(64, (3, 3), "batch"), (image,), {}),
+    "patch_embedding": (PatchEmbedding(64, (4, 4)), (image[..., :3],), {}),
+    "patch_embedding_3d": (PatchEmbedding(64, (2, 4, 4)), (clip[..., :3],), {}),
+    "learned_positions": (LearnedPositions(16), (tokens,), {}),
+    "condition_mapper": (ConditionMapper(4, 1, 2, 128, layer_scale_init=1e-4), (tokens, mask), {}),
   }
 
 
@@ -372,8 +407,7 @@ def test_new_parameters_use_known_logical_axes_and_shard_on_8_devices():
   shardings = {}
   for name, (module, inputs, kwargs) in _new_layers().items():
     variables = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *inputs, **kwargs))
-    for spec in jax.tree.leaves(nn.get_partition_spec(variables),
-                                is_leaf=lambda leaf: isinstance(leaf, PartitionSpec)):
+    for spec in jax.tree.leaves(nn.get_partition_spec(variables), is_leaf=lambda leaf: isinstance(leaf, PartitionSpec)):
       assert set(spec) - {None} <= RULE_NAMES, f"{name}: {spec} names an axis missing from LOGICAL_AXIS_RULES"
     shardings[name] = jax.tree.map(lambda named: named.spec, sharding.logical_shardings(variables, mesh))
 
@@ -387,7 +421,8 @@ def test_new_parameters_use_known_logical_axes_and_shard_on_8_devices():
   # 3 pixel channels stay whole; the embedding width shards like every other `embed` axis.
   assert shardings["patch_embedding"]["params"]["projection"]["kernel"] == PartitionSpec(None, None, None, "fsdp")
   assert shardings["patch_embedding_3d"]["params"]["projection"]["kernel"] == PartitionSpec(
-      None, None, None, None, "fsdp")
+    None, None, None, None, "fsdp"
+  )
   assert shardings["learned_positions"]["params"]["embedding"] == PartitionSpec(None, "fsdp")
   mapper = shardings["condition_mapper"]["params"]
   assert mapper["registers"] == PartitionSpec(None, "fsdp")
@@ -407,18 +442,18 @@ def test_activation_constraints_use_known_axes_and_sharded_apply_matches(monkeyp
   mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "model": 2})
   rng = np.random.default_rng(11)
   for name, (module, inputs, kwargs) in _new_layers().items():
-    inputs = tuple(rng.normal(size=value.shape).astype(np.float32) if value.dtype == jnp.float32
-                   else np.asarray(value) for value in inputs)
+    inputs = tuple(
+      rng.normal(size=value.shape).astype(np.float32) if value.dtype == jnp.float32 else np.asarray(value)
+      for value in inputs
+    )
     boxed = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *inputs, **kwargs))
     variables = _random_variables(module, *inputs, **kwargs)
     expected = module.apply(variables, *inputs, **kwargs)
     placed = jax.device_put(variables, sharding.logical_shardings(boxed, mesh))
     batch_inputs = tuple(jax.device_put(value, sharding.batch_sharding(mesh)) for value in inputs)
     with sharding.activation_sharding(mesh):
-      outputs = jax.jit(lambda variables, *inputs: module.apply(variables, *inputs, **kwargs))(
-          placed, *batch_inputs)
+      outputs = jax.jit(lambda variables, *inputs: module.apply(variables, *inputs, **kwargs))(placed, *batch_inputs)
     for ours, reference in zip(jax.tree.leaves(outputs), jax.tree.leaves(expected)):
-      np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), rtol=1e-4, atol=1e-4,
-                                 err_msg=name)
+      np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), rtol=1e-4, atol=1e-4, err_msg=name)
   assert used and used <= RULE_NAMES, used - RULE_NAMES
   assert {"activation_depth", "activation_height", "activation_width", "activation_channels"} <= used

@@ -1,4 +1,5 @@
 """Fréchet distance and PRDC against closed forms and brute-force loops."""
+
 import numpy as np
 import pytest
 
@@ -18,6 +19,7 @@ def test_frechet_distance_of_gaussians_matches_the_closed_form():
 def _brute_force_prdc(real, fake, k):
   def radii(points):
     return np.array([sorted(np.linalg.norm(points - p, axis=1))[k] for p in points])
+
   real_radii, fake_radii = radii(real), radii(fake)
   dist = np.array([[np.linalg.norm(r - f) for f in fake] for r in real])
   precision = np.mean([any(dist[i, j] < real_radii[i] for i in range(len(real))) for j in range(len(fake))])
@@ -51,17 +53,22 @@ def _brute_force_published_prdc(reference, generated, k, chunks=5):
   size = int(np.ceil(len(reference) / chunks))
   values = []
   for start in range(0, len(reference), size):
-    real, fake = generated[start:start + size], reference[start:start + size]  # update(pred, ref)
+    real, fake = generated[start : start + size], reference[start : start + size]  # update(pred, ref)
+
     def radii(points):
       return np.array([sorted(np.linalg.norm(points - p, axis=1))[k] for p in points])
+
     real_radii, fake_radii = radii(real), radii(fake)
     dist = np.array([[np.linalg.norm(r - f) for f in fake] for r in real])
     n = len(real)
-    values.append({
+    values.append(
+      {
         "precision": np.mean([any(dist[i, j] < real_radii[i] for i in range(n)) for j in range(n)]),
         "recall": np.mean([any(dist[i, j] < fake_radii[i] for j in range(n)) for i in range(n)]),
         "density": np.mean([sum(dist[i, j] < real_radii[i] for i in range(n)) for j in range(n)]) / k,
-        "coverage": np.mean([min(dist[i]) < real_radii[i] for i in range(n)])})
+        "coverage": np.mean([min(dist[i]) < real_radii[i] for i in range(n)]),
+      }
+    )
   return {name: np.mean([chunk[name] for chunk in values]) for name in values[0]}
 
 

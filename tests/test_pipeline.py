@@ -1,4 +1,5 @@
 """Per-process input pipelines: disjoint shards that assemble into the single-process batches."""
+
 import numpy as np
 import pytest
 
@@ -13,9 +14,16 @@ def _identity(example_id):
 
 
 def _batches(num_steps, process_index=0, process_count=1, start_step=0):
-  iterator = make_train_iterator(list(range(NUM_EXAMPLES)), _identity, GLOBAL_BATCH, seed=3, num_threads=0,
-                                 start_step=start_step, process_index=process_index,
-                                 process_count=process_count)
+  iterator = make_train_iterator(
+    list(range(NUM_EXAMPLES)),
+    _identity,
+    GLOBAL_BATCH,
+    seed=3,
+    num_threads=0,
+    start_step=start_step,
+    process_index=process_index,
+    process_count=process_count,
+  )
   return [next(iterator)["id"] for _ in range(num_steps)]
 
 
@@ -29,8 +37,13 @@ def test_processes_read_disjoint_blocks_of_the_global_batch(process_count):
     assert all(batch.shape == (GLOBAL_BATCH // process_count,) for batch in local)
     np.testing.assert_array_equal(np.concatenate(local), single[step])  # rows in process order
   for epoch in range(2):
-    seen = np.concatenate([batches[step] for batches in per_process
-                           for step in range(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch)])
+    seen = np.concatenate(
+      [
+        batches[step]
+        for batches in per_process
+        for step in range(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch)
+      ]
+    )
     assert sorted(seen.tolist()) == list(range(NUM_EXAMPLES)), f"epoch {epoch}: an example is missing or repeated"
   first_epoch, second_epoch = np.concatenate(single[:steps_per_epoch]), np.concatenate(single[steps_per_epoch:])
   assert not np.array_equal(first_epoch, second_epoch), "each epoch should be reshuffled"

@@ -1,4 +1,5 @@
 """Trajectory figure: a readable PNG of the expected size for hand-made trajectories; input errors."""
+
 import matplotlib.image
 import numpy as np
 import pytest
@@ -29,12 +30,15 @@ def _read_png(path):
 
 def test_orbit_figure_is_a_readable_png(tmp_path):
   poses, char_pos = _orbit_and_push_in(120)
-  np.testing.assert_allclose(poses[:, :, :3].transpose(0, 2, 1) @ poses[:, :, :3], np.tile(np.eye(3), (120, 1, 1)),
-                             atol=1e-12)
+  np.testing.assert_allclose(
+    poses[:, :, :3].transpose(0, 2, 1) @ poses[:, :, :3], np.tile(np.eye(3), (120, 1, 1)), atol=1e-12
+  )
   np.testing.assert_allclose(np.linalg.det(poses[:, :, :3]), 1.0, atol=1e-12)
   path = tmp_path / "orbit.png"
-  caption = ("The camera arcs around the character while moving in and rising slightly, then holds on the "
-             "character who steps to the right; a long caption that has to be wrapped onto two lines.")
+  caption = (
+    "The camera arcs around the character while moving in and rising slightly, then holds on the "
+    "character who steps to the right; a long caption that has to be wrapped onto two lines."
+  )
   plotting.plot_camera_trajectory(path, poses, char_pos, caption=caption, tags="generated tags: push_in, boom_top")
   image = _read_png(path)
   assert image.ndim == 3 and image.shape[2] in (3, 4)
@@ -56,12 +60,15 @@ def test_minimal_inputs(tmp_path):
   assert _read_png(tmp_path / "square.png").shape[1] >= 1100
 
 
-@pytest.mark.parametrize("camera_pose,char_pos,axes_every,match", [
+@pytest.mark.parametrize(
+  "camera_pose,char_pos,axes_every,match",
+  [
     (np.zeros((5, 12)), None, 10, r"camera_pose must be \(N, 3, 4\)"),
     (np.zeros((0, 3, 4)), None, 10, "N ≥ 1"),
     (np.zeros((5, 3, 4)), np.zeros((4, 3)), 10, r"char_pos must be \(N, 3\) = \(5, 3\)"),
     (np.zeros((5, 3, 4)), None, 0, "axes_every"),
-])
+  ],
+)
 def test_bad_inputs_are_named(tmp_path, camera_pose, char_pos, axes_every, match):
   with pytest.raises(ValueError, match=match):
     plotting.plot_camera_trajectory(tmp_path / "bad.png", camera_pose, char_pos, axes_every=axes_every)

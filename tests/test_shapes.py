@@ -2,6 +2,7 @@
 
 Exact resume, 1-vs-8-device parity of losses and statistics, eval mode at evaluation, learning, and the CLI.
 """
+
 import json
 import os
 import subprocess
@@ -12,11 +13,12 @@ import numpy as np
 import pytest
 
 from configs import shapes as shapes_config
-from storyjax import train as train_lib, trainer
+from storyjax import train as train_lib
+from storyjax import trainer
 from storyjax.data.images.shapes import SHAPES, ShapesSource, shape_mask
 from storyjax.tasks import get_task
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, train_crashing_at_step
 
 
 def smoke_config(**mesh):
@@ -53,26 +55,15 @@ def test_state_carries_batch_statistics(reference_run):
     assert np.abs(trained[f"stage_{stage}"]["norm"]["mean"]).max() > 1e-3, "running means never moved"
 
 
-def test_exact_resume_after_crash(runs_dir, reference_run, monkeypatch):
+def test_exact_resume_after_crash(runs_dir, reference_run):
   """Crash during step 5 (checkpoint at 3), restart → the same losses and BatchNorm statistics, bitwise."""
   workdir = runs_dir / "shapes_crashed"
-  original = trainer.TrainSetup.device_batch
-  calls = {"count": 0}
-
-  def crashing_device_batch(self, local_batch):
-    calls["count"] += 1
-    if calls["count"] == 5:
-      raise KeyboardInterrupt("simulated crash")
-    return original(self, local_batch)
-
-  monkeypatch.setattr(trainer.TrainSetup, "device_batch", crashing_device_batch)
-  with pytest.raises(KeyboardInterrupt):
-    train_lib.train(smoke_config(), workdir)
-  monkeypatch.setattr(trainer.TrainSetup, "device_batch", original)
+  train_crashing_at_step(smoke_config(), workdir, crash_step=5)
   train_lib.train(smoke_config(), workdir)
   assert losses(workdir) == losses(reference_run)
-  jax.tree.map(np.testing.assert_array_equal, restored(smoke_config(), workdir),
-               restored(smoke_config(), reference_run))
+  jax.tree.map(
+    np.testing.assert_array_equal, restored(smoke_config(), workdir), restored(smoke_config(), reference_run)
+  )
 
 
 def test_eight_devices_match_one(runs_dir):
@@ -90,11 +81,17 @@ def test_eight_devices_match_one(runs_dir):
   (single_config, single), (sharded_config, sharded) = runs[1], runs[8]
   np.testing.assert_allclose(losses(sharded), losses(single), rtol=1e-5)
   sharded_variables, single_variables = restored(sharded_config, sharded), restored(single_config, single)
-  jax.tree.map(lambda left, right: np.testing.assert_allclose(left, right, rtol=1e-4, atol=1e-4),
-               sharded_variables["batch_stats"], single_variables["batch_stats"])
+  jax.tree.map(
+    lambda left, right: np.testing.assert_allclose(left, right, rtol=1e-4, atol=1e-4),
+    sharded_variables["batch_stats"],
+    single_variables["batch_stats"],
+  )
   # Adam moves a weight whose gradient is near zero by up to one learning rate either way, on float noise.
-  jax.tree.map(lambda left, right: np.testing.assert_allclose(left, right, atol=single_config.optimizer.learning_rate),
-               sharded_variables["params"], single_variables["params"])
+  jax.tree.map(
+    lambda left, right: np.testing.assert_allclose(left, right, atol=single_config.optimizer.learning_rate),
+    sharded_variables["params"],
+    single_variables["params"],
+  )
 
 
 def test_one_step_statistics_do_not_depend_on_the_split():
@@ -126,8 +123,10 @@ def test_learns_and_evaluates_in_eval_mode(runs_dir):
   assert [record["step"] for record in records if "eval/accuracy" in record] == [60, 120]
   task = get_task(config)
   variables = restored(config, workdir)
-  reset = {stage: {"norm": {"mean": np.zeros_like(stats["norm"]["mean"]), "var": np.ones_like(stats["norm"]["var"])}}
-           for stage, stats in variables["batch_stats"].items()}
+  reset = {
+    stage: {"norm": {"mean": np.zeros_like(stats["norm"]["mean"]), "var": np.ones_like(stats["norm"]["var"])}}
+    for stage, stats in variables["batch_stats"].items()
+  }
   assert task.evaluate({**variables, "batch_stats": reset}, workdir)["accuracy"] < results["accuracy"] - 0.1
 
 
@@ -146,9 +145,21 @@ def test_shapes_data_is_reproducible_and_labelled():
 
 def test_trains_through_the_cli(tmp_path):
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  result = subprocess.run([sys.executable, "-m", "storyjax.train", "--config=configs/shapes.py:smoke",
-                           f"--workdir={tmp_path / 'run'}", "--config.eval.at_end=True"],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "storyjax.train",
+      "--config=configs/shapes.py:smoke",
+      f"--workdir={tmp_path / 'run'}",
+      "--config.eval.at_end=True",
+    ],
+    cwd=REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip().splitlines()[-1].startswith("evaluation:")
   assert "plots:" not in result.stdout  # nothing was plotted, so no folder is announced

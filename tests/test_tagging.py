@@ -1,4 +1,5 @@
 """E.T. tagger against plain-Python references written from the E.T. description, plus hand-made cases."""
+
 import itertools
 
 import numpy as np
@@ -67,7 +68,7 @@ def _reference_smooth(labels, window):
   half = window // 2
   smoothed = []
   for i in range(len(labels)):
-    segment = labels[max(0, i - half):i + half + 1]
+    segment = labels[max(0, i - half) : i + half + 1]
     best = None
     for label in sorted(set(segment)):
       if best is None or segment.count(label) > segment.count(best):
@@ -116,14 +117,32 @@ def test_class_names():
   assert tagging.PAD_CLASS == 27
   assert len(tagging.CAMERA_CLASS_NAMES) == len(set(tagging.CAMERA_CLASS_NAMES)) == 27
   assert len(tagging.CHARACTER_CLASS_NAMES) == len(set(tagging.CHARACTER_CLASS_NAMES)) == 27
-  expected_camera = {0: "static", 1: "push_in", 2: "pull_out", 3: "boom_bottom", 4: "boom_bottom-push_in",
-                     6: "boom_top", 9: "trucking_right", 10: "trucking_right-push_in",
-                     14: "trucking_right-boom_bottom-pull_out", 18: "trucking_left",
-                     26: "trucking_left-boom_top-pull_out"}
+  expected_camera = {
+    0: "static",
+    1: "push_in",
+    2: "pull_out",
+    3: "boom_bottom",
+    4: "boom_bottom-push_in",
+    6: "boom_top",
+    9: "trucking_right",
+    10: "trucking_right-push_in",
+    14: "trucking_right-boom_bottom-pull_out",
+    18: "trucking_left",
+    26: "trucking_left-boom_top-pull_out",
+  }
   for index, name in expected_camera.items():
     assert tagging.CAMERA_CLASS_NAMES[index] == name
-  expected_character = {0: "static", 1: "move_forward", 2: "move_backward", 3: "move_down", 6: "move_up",
-                        9: "move_right", 10: "move_right-move_forward", 15: "move_right-move_up", 18: "move_left"}
+  expected_character = {
+    0: "static",
+    1: "move_forward",
+    2: "move_backward",
+    3: "move_down",
+    6: "move_up",
+    9: "move_right",
+    10: "move_right-move_forward",
+    15: "move_right-move_up",
+    18: "move_left",
+  }
   for index, name in expected_character.items():
     assert tagging.CHARACTER_CLASS_NAMES[index] == name
 
@@ -143,18 +162,34 @@ def test_class_from_signs_rejects_bad_input():
     tagging.class_from_signs([1, 0])
 
 
-@pytest.mark.parametrize("velocity, expected", [
+@pytest.mark.parametrize(
+  "velocity, expected",
+  [
     # static threshold: |v| must be strictly above 0.02
-    ((0.02, 0.0, 0.0), 0), ((0.0200001, 0.0, 0.0), 9), ((-0.02, 0.0, 0.03), 1), ((0.0, -0.03, -0.02), 6),
+    ((0.02, 0.0, 0.0), 0),
+    ((0.0200001, 0.0, 0.0), 9),
+    ((-0.02, 0.0, 0.03), 1),
+    ((0.0, -0.03, -0.02), 6),
     # x/y dominance on both sides of ±0.4, and exactly at it (no drop)
-    ((1.0, 0.59, 0.0), 9), ((1.0, 0.61, 0.0), 12), ((0.59, 1.0, 0.0), 3), ((0.61, 1.0, 0.0), 12),
-    ((1.0, 0.6, 0.0), 12), ((0.6, -1.0, 0.0), 15),
+    ((1.0, 0.59, 0.0), 9),
+    ((1.0, 0.61, 0.0), 12),
+    ((0.59, 1.0, 0.0), 3),
+    ((0.61, 1.0, 0.0), 12),
+    ((1.0, 0.6, 0.0), 12),
+    ((0.6, -1.0, 0.0), 15),
     # x/z
-    ((1.0, 0.0, -0.59), 9), ((1.0, 0.0, -0.61), 11), ((-0.59, 0.0, 1.0), 1), ((-0.61, 0.0, 1.0), 19),
+    ((1.0, 0.0, -0.59), 9),
+    ((1.0, 0.0, -0.61), 11),
+    ((-0.59, 0.0, 1.0), 1),
+    ((-0.61, 0.0, 1.0), 19),
     # y/z
-    ((0.0, -1.0, 0.59), 6), ((0.0, -1.0, 0.61), 7), ((0.0, 0.59, 1.0), 1), ((0.0, 0.61, 1.0), 4),
+    ((0.0, -1.0, 0.59), 6),
+    ((0.0, -1.0, 0.61), 7),
+    ((0.0, 0.59, 1.0), 1),
+    ((0.0, 0.61, 1.0), 4),
     # 3 axes, rules applied in turn: xy drops y; xz and yz within ±0.4 keep x and z
-    ((1.0, 0.5, 0.8), 10), ((-1.0, 0.5, -0.8), 20),
+    ((1.0, 0.5, 0.8), 10),
+    ((-1.0, 0.5, -0.8), 20),
     # xy drops y, then xz drops z
     ((1.0, 0.5, 0.55), 9),
     # xy drops x, xz = −0.4 drops nothing, yz drops z
@@ -163,7 +198,8 @@ def test_class_from_signs_rejects_bad_input():
     ((1.0, -1.0, 0.1), 15),
     # all within: all three kept
     ((1.0, 1.0, -0.7), 14),
-])
+  ],
+)
 def test_hand_made_steps(velocity, expected):
   assert _reference_step_class(velocity, 0.02, 0.4) == expected
   np.testing.assert_array_equal(tagging.step_classes(np.array([velocity]), 0.02, 0.4), [expected])
@@ -206,7 +242,9 @@ def test_smoothing_default_window_matches_reference():
   np.testing.assert_array_equal(tagging.smooth_classes(short), short)
 
 
-@pytest.mark.parametrize("labels, min_size, expected", [
+@pytest.mark.parametrize(
+  "labels, min_size, expected",
+  [
     # first run: the next run grows backwards
     ([0, 1, 1, 1, 2, 2, 2], 3, [1, 1, 1, 1, 2, 2, 2]),
     # last run: the previous run grows forwards
@@ -223,7 +261,8 @@ def test_smoothing_default_window_matches_reference():
     ([0, 1], 25, [1, 1]),
     ([4, 4, 4], 25, [4, 4, 4]),
     ([], 25, []),
-])
+  ],
+)
 def test_merge_short_runs_by_hand(labels, min_size, expected):
   assert _reference_merge(labels, min_size) == expected
   merged = tagging.merge_short_runs(np.array(labels, np.int64), min_size)
@@ -237,7 +276,9 @@ def test_merge_short_runs_matches_reference_on_random_labels():
     num_runs = int(rng.integers(1, 40))
     labels = rng.integers(0, 4, size=num_runs).repeat(rng.integers(1, 35, size=num_runs))
     min_size = int(rng.choice([2, 5, 25]))
-    np.testing.assert_array_equal(tagging.merge_short_runs(labels, min_size), _reference_merge(labels.tolist(), min_size))
+    np.testing.assert_array_equal(
+      tagging.merge_short_runs(labels, min_size), _reference_merge(labels.tolist(), min_size)
+    )
 
 
 def test_runs():
@@ -282,8 +323,9 @@ def test_push_in_is_measured_in_the_camera_frame():
 
 def test_tag_camera_removes_a_blip_between_two_segments():
   # 100 steps trucking right, a 10-step boom_bottom blip, 100 steps boom_top (camera frame = world here).
-  velocity = np.concatenate([np.tile([0.5, 0.0, 0.0], (100, 1)), np.tile([0.0, 0.5, 0.0], (10, 1)),
-                             np.tile([0.0, -0.5, 0.0], (100, 1))])
+  velocity = np.concatenate(
+    [np.tile([0.5, 0.0, 0.0], (100, 1)), np.tile([0.0, 0.5, 0.0], (10, 1)), np.tile([0.0, -0.5, 0.0], (100, 1))]
+  )
   centres = np.concatenate([np.zeros((1, 3)), np.cumsum(velocity / 25.0, axis=0)])
   tags = tagging.tag_camera(_poses(np.tile(np.eye(3), (211, 1, 1)), centres))
   assert tags.shape == (210,)
@@ -292,8 +334,9 @@ def test_tag_camera_removes_a_blip_between_two_segments():
 
 
 def test_tag_character_uses_world_axes_and_its_thresholds():
-  velocity = np.concatenate([np.tile([0.0, 0.0, 1.0], (80, 1)), np.tile([-0.8, 0.0, 0.0], (80, 1)),
-                             np.tile([0.0, 0.0, 0.2], (80, 1))])  # the last part is below the 0.22 threshold
+  velocity = np.concatenate(
+    [np.tile([0.0, 0.0, 1.0], (80, 1)), np.tile([-0.8, 0.0, 0.0], (80, 1)), np.tile([0.0, 0.0, 0.2], (80, 1))]
+  )  # the last part is below the 0.22 threshold
   char_pos = np.concatenate([np.zeros((1, 3)), np.cumsum(velocity / 25.0, axis=0)])
   tags = tagging.tag_character(char_pos)
   assert tags.shape == (240,)

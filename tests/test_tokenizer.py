@@ -1,12 +1,12 @@
 """Caption tokenizer: ids against a plain-Python reference, round trip, padding/truncation, save/load."""
+
 import re
 
 import numpy as np
 import pytest
 
 from storyjax.data.et import procedural
-from storyjax.text.tokenizer import (build_caption_tokenizer, load_caption_tokenizer, save_tokenizer,
-                                     tokenize_captions)
+from storyjax.text.tokenizer import build_caption_tokenizer, load_caption_tokenizer, save_tokenizer, tokenize_captions
 
 MAX_LENGTH = 96
 
@@ -50,8 +50,8 @@ def test_ids_match_plain_python_reference(tokenizer, vocabulary, captions):
   for row, valid, caption in zip(ids, mask, captions):
     expected = reference_ids(caption, vocabulary)
     assert len(expected) <= MAX_LENGTH, "raise MAX_LENGTH: a dataset caption was truncated"
-    np.testing.assert_array_equal(row[:len(expected)], expected)
-    np.testing.assert_array_equal(row[len(expected):], 0)
+    np.testing.assert_array_equal(row[: len(expected)], expected)
+    np.testing.assert_array_equal(row[len(expected) :], 0)
     np.testing.assert_array_equal(valid, np.arange(MAX_LENGTH) < len(expected))
   assert not np.any(ids == tokenizer.unk_token_id)
 
@@ -73,8 +73,9 @@ def test_save_then_load_gives_identical_ids(tokenizer, captions, tmp_path):
   save_tokenizer(tokenizer, tmp_path / "tokenizer")
   loaded = load_caption_tokenizer(tmp_path / "tokenizer")
   assert loaded.get_vocab() == tokenizer.get_vocab()
-  for left, right in zip(tokenize_captions(tokenizer, captions, MAX_LENGTH),
-                         tokenize_captions(loaded, captions, MAX_LENGTH)):
+  for left, right in zip(
+    tokenize_captions(tokenizer, captions, MAX_LENGTH), tokenize_captions(loaded, captions, MAX_LENGTH)
+  ):
     np.testing.assert_array_equal(left, right)
 
 

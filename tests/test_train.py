@@ -1,4 +1,5 @@
 """The generic train loop on Director `smoke`: resume, sharding, failures, outputs."""
+
 import json
 import os
 import pathlib
@@ -11,13 +12,14 @@ import numpy as np
 import pytest
 
 from configs import director as director_config
-from storyjax import profiling, train as train_lib, trainer
-from storyjax.errors import CheckpointError, ConfigError, DataError, DivergenceError
+from storyjax import profiling, trainer
+from storyjax import train as train_lib
 from storyjax.data.et import procedural
+from storyjax.errors import CheckpointError, ConfigError, DataError, DivergenceError
 from storyjax.tasks import get_task
 from storyjax.tasks.director import Task as DirectorTask
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, train_crashing_at_step
 
 
 def smoke_config(**mesh):
@@ -60,23 +62,11 @@ def test_metrics_and_outputs(reference_run):
   assert list((reference_run / "tensorboard").glob("events.out.tfevents.*"))
 
 
-def test_exact_resume_after_crash(runs_dir, reference_run, monkeypatch):
+def test_exact_resume_after_crash(runs_dir, reference_run):
   """Crash during step 5 (checkpoint at 3, step 4 already logged), restart → same losses bitwise."""
   workdir = runs_dir / "crashed"
-  original = trainer.TrainSetup.device_batch
-  calls = {"count": 0}
-
-  def crashing_device_batch(self, local_batch):
-    calls["count"] += 1
-    if calls["count"] == 5:
-      raise KeyboardInterrupt("simulated crash")
-    return original(self, local_batch)
-
-  monkeypatch.setattr(trainer.TrainSetup, "device_batch", crashing_device_batch)
-  with pytest.raises(KeyboardInterrupt):
-    train_lib.train(smoke_config(), workdir)
+  train_crashing_at_step(smoke_config(), workdir, crash_step=5)
   assert sorted(logged(workdir)) == [1, 2, 3, 4]
-  monkeypatch.setattr(trainer.TrainSetup, "device_batch", original)
   train_lib.train(smoke_config(), workdir)
   resumed, reference = logged(workdir), logged(reference_run)
   assert sorted(resumed) == sorted(reference)
@@ -100,8 +90,9 @@ def test_sharding_invariance(runs_dir, reference_run, mesh):
   workdir = runs_dir / ("mesh_" + "_".join(f"{k}{v}" for k, v in mesh.items()))
   train_lib.train(config, workdir)
   sharded, reference = logged(workdir), logged(reference_run)
-  np.testing.assert_allclose([sharded[s]["loss"] for s in sorted(reference)],
-                             [reference[s]["loss"] for s in sorted(reference)], rtol=2e-5)
+  np.testing.assert_allclose(
+    [sharded[s]["loss"] for s in sorted(reference)], [reference[s]["loss"] for s in sorted(reference)], rtol=2e-5
+  )
 
 
 def test_nan_loss_stops_with_step(runs_dir, monkeypatch):
@@ -152,8 +143,9 @@ def test_incompatible_and_corrupt_checkpoints(runs_dir):
 
 def _run_cli(*args):
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, env=env, capture_output=True,
-                        text=True, timeout=300)
+  return subprocess.run(
+    [sys.executable, "-m", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+  )
 
 
 def test_cli_unknown_config_key():
@@ -171,8 +163,9 @@ def test_cli_missing_checkpoint_is_one_line_error(tmp_path):
 def test_train_evaluate_sample_end_to_end(runs_dir):
   """The CLIs on a smoke run: evaluation JSON as last line, samples.npz + KITTI + PNGs."""
   workdir = runs_dir / "cli"
-  result = _run_cli("storyjax.train", "--config=configs/director.py:smoke", f"--workdir={workdir}",
-                    "--config.eval.at_end=True")
+  result = _run_cli(
+    "storyjax.train", "--config=configs/director.py:smoke", f"--workdir={workdir}", "--config.eval.at_end=True"
+  )
   assert result.returncode == 0, result.stderr
   last_lines = result.stdout.strip().splitlines()[-4:]
   assert last_lines[0].startswith("metrics:") and last_lines[-1].startswith("evaluation:")
@@ -184,8 +177,14 @@ def test_train_evaluate_sample_end_to_end(runs_dir):
   assert 0.0 <= metrics["tag_accuracy"] <= 1.0 and metrics["step"] == 6
   assert metrics["reference_tag_accuracy"] >= 0.75  # ground-truth poses re-tagged: the metric's ceiling
 
-  result = _run_cli("storyjax.sample", "--config=configs/director.py:smoke", f"--workdir={workdir}",
-                    "--prompt=The camera pushes in.", "--prompt=The camera trucks left.", "--num_samples=2")
+  result = _run_cli(
+    "storyjax.sample",
+    "--config=configs/director.py:smoke",
+    f"--workdir={workdir}",
+    "--prompt=The camera pushes in.",
+    "--prompt=The camera trucks left.",
+    "--num_samples=2",
+  )
   assert result.returncode == 0, result.stderr
   samples = np.load(workdir / "samples" / "samples.npz")
   num_frames = director_config.get_config("smoke").data.max_frames
@@ -198,8 +197,9 @@ def test_train_evaluate_sample_end_to_end(runs_dir):
   kitti = np.loadtxt(workdir / "samples" / "sample_000.txt")
   assert kitti.shape == (samples["mask"][0].sum(), 12)
   rotations = samples["camera_pose"][0, : kitti.shape[0], :, :3]
-  np.testing.assert_allclose(rotations @ rotations.transpose(0, 2, 1), np.broadcast_to(np.eye(3), rotations.shape),
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    rotations @ rotations.transpose(0, 2, 1), np.broadcast_to(np.eye(3), rotations.shape), atol=1e-5
+  )
   assert (workdir / "samples" / "sample_003.png").stat().st_size > 10_000
 
 
@@ -221,11 +221,17 @@ def test_loss_falls_and_bfloat16_compute(runs_dir):
   assert all(np.isfinite(record["loss"]) for record in logged(runs_dir / "bfloat16").values())
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("data.subset", "everything", "data config"), ("model.variant", "Z", "model.variant"),
-    ("model.dtype", "float8", "model.dtype"), ("data.source", "youtube", "data.source"),
+@pytest.mark.parametrize(
+  "key, value, message",
+  [
+    ("data.subset", "everything", "data config"),
+    ("model.variant", "Z", "model.variant"),
+    ("model.dtype", "float8", "model.dtype"),
+    ("data.source", "youtube", "data.source"),
     ("data.path", "et-data", "data.path='et-data' is set but data.source='embedded'"),
-    ("model.clip_path", "clip", "model.clip_path is set but model.text_encoder='scratch'")])
+    ("model.clip_path", "clip", "model.clip_path is set but model.text_encoder='scratch'"),
+  ],
+)
 def test_bad_config_values_are_named(key, value, message):
   config = smoke_config()
   section, name = key.split(".")

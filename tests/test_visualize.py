@@ -1,6 +1,7 @@
 """storyjax.visualize: a self-contained page whose embedded data round-trips; frusta and colours by frame; the
 E.T. layout input and its errors; the CLI; the page's geometry under node and its pixels under headless Chromium
 (each skipped when the program is missing)."""
+
 import json
 import pathlib
 import re
@@ -25,8 +26,14 @@ TAB_ORANGE, CURRENT_RED = (255, 127, 14), (214, 39, 40)
 
 def _generated(index: int, max_frames: int = 60) -> dict:
   sample = procedural.generate_sample(0, "pure", "test", index, max_frames=max_frames)
-  return {"camera_pose": sample["camera_pose"], "char_pos": sample["char_pos"], "caption": sample["caption"],
-          "tags": "push_in", "num_frames": len(sample["camera_pose"]), "intrinsics": sample["intrinsics"]}
+  return {
+    "camera_pose": sample["camera_pose"],
+    "char_pos": sample["char_pos"],
+    "caption": sample["caption"],
+    "tags": "push_in",
+    "num_frames": len(sample["camera_pose"]),
+    "intrinsics": sample["intrinsics"],
+  }
 
 
 def _page_parts(path: pathlib.Path) -> tuple[str, dict, str]:
@@ -39,7 +46,7 @@ def _page_parts(path: pathlib.Path) -> tuple[str, dict, str]:
 
 
 def _hex_rgb(color: str) -> np.ndarray:
-  return np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)])
+  return np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)])
 
 
 def test_page_is_self_contained_and_data_round_trips(tmp_path):
@@ -136,22 +143,35 @@ def test_et_layout_input_and_missing_files(tmp_path):
 
 def _write_samples_npz(path: pathlib.Path, samples: list[dict], max_frames: int = 60) -> None:
   """The keys `python -m storyjax.sample` writes, zero-padded to max_frames."""
-  arrays = {"camera_pose": np.zeros((len(samples), max_frames, 3, 4)), "camera_traj": np.zeros((len(samples),
-            max_frames, 9)), "char_traj": np.zeros((len(samples), max_frames, 3)),
-            "mask": np.zeros((len(samples), max_frames), bool)}
+  arrays = {
+    "camera_pose": np.zeros((len(samples), max_frames, 3, 4)),
+    "camera_traj": np.zeros((len(samples), max_frames, 9)),
+    "char_traj": np.zeros((len(samples), max_frames, 3)),
+    "mask": np.zeros((len(samples), max_frames), bool),
+  }
   for index, sample in enumerate(samples):
-    arrays["camera_pose"][index, :sample["num_frames"]] = sample["camera_pose"]
-    arrays["char_traj"][index, :sample["num_frames"]] = sample["char_pos"]
-    arrays["mask"][index, :sample["num_frames"]] = True
-  np.savez(path, **arrays, caption=np.array([sample["caption"] for sample in samples]),
-           tags=np.array([sample["tags"] for sample in samples]))
+    arrays["camera_pose"][index, : sample["num_frames"]] = sample["camera_pose"]
+    arrays["char_traj"][index, : sample["num_frames"]] = sample["char_pos"]
+    arrays["mask"][index, : sample["num_frames"]] = True
+  np.savez(
+    path,
+    **arrays,
+    caption=np.array([sample["caption"] for sample in samples]),
+    tags=np.array([sample["tags"] for sample in samples]),
+  )
 
 
 def test_cli_writes_the_selected_samples_and_reports_errors_in_one_line(tmp_path):
   samples = [_generated(0), _generated(1), _generated(2)]
   _write_samples_npz(tmp_path / "samples.npz", samples)
-  command = [sys.executable, "-m", "storyjax.visualize", f"--samples={tmp_path / 'samples.npz'}", "--index=2",
-             "--index=0"]
+  command = [
+    sys.executable,
+    "-m",
+    "storyjax.visualize",
+    f"--samples={tmp_path / 'samples.npz'}",
+    "--index=2",
+    "--index=0",
+  ]
   result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
   assert result.returncode == 0, result.stderr
   embedded = _page_parts(tmp_path / "visualization.html")[1]["samples"]
@@ -162,8 +182,13 @@ def test_cli_writes_the_selected_samples_and_reports_errors_in_one_line(tmp_path
 
   missing = tmp_path / "et" / "traj" / "some_id.txt"
   (tmp_path / "et").mkdir()
-  result = subprocess.run([sys.executable, "-m", "storyjax.visualize", f"--et_root={tmp_path / 'et'}",
-                           "--sample_id=some_id"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+  result = subprocess.run(
+    [sys.executable, "-m", "storyjax.visualize", f"--et_root={tmp_path / 'et'}", "--sample_id=some_id"],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
   assert result.returncode == 1
   assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 and str(missing) in result.stderr
 
@@ -183,11 +208,13 @@ def test_script_parses_and_its_geometry_matches_numpy(tmp_path):
   pose, shape = embedded["camera_pose"][17], embedded["frustum"]
   points = np.array([[0.3, -0.2, 1.5], [-1.0, 0.4, 2.5], [0.5, 0.1, 4.0]])
   view = {"target": [0.1, -0.2, 0.3], "yaw": np.pi, "pitch": 0.0, "distance": 2.0}
-  probe = (f"const pose = {json.dumps(pose)}, shape = {json.dumps(shape)}, view = {json.dumps(view)};\n"
-           f"const basis = viewBasis(view);\n"
-           f"console.log(JSON.stringify({{frustum: frustumPoints(pose, shape), "
-           f"screen: {json.dumps(points.tolist())}.map((p) => toScreen(toView(basis, p), 800, 1200, 700)), "
-           f"clipped: clipSegment([0, 0, -1], [2, 4, 3], 1)}}));\n")
+  probe = (
+    f"const pose = {json.dumps(pose)}, shape = {json.dumps(shape)}, view = {json.dumps(view)};\n"
+    f"const basis = viewBasis(view);\n"
+    f"console.log(JSON.stringify({{frustum: frustumPoints(pose, shape), "
+    f"screen: {json.dumps(points.tolist())}.map((p) => toScreen(toView(basis, p), 800, 1200, 700)), "
+    f"clipped: clipSegment([0, 0, -1], [2, 4, 3], 1)}}));\n"
+  )
   (tmp_path / "probe.js").write_text(code + "\n" + probe, encoding="utf-8")
   result = subprocess.run([node, str(tmp_path / "probe.js")], capture_output=True, text=True, timeout=60)
   assert result.returncode == 0, result.stderr
@@ -196,8 +223,10 @@ def test_script_parses_and_its_geometry_matches_numpy(tmp_path):
   # Pinhole back-projection of the image corners (W = 2·cx, H = 2·cy) at the frustum depth, OpenCV axes.
   fx, fy, cx, cy = sample["intrinsics"].astype(np.float64)
   depth, pose = shape["depth"], np.array(pose)
-  corners = [((u - cx) / fx * depth, (v - cy) / fy * depth, depth) for u, v in
-             ((0, 0), (2 * cx, 0), (2 * cx, 2 * cy), (0, 2 * cy))]
+  corners = [
+    ((u - cx) / fx * depth, (v - cy) / fy * depth, depth)
+    for u, v in ((0, 0), (2 * cx, 0), (2 * cx, 2 * cy), (0, 2 * cy))
+  ]
   expected = [pose[:, 3]] + [pose[:, :3] @ corner + pose[:, 3] for corner in corners]
   np.testing.assert_allclose(output["frustum"][:5], expected, rtol=1e-5, atol=1e-6)
   top_tip = pose[:, :3].T @ (np.array(output["frustum"][7]) - pose[:, 3])
@@ -206,15 +235,17 @@ def test_script_parses_and_its_geometry_matches_numpy(tmp_path):
   # yaw = π, pitch = 0 looks along +z with up −y: an OpenCV camera with R = I at target − distance·z.
   eye = np.array(view["target"]) - [0.0, 0.0, view["distance"]]
   relative = points - eye
-  expected_screen = np.stack([600 + 800 * relative[:, 0] / relative[:, 2], 350 + 800 * relative[:, 1] / relative[:, 2]],
-                             -1)
+  expected_screen = np.stack(
+    [600 + 800 * relative[:, 0] / relative[:, 2], 350 + 800 * relative[:, 1] / relative[:, 2]], -1
+  )
   np.testing.assert_allclose(output["screen"], expected_screen, rtol=1e-9, atol=1e-9)
   np.testing.assert_allclose(output["clipped"], [[1, 2, 1], [2, 4, 3]], atol=1e-12)
 
 
 def _find_chromium():
-  return next((path for name in ("chromium", "chromium-browser", "google-chrome")
-               if (path := shutil.which(name))), None)
+  return next(
+    (path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))), None
+  )
 
 
 def test_headless_chromium_draws_the_scene(tmp_path):
@@ -224,13 +255,27 @@ def test_headless_chromium_draws_the_scene(tmp_path):
   visualize.write_html(tmp_path / "page.html", [_generated(4)])
   # Only the canvas is painted: the caption, tag and legend colours must not count as drawn scene.
   page = (tmp_path / "page.html").read_text(encoding="utf-8")
-  (tmp_path / "page.html").write_text(page.replace("</style>", "#header, #controls { visibility: hidden; }\n</style>"),
-                                      encoding="utf-8")
+  (tmp_path / "page.html").write_text(
+    page.replace("</style>", "#header, #controls { visibility: hidden; }\n</style>"), encoding="utf-8"
+  )
   screenshot = tmp_path / "page.png"
-  result = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           "--force-device-scale-factor=1", f"--user-data-dir={tmp_path / 'profile'}",
-                           "--window-size=800,600", f"--screenshot={screenshot}",
-                           f"file://{tmp_path / 'page.html'}#frame=30"], capture_output=True, text=True, timeout=90)
+  result = subprocess.run(
+    [
+      chromium,
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--hide-scrollbars",
+      "--force-device-scale-factor=1",
+      f"--user-data-dir={tmp_path / 'profile'}",
+      "--window-size=800,600",
+      f"--screenshot={screenshot}",
+      f"file://{tmp_path / 'page.html'}#frame=30",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=90,
+  )
   if not screenshot.is_file():
     pytest.fail(f"Chromium wrote no screenshot: {result.stderr[-2000:]}")
   pixels = np.round(matplotlib.image.imread(screenshot)[..., :3] * 255)

@@ -1,6 +1,8 @@
 """The source protocol every domain's data follows, and the Grain input pipeline: per-process shards whose order
 depends only on (seed, step)."""
-from typing import Callable, Protocol, runtime_checkable
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import grain
 import jax
@@ -17,9 +19,17 @@ class RandomAccessSource(Protocol):
   def __getitem__(self, index: int) -> dict: ...
 
 
-def make_train_iterator(source, preprocess: Callable[[dict], dict], global_batch_size: int, seed: int,
-                        num_threads: int, start_step: int = 0, process_index: int | None = None,
-                        process_count: int | None = None, num_workers: int = 0) -> grain.DatasetIterator:
+def make_train_iterator(
+  source,
+  preprocess: Callable[[dict], dict],
+  global_batch_size: int,
+  seed: int,
+  num_threads: int,
+  start_step: int = 0,
+  process_index: int | None = None,
+  process_count: int | None = None,
+  num_workers: int = 0,
+) -> grain.DatasetIterator:
   """Infinite iterator over this process's block of each global batch, from batch `start_step` on.
 
   The example stream is the source reshuffled every epoch; global batch s holds stream elements
@@ -35,7 +45,7 @@ def make_train_iterator(source, preprocess: Callable[[dict], dict], global_batch
     raise ConfigError(f"batch_size={global_batch_size} is not divisible by the {process_count} processes.")
   dataset = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None).map(preprocess)
   local_batches = dataset.batch(global_batch_size // process_count, drop_remainder=True)
-  local_batches = local_batches[start_step * process_count + process_index::process_count]
+  local_batches = local_batches[start_step * process_count + process_index :: process_count]
   read_options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * max(num_threads, 1))
   batches = local_batches.to_iter_dataset(read_options)
   if num_workers:

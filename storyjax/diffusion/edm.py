@@ -3,6 +3,7 @@
 Preconditioning, the weighted denoising loss, the σ schedule and the deterministic Heun sampler. Pure jnp and
 jit-able; shared by every diffusion model in storyjax. Equation numbers refer to the EDM paper.
 """
+
 import dataclasses
 
 import jax
@@ -12,6 +13,7 @@ import jax.numpy as jnp
 @dataclasses.dataclass(frozen=True)
 class EDMConfig:
   """σ_data, the training log-normal σ distribution and the sampling schedule (defaults: Director's values)."""
+
   sigma_data: float = 0.5
   p_mean: float = -1.2
   p_std: float = 1.2
@@ -95,6 +97,7 @@ def heun_sample(denoise_fn, noise, sigmas):
   noise (B, ...) ~ N(0, I) is scaled by σ_0; sigmas (N + 1,) descending; denoise_fn(x (B, ...), σ scalar) → D.
   A step that lands on σ = 0 is a plain Euler step (no second evaluation, no division by 0).
   """
+
   def step(x, sigma_pair):
     sigma, sigma_next = sigma_pair
     slope = (x - denoise_fn(x, sigma)) / sigma

@@ -1,4 +1,5 @@
 """Multi-head attention with logical axis names; softmax in fp32."""
+
 from typing import Any
 
 import flax.linen as nn
@@ -16,6 +17,7 @@ class MultiHeadAttention(nn.Module):
   `key_mask` (B, Lk) bool marks valid context tokens; masked keys get no weight. Projection kernels are
   (D, H·Dh) with the head-major output axis named `heads`, so tensor parallelism splits whole heads.
   """
+
   num_heads: int
   dtype: Dtype = jnp.float32
   dropout_rate: float = 0.0
@@ -29,8 +31,7 @@ class MultiHeadAttention(nn.Module):
 
     def project(name, inputs):  # (B, L, D) → (B, L, H, Dh)
       projected = dense(width, ("embed", "heads"), self.dtype, name, nn.initializers.xavier_uniform())(inputs)
-      return nn.with_logical_constraint(projected.reshape(inputs.shape[:-1] + (self.num_heads, head_dim)),
-                                        HEAD_AXES)
+      return nn.with_logical_constraint(projected.reshape(inputs.shape[:-1] + (self.num_heads, head_dim)), HEAD_AXES)
 
     query, key, value = project("query", queries), project("key", context), project("value", context)
     logits = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32) / jnp.sqrt(head_dim)

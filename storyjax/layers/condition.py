@@ -1,4 +1,5 @@
 """Condition mapper: learned registers and condition tokens through a small transformer (Director C, TextRIN)."""
+
 from typing import Any
 
 import flax.linen as nn
@@ -17,6 +18,7 @@ class ConditionMapper(nn.Module):
   and the returned mask is the key mask for attending to the result. With `sinusoidal_positions`, positions
   0..R+N−1 are added before the transformer; `layer_scale_init` is the blocks' LayerScale (None = off).
   """
+
   num_registers: int
   num_layers: int
   num_heads: int
@@ -34,15 +36,26 @@ class ConditionMapper(nn.Module):
       condition_mask = jnp.ones((batch, num_conditions), bool)
     elif condition_mask.shape != (batch, num_conditions):
       raise ValueError(f"condition_mask must be (B, N) = {(batch, num_conditions)}, got {condition_mask.shape}")
-    registers = self.param("registers", nn.with_logical_partitioning(nn.initializers.normal(0.02),
-                                                                     ("length", "embed")),
-                           (self.num_registers, width))
-    tokens = jnp.concatenate([jnp.broadcast_to(registers.astype(self.dtype), (batch,) + registers.shape),
-                              condition_tokens.astype(self.dtype)], axis=1)
+    registers = self.param(
+      "registers",
+      nn.with_logical_partitioning(nn.initializers.normal(0.02), ("length", "embed")),
+      (self.num_registers, width),
+    )
+    tokens = jnp.concatenate(
+      [jnp.broadcast_to(registers.astype(self.dtype), (batch,) + registers.shape), condition_tokens.astype(self.dtype)],
+      axis=1,
+    )
     key_mask = jnp.concatenate([jnp.ones((batch, self.num_registers), bool), condition_mask], axis=1)
     if self.sinusoidal_positions:
       tokens = with_positions(tokens)
-    tokens = TransformerEncoder(self.num_layers, self.num_heads, self.mlp_dim, self.dtype, self.dropout_rate,
-                                self.stochastic_depth, self.layer_scale_init, name="encoder")(
-                                    tokens, key_mask, deterministic)
+    tokens = TransformerEncoder(
+      self.num_layers,
+      self.num_heads,
+      self.mlp_dim,
+      self.dtype,
+      self.dropout_rate,
+      self.stochastic_depth,
+      self.layer_scale_init,
+      name="encoder",
+    )(tokens, key_mask, deterministic)
     return tokens, key_mask

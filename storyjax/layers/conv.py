@@ -1,5 +1,7 @@
 """Channels-last 2-D / 3-D convolutions with logical axis names, and the conv → norm → activation block."""
-from typing import Any, Sequence
+
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -10,15 +12,23 @@ Dtype = Any
 # Kernel taps and activation axes by number of spatial dims: (H, W) images, (T or D, H, W) clips and volumes.
 KERNEL_AXES = {2: ("conv_height", "conv_width"), 3: ("conv_depth", "conv_height", "conv_width")}
 ACTIVATION_AXES = {
-    2: ("activation_batch", "activation_height", "activation_width", "activation_channels"),
-    3: ("activation_batch", "activation_depth", "activation_height", "activation_width", "activation_channels")}
+  2: ("activation_batch", "activation_height", "activation_width", "activation_channels"),
+  3: ("activation_batch", "activation_depth", "activation_height", "activation_width", "activation_channels"),
+}
 ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu, "none": lambda inputs: inputs}
 
 
-def conv(features: int, kernel_size: Sequence[int], strides: Sequence[int] | None = None,
-         padding: str | Sequence[tuple[int, int]] = "SAME", axes: tuple[str, str] = ("conv_in", "conv_out"),
-         dtype: Dtype = jnp.float32, name: str | None = None, use_bias: bool = True,
-         kernel_init=nn.initializers.lecun_normal()) -> nn.Conv:
+def conv(
+  features: int,
+  kernel_size: Sequence[int],
+  strides: Sequence[int] | None = None,
+  padding: str | Sequence[tuple[int, int]] = "SAME",
+  axes: tuple[str, str] = ("conv_in", "conv_out"),
+  dtype: Dtype = jnp.float32,
+  name: str | None = None,
+  use_bias: bool = True,
+  kernel_init=nn.initializers.lecun_normal(),
+) -> nn.Conv:
   """A channels-last Conv, 2-D or 3-D by len(kernel_size): (B, H, W, C) or (B, T, H, W, C) → (..., features).
 
   The kernel (*kernel_size, C, features) carries logical axes KERNEL_AXES + `axes` = (input, output channels).
@@ -27,10 +37,16 @@ def conv(features: int, kernel_size: Sequence[int], strides: Sequence[int] | Non
   if len(kernel_size) not in KERNEL_AXES:
     raise ValueError(f"conv kernel_size {kernel_size} must have 2 (H, W) or 3 (T, H, W) entries.")
   return nn.Conv(
-      features, kernel_size, strides=None if strides is None else tuple(strides), padding=padding,
-      use_bias=use_bias, dtype=dtype, name=name,
-      kernel_init=nn.with_logical_partitioning(kernel_init, KERNEL_AXES[len(kernel_size)] + tuple(axes)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)))
+    features,
+    kernel_size,
+    strides=None if strides is None else tuple(strides),
+    padding=padding,
+    use_bias=use_bias,
+    dtype=dtype,
+    name=name,
+    kernel_init=nn.with_logical_partitioning(kernel_init, KERNEL_AXES[len(kernel_size)] + tuple(axes)),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)),
+  )
 
 
 class ConvBlock(nn.Module):
@@ -40,6 +56,7 @@ class ConvBlock(nn.Module):
   ACTIVATIONS; the conv has no bias before "batch". With `residual`, the input is added to the result, through
   a 1×1 strided conv ("shortcut") when the stride or channel count changes.
   """
+
   features: int
   kernel_size: Sequence[int]
   norm: str
@@ -54,18 +71,21 @@ class ConvBlock(nn.Module):
     spatial_dims = len(self.kernel_size)
     if inputs.ndim != spatial_dims + 2:
       layout = "(B, H, W, C)" if spatial_dims == 2 else "(B, T, H, W, C)"
-      raise ValueError(f"ConvBlock with kernel_size {tuple(self.kernel_size)} expects {layout} inputs, "
-                       f"got shape {inputs.shape}")
+      raise ValueError(
+        f"ConvBlock with kernel_size {tuple(self.kernel_size)} expects {layout} inputs, got shape {inputs.shape}"
+      )
     if self.activation not in ACTIVATIONS:
       raise ValueError(f"Unknown activation {self.activation!r}; choose one of {tuple(ACTIVATIONS)}.")
     strides = tuple(self.strides or (1,) * spatial_dims)
     axes = ACTIVATION_AXES[spatial_dims]
     # Batch norm subtracts each channel's mean, so a conv bias before it would be dead weight.
-    features = conv(self.features, self.kernel_size, strides, dtype=self.dtype, name="conv",
-                    use_bias=self.norm != "batch")(inputs)
+    features = conv(
+      self.features, self.kernel_size, strides, dtype=self.dtype, name="conv", use_bias=self.norm != "batch"
+    )(inputs)
     features = nn.with_logical_constraint(features, axes)
-    features = make_norm(self.norm, self.dtype, "norm", axis_name="conv_out", num_groups=self.num_groups,
-                         train=train)(features)
+    features = make_norm(self.norm, self.dtype, "norm", axis_name="conv_out", num_groups=self.num_groups, train=train)(
+      features
+    )
     features = ACTIVATIONS[self.activation](features)
     if self.residual:
       shortcut = inputs

@@ -1,4 +1,5 @@
 """Position embeddings (sinusoidal 1-D and 2-D, learned) and the noise-level embedding."""
+
 from typing import Any
 
 import flax.linen as nn
@@ -33,12 +34,18 @@ def sinusoidal_embedding_2d(height: int, width: int, dim: int, max_period: float
   if dim % 4:
     raise ValueError(f"2-D sinusoidal embedding dim must be a multiple of 4, got {dim}")
   rows, columns = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
-  return jnp.concatenate([sinusoidal_embedding(rows.reshape(-1), dim // 2, max_period),
-                          sinusoidal_embedding(columns.reshape(-1), dim // 2, max_period)], axis=-1)
+  return jnp.concatenate(
+    [
+      sinusoidal_embedding(rows.reshape(-1), dim // 2, max_period),
+      sinusoidal_embedding(columns.reshape(-1), dim // 2, max_period),
+    ],
+    axis=-1,
+  )
 
 
 class LearnedPositions(nn.Module):
   """Tokens (B, L, D) + rows 0..L−1 of a learned (max_length, D) table on logical axes ("length", "embed")."""
+
   max_length: int
 
   @nn.compact
@@ -46,13 +53,17 @@ class LearnedPositions(nn.Module):
     length, width = tokens.shape[1:]
     if length > self.max_length:
       raise ValueError(f"{length} tokens exceed the {self.max_length} learned positions; raise max_length.")
-    table = self.param("embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02),
-                                                                ("length", "embed")), (self.max_length, width))
+    table = self.param(
+      "embedding",
+      nn.with_logical_partitioning(nn.initializers.normal(0.02), ("length", "embed")),
+      (self.max_length, width),
+    )
     return tokens + table[:length].astype(tokens.dtype)
 
 
 class NoiseLevelEmbedding(nn.Module):
   """EDM noise level c_noise (B,) → (B, D): sinusoid of time_scale·c_noise, normalised, then a SiLU MLP."""
+
   width: int
   frequency_dim: int = 128
   time_scale: float = 1000.0

@@ -1,4 +1,5 @@
 """Feed-forward block and partitioned Dense / LayerNorm helpers."""
+
 from typing import Any
 
 import flax.linen as nn
@@ -9,13 +10,21 @@ from storyjax.layers.norms import make_norm
 Dtype = Any
 
 
-def dense(features: int, axes: tuple[str, str], dtype: Dtype = jnp.float32, name: str | None = None,
-          kernel_init=nn.initializers.lecun_normal()) -> nn.Dense:
+def dense(
+  features: int,
+  axes: tuple[str, str],
+  dtype: Dtype = jnp.float32,
+  name: str | None = None,
+  kernel_init=nn.initializers.lecun_normal(),
+) -> nn.Dense:
   """A Dense layer whose kernel carries logical axis names `axes` = (input axis, output axis)."""
   return nn.Dense(
-      features, dtype=dtype, name=name,
-      kernel_init=nn.with_logical_partitioning(kernel_init, axes),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)))
+    features,
+    dtype=dtype,
+    name=name,
+    kernel_init=nn.with_logical_partitioning(kernel_init, axes),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)),
+  )
 
 
 def layer_norm(dtype: Dtype = jnp.float32, name: str | None = None, affine: bool = True) -> nn.LayerNorm:
@@ -25,6 +34,7 @@ def layer_norm(dtype: Dtype = jnp.float32, name: str | None = None, affine: bool
 
 class MlpBlock(nn.Module):
   """Dense → GELU → dropout → Dense: (..., D) → (..., D)."""
+
   hidden_dim: int
   dtype: Dtype = jnp.float32
   dropout_rate: float = 0.0

@@ -1,5 +1,7 @@
 """Normalisation layers: one constructor for every choice, partitioned scale/bias, statistics in fp32."""
-from typing import Any, Callable
+
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -8,9 +10,18 @@ Dtype = Any
 NORMS = ("layer", "rms", "group", "batch", "none")
 
 
-def make_norm(kind: str, dtype: Dtype = jnp.float32, name: str | None = None, *, axis_name: str = "embed",
-              affine: bool = True, epsilon: float = 1e-6, num_groups: int = 32, train: bool = False,
-              momentum: float = 0.9) -> Callable:
+def make_norm(
+  kind: str,
+  dtype: Dtype = jnp.float32,
+  name: str | None = None,
+  *,
+  axis_name: str = "embed",
+  affine: bool = True,
+  epsilon: float = 1e-6,
+  num_groups: int = 32,
+  train: bool = False,
+  momentum: float = 0.9,
+) -> Callable:
   """A normalisation over the last (feature) axis of (..., C), named `kind` (one of NORMS).
 
   "layer": LayerNorm; "rms": RMSNorm (scale only); "group": GroupNorm with `num_groups` groups over every
@@ -31,8 +42,9 @@ def make_norm(kind: str, dtype: Dtype = jnp.float32, name: str | None = None, *,
   if kind == "group":
     return nn.GroupNorm(num_groups=num_groups, epsilon=epsilon, dtype=dtype, name=name, **affine_terms)
   if kind == "batch":
-    return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon, dtype=dtype, name=name,
-                        **affine_terms)
+    return nn.BatchNorm(
+      use_running_average=not train, momentum=momentum, epsilon=epsilon, dtype=dtype, name=name, **affine_terms
+    )
   if kind == "none":
     return lambda inputs: inputs
   raise ValueError(f"Unknown norm {kind!r}; choose one of {NORMS}.")

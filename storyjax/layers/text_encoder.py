@@ -1,4 +1,5 @@
 """A small caption transformer trained from scratch (the default text encoder)."""
+
 from typing import Any
 
 import flax.linen as nn
@@ -23,6 +24,7 @@ class ScratchTextEncoder(nn.Module):
 
   The pooled feature is the output at the last valid token ([EOS]), as CLIP pools at end-of-text.
   """
+
   vocab_size: int
   width: int
   num_layers: int
@@ -36,13 +38,19 @@ class ScratchTextEncoder(nn.Module):
     if token_ids.shape[-1] > self.max_length:
       raise ValueError(f"caption has {token_ids.shape[-1]} tokens, more than max_length={self.max_length}")
     embed = nn.Embed(
-        self.vocab_size, self.width, dtype=self.dtype, name="token_embedding",
-        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")))
+      self.vocab_size,
+      self.width,
+      dtype=self.dtype,
+      name="token_embedding",
+      embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")),
+    )
     positions = self.param(
-        "position_embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02), ("length", "embed")),
-        (self.max_length, self.width))
+      "position_embedding",
+      nn.with_logical_partitioning(nn.initializers.normal(0.02), ("length", "embed")),
+      (self.max_length, self.width),
+    )
     tokens = embed(token_ids) + positions[: token_ids.shape[-1]].astype(self.dtype)
     features = TransformerEncoder(
-        self.num_layers, self.num_heads, 4 * self.width, self.dtype, self.dropout_rate,
-        name="encoder")(tokens, token_mask, deterministic)
+      self.num_layers, self.num_heads, 4 * self.width, self.dtype, self.dropout_rate, name="encoder"
+    )(tokens, token_mask, deterministic)
     return features, pool_last_valid(features, token_mask)

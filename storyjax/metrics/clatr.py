@@ -1,4 +1,5 @@
 """CLaTr-Score and cross-modal retrieval recall on (N, D) feature sets (host numpy, float64)."""
+
 import numpy as np
 
 
@@ -41,7 +42,12 @@ def retrieval_recall(query_feats, candidate_feats, ks=(1, 5, 10), positives=None
   for k in ks:
     results[f"R@{k}"] = float(np.mean(first_hit < k))
     # P(no positive among k random draws without replacement) = Π_{i<k} (M − p − i) / (M − i)
-    misses = np.prod([np.clip(num_candidates - num_positives - i, 0, None) / (num_candidates - i)
-                      for i in range(min(k, num_candidates))], axis=0)
+    misses = np.prod(
+      [
+        np.clip(num_candidates - num_positives - i, 0, None) / (num_candidates - i)
+        for i in range(min(k, num_candidates))
+      ],
+      axis=0,
+    )
     results[f"R@{k}_chance"] = float(np.mean(1.0 - misses))
   return results

@@ -4,6 +4,7 @@ Standard definitions (Heusel et al. 2017; Naeem et al. 2020, as in clovaai/gener
 host numpy in float64. Director's FD_CLaTr and P/R/D/C apply them to CLaTr features; prdc(published_quirks=True)
 reproduces Director's released P/R/D/C.
 """
+
 import numpy as np
 
 PUBLISHED_CHUNKS = 5  # Director computes P/R/D/C on 5 chunks of the features and averages them
@@ -46,25 +47,29 @@ def _standard_prdc(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, floa
   real_to_fake = _pairwise_distances(real, fake)  # (N, M)
   inside_real_balls = real_to_fake < real_radii[:, None]
   return {
-      "precision": float(inside_real_balls.any(axis=0).mean()),
-      "recall": float((real_to_fake < fake_radii[None, :]).any(axis=1).mean()),
-      "density": float(inside_real_balls.sum(axis=0).mean() / k),
-      "coverage": float((real_to_fake.min(axis=1) < real_radii).mean()),
+    "precision": float(inside_real_balls.any(axis=0).mean()),
+    "recall": float((real_to_fake < fake_radii[None, :]).any(axis=1).mean()),
+    "density": float(inside_real_balls.sum(axis=0).mean() / k),
+    "coverage": float((real_to_fake.min(axis=1) < real_radii).mean()),
   }
 
 
 def _published_prdc(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
   """Director's released P/R/D/C: roles swapped, recall radius indexed by the real sample, chunked."""
   if len(real) != len(fake):
-    raise ValueError(f"published_quirks pairs the recall radius of reference sample i with generated sample i, so "
-                     f"it needs as many real as fake samples; got {len(real)} real, {len(fake)} fake")
+    raise ValueError(
+      f"published_quirks pairs the recall radius of reference sample i with generated sample i, so "
+      f"it needs as many real as fake samples; got {len(real)} real, {len(fake)} fake"
+    )
   chunk_size = -(-len(real) // PUBLISHED_CHUNKS)  # torch.chunk: ceil(N / chunks) per chunk, possibly fewer chunks
   if len(real) - chunk_size * ((len(real) - 1) // chunk_size) <= k:
-    raise ValueError(f"published_quirks splits {len(real)} samples into chunks of {chunk_size}; the last one needs "
-                     f"more than k={k} samples")
+    raise ValueError(
+      f"published_quirks splits {len(real)} samples into chunks of {chunk_size}; the last one needs "
+      f"more than k={k} samples"
+    )
   results = []
   for start in range(0, len(real), chunk_size):
-    generated, reference = fake[start:start + chunk_size], real[start:start + chunk_size]
+    generated, reference = fake[start : start + chunk_size], real[start : start + chunk_size]
     chunk = _standard_prdc(generated, reference, k)  # quirk 1: the generated features play "real"
     generated_to_reference = _pairwise_distances(generated, reference)
     reference_radii = _knn_radii(reference, k)

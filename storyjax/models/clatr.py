@@ -5,6 +5,7 @@ projected inputs, sinusoidal positions, a transformer) map camera trajectories a
 latent space; a decoder reconstructs the trajectory from a latent sample of either. Our blocks are pre-LN where
 the published encoders are post-LN. Director's metrics use the means μ as features.
 """
+
 from typing import Any
 
 import flax.linen as nn
@@ -22,6 +23,7 @@ Dtype = Any
 
 class DistributionEncoder(nn.Module):
   """inputs (B, L, F) + mask (B, L) → μ (B, D), log σ² (B, D) read from two prepended learned tokens."""
+
   width: int
   num_layers: int
   num_heads: int
@@ -34,14 +36,18 @@ class DistributionEncoder(nn.Module):
     batch = inputs.shape[0]
     tokens = dense(self.width, ("io", "embed"), self.dtype, name="input_projection")(inputs)
     distribution_tokens = self.param(
-        "distribution_tokens", nn.with_logical_partitioning(nn.initializers.normal(0.02), ("length", "embed")),
-        (2, self.width))
-    tokens = jnp.concatenate([jnp.broadcast_to(distribution_tokens.astype(self.dtype), (batch, 2, self.width)),
-                              tokens], axis=1)
+      "distribution_tokens",
+      nn.with_logical_partitioning(nn.initializers.normal(0.02), ("length", "embed")),
+      (2, self.width),
+    )
+    tokens = jnp.concatenate(
+      [jnp.broadcast_to(distribution_tokens.astype(self.dtype), (batch, 2, self.width)), tokens], axis=1
+    )
     tokens = nn.Dropout(self.dropout_rate)(with_positions(tokens), deterministic=deterministic)
     key_mask = jnp.concatenate([jnp.ones((batch, 2), bool), mask], axis=1)
-    tokens = TransformerEncoder(self.num_layers, self.num_heads, self.mlp_dim, self.dtype, self.dropout_rate,
-                                name="encoder")(tokens, key_mask, deterministic)
+    tokens = TransformerEncoder(
+      self.num_layers, self.num_heads, self.mlp_dim, self.dtype, self.dropout_rate, name="encoder"
+    )(tokens, key_mask, deterministic)
     return tokens[:, 0].astype(jnp.float32), tokens[:, 1].astype(jnp.float32)
 
 
@@ -51,6 +57,7 @@ class Clatr(nn.Module):
   caption: (B, L) int32 word ids with text_encoder="scratch" (a learned embedding), or (B, L, Dt) frozen
   features (e.g. E.T.'s CLIP `caption_clip/seq`) with "clip".
   """
+
   num_frames: int
   width: int = 256
   num_layers: int = 6
@@ -64,16 +71,21 @@ class Clatr(nn.Module):
   def setup(self):
     if self.text_encoder not in TEXT_ENCODERS:
       raise ValueError(f"Clatr text_encoder={self.text_encoder!r}; choose one of {TEXT_ENCODERS}.")
-    encoder = lambda name: DistributionEncoder(self.width, self.num_layers, self.num_heads, self.mlp_dim,
-                                               self.dropout_rate, self.dtype, name=name)
+    encoder = lambda name: DistributionEncoder(
+      self.width, self.num_layers, self.num_heads, self.mlp_dim, self.dropout_rate, self.dtype, name=name
+    )
     self.trajectory_encoder = encoder("trajectory_encoder")
     self.text_encoder_ = encoder("text_encoder")
     if self.text_encoder == "scratch":
       self.token_embedding = nn.Embed(
-          self.vocab_size, self.width, dtype=self.dtype,
-          embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")))
-    self.decoder = TransformerEncoder(self.num_layers, self.num_heads, self.mlp_dim, self.dtype,
-                                      self.dropout_rate, name="decoder")
+        self.vocab_size,
+        self.width,
+        dtype=self.dtype,
+        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")),
+      )
+    self.decoder = TransformerEncoder(
+      self.num_layers, self.num_heads, self.mlp_dim, self.dtype, self.dropout_rate, name="decoder"
+    )
     self.output_projection = dense(CAMERA_FEATURES, ("embed", "io"), self.dtype, name="output_projection")
 
   def encode_trajectory(self, camera_traj, frame_mask, deterministic: bool = True):
@@ -100,8 +112,7 @@ class Clatr(nn.Module):
     batch = latent.shape[0]
     queries = with_positions(jnp.zeros((batch, self.num_frames, self.width), self.dtype))
     context = latent[:, None].astype(self.dtype)
-    decoded = self.decoder(queries, frame_mask, deterministic, context=context,
-                           context_mask=jnp.ones((batch, 1), bool))
+    decoded = self.decoder(queries, frame_mask, deterministic, context=context, context_mask=jnp.ones((batch, 1), bool))
     return self.output_projection(decoded).astype(jnp.float32) * frame_mask[..., None]
 
   def __call__(self, camera_traj, frame_mask, caption, caption_mask, train: bool = False):
@@ -118,7 +129,13 @@ class Clatr(nn.Module):
       text_latent = text_mean + jnp.exp(0.5 * text_logvar) * text_noise
     else:
       motion_latent, text_latent = motion_mean, text_mean
-    return {"motion_mean": motion_mean, "motion_logvar": motion_logvar, "text_mean": text_mean,
-            "text_logvar": text_logvar, "motion_latent": motion_latent, "text_latent": text_latent,
-            "motion_reconstruction": self.decode(motion_latent, frame_mask, deterministic),
-            "text_reconstruction": self.decode(text_latent, frame_mask, deterministic)}
+    return {
+      "motion_mean": motion_mean,
+      "motion_logvar": motion_logvar,
+      "text_mean": text_mean,
+      "text_logvar": text_logvar,
+      "motion_latent": motion_latent,
+      "text_latent": text_latent,
+      "motion_reconstruction": self.decode(motion_latent, frame_mask, deterministic),
+      "text_reconstruction": self.decode(text_latent, frame_mask, deterministic),
+    }

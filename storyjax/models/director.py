@@ -13,15 +13,16 @@ The caption comes from a small transformer trained with the model (`text_encoder
 or from frozen CLIP text features (`text_encoder="clip"`, features (B, L, Dt) in; the pooled feature is
 the one at the last valid token, CLIP's end-of-text).
 """
+
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from storyjax.data.et.camera import CAMERA_FEATURES, CHARACTER_FEATURES
 from storyjax.layers.condition import ConditionMapper
 from storyjax.layers.embeddings import NoiseLevelEmbedding, with_positions
 from storyjax.layers.mlp import dense
-from storyjax.data.et.camera import CAMERA_FEATURES, CHARACTER_FEATURES
 from storyjax.layers.text_encoder import TEXT_ENCODERS, ScratchTextEncoder, pool_last_valid
 from storyjax.layers.transformer import TransformerEncoder
 
@@ -38,6 +39,7 @@ class Director(nn.Module):
   caption_mask (B, L); frame_mask (B, T) bool; drop_char, drop_caption (B,) bool: replace that condition by
   zeros (classifier-free guidance). Returns (B, T, 9).
   """
+
   num_frames: int
   width: int
   num_layers: int
@@ -58,24 +60,51 @@ class Director(nn.Module):
   dtype: Dtype = jnp.float32
 
   def _transformer(self, num_layers: int, name: str) -> TransformerEncoder:
-    return TransformerEncoder(num_layers, self.num_heads, self.mlp_ratio * self.width, self.dtype,
-                              self.dropout_rate, self.stochastic_depth, name=name)
+    return TransformerEncoder(
+      num_layers,
+      self.num_heads,
+      self.mlp_ratio * self.width,
+      self.dtype,
+      self.dropout_rate,
+      self.stochastic_depth,
+      name=name,
+    )
 
   def _caption_features(self, caption, caption_mask, deterministic):
     """→ caption token features (B, L, Dt) and the pooled end-of-text feature (B, Dt)."""
     if self.text_encoder == "scratch":
       return ScratchTextEncoder(
-          self.vocab_size, self.text_width, self.text_layers, self.text_heads, self.max_caption_length,
-          self.dtype, self.dropout_rate, name="text_encoder")(caption, caption_mask, deterministic)
+        self.vocab_size,
+        self.text_width,
+        self.text_layers,
+        self.text_heads,
+        self.max_caption_length,
+        self.dtype,
+        self.dropout_rate,
+        name="text_encoder",
+      )(caption, caption_mask, deterministic)
     if caption.ndim != 3:
       raise ValueError(f"frozen CLIP text features are caption features (B, L, Dt), got shape {caption.shape}")
     return caption.astype(self.dtype), pool_last_valid(caption, caption_mask).astype(self.dtype)
 
   @nn.compact
-  def __call__(self, camera_traj, c_noise, char_traj, caption, caption_mask, frame_mask,
-               drop_char, drop_caption, train: bool = False):
-    for field, value, choices in (("variant", self.variant, VARIANTS), ("caption_tokens", self.caption_tokens,
-                                  CAPTION_TOKENS), ("text_encoder", self.text_encoder, TEXT_ENCODERS)):
+  def __call__(
+    self,
+    camera_traj,
+    c_noise,
+    char_traj,
+    caption,
+    caption_mask,
+    frame_mask,
+    drop_char,
+    drop_caption,
+    train: bool = False,
+  ):
+    for field, value, choices in (
+      ("variant", self.variant, VARIANTS),
+      ("caption_tokens", self.caption_tokens, CAPTION_TOKENS),
+      ("text_encoder", self.text_encoder, TEXT_ENCODERS),
+    ):
       if value not in choices:
         raise ValueError(f"Director {field}={value!r}; choose one of {choices}.")
     batch, num_frames, channels = camera_traj.shape
@@ -98,36 +127,50 @@ class Director(nn.Module):
         caption_features, caption_key_mask = caption_pooled[:, None], jnp.ones((batch, 1), bool)
       else:  # every caption token in context
         caption_features, caption_key_mask = caption_sequence, caption_mask
-      condition_tokens = jnp.concatenate([
+      condition_tokens = jnp.concatenate(
+        [
           noise_embedding[:, None],
-          dense(self.width, ("io", "embed"), self.dtype, name="char_projection")(
-              char_traj.reshape(batch, -1))[:, None],
+          dense(self.width, ("io", "embed"), self.dtype, name="char_projection")(char_traj.reshape(batch, -1))[:, None],
           dense(self.width, ("io", "embed"), self.dtype, name="caption_projection")(caption_features),
-      ], axis=1)
+        ],
+        axis=1,
+      )
       tokens = with_positions(jnp.concatenate([condition_tokens, camera_tokens], axis=1))
       key_mask = jnp.concatenate([jnp.ones((batch, 2), bool), caption_key_mask, frame_mask], axis=1)
       tokens = self._transformer(self.num_layers, "backbone")(tokens, key_mask, deterministic)
-      camera_tokens = tokens[:, condition_tokens.shape[1]:]
+      camera_tokens = tokens[:, condition_tokens.shape[1] :]
     elif self.variant == "B":
       pooled_conditions = jnp.concatenate([char_traj.reshape(batch, -1), caption_pooled], axis=-1)
-      condition = dense(self.width, ("io", "embed"), self.dtype, name="condition_projection")(
-          pooled_conditions) + noise_embedding
+      condition = (
+        dense(self.width, ("io", "embed"), self.dtype, name="condition_projection")(pooled_conditions) + noise_embedding
+      )
       camera_tokens = self._transformer(self.num_layers, "backbone")(
-          with_positions(camera_tokens), frame_mask, deterministic, condition=condition)
+        with_positions(camera_tokens), frame_mask, deterministic, condition=condition
+      )
     else:
-      condition_tokens = jnp.concatenate([
+      condition_tokens = jnp.concatenate(
+        [
           noise_embedding[:, None],
           dense(self.width, ("io", "embed"), self.dtype, name="char_projection")(char_traj),
           dense(self.width, ("io", "embed"), self.dtype, name="caption_projection")(caption_sequence),
-      ], axis=1)
+        ],
+        axis=1,
+      )
       # Unlike the published code, padded character frames and caption tokens are masked out.
       condition_mask = jnp.concatenate([jnp.ones((batch, 1), bool), frame_mask, caption_mask], axis=1)
       condition_tokens, condition_mask = ConditionMapper(
-          self.num_registers, self.condition_layers, self.num_heads, self.mlp_ratio * self.width, self.dtype,
-          self.dropout_rate, self.stochastic_depth, name="condition_mapper")(
-              condition_tokens, condition_mask, deterministic)
+        self.num_registers,
+        self.condition_layers,
+        self.num_heads,
+        self.mlp_ratio * self.width,
+        self.dtype,
+        self.dropout_rate,
+        self.stochastic_depth,
+        name="condition_mapper",
+      )(condition_tokens, condition_mask, deterministic)
       camera_tokens = self._transformer(self.num_layers, "backbone")(
-          with_positions(camera_tokens), frame_mask, deterministic, context=condition_tokens,
-          context_mask=condition_mask)
-    return dense(CAMERA_FEATURES, ("embed", "io"), self.dtype, name="output_projection",
-                 kernel_init=nn.initializers.zeros)(camera_tokens).astype(jnp.float32)
+        with_positions(camera_tokens), frame_mask, deterministic, context=condition_tokens, context_mask=condition_mask
+      )
+    return dense(
+      CAMERA_FEATURES, ("embed", "io"), self.dtype, name="output_projection", kernel_init=nn.initializers.zeros
+    )(camera_tokens).astype(jnp.float32)

@@ -3,6 +3,7 @@
 Its BatchNorm statistics are a mutable collection (`batch_stats`), the case the trainer carries next to the
 parameters; apply it with `mutable=["batch_stats"]` when training.
 """
+
 from typing import Any
 
 import flax.linen as nn
@@ -20,6 +21,7 @@ class ShapeClassifier(nn.Module):
   `num_stages` stages of 3×3 conv → BatchNorm → ReLU (layers.conv.ConvBlock), each but the first halving the
   resolution, then a mean over positions and a linear classifier.
   """
+
   num_classes: int
   width: int = 16
   num_stages: int = 3
@@ -29,7 +31,13 @@ class ShapeClassifier(nn.Module):
   def __call__(self, images, train: bool = False):
     features = images.astype(self.dtype)
     for stage in range(self.num_stages):
-      features = ConvBlock(self.width * 2 ** stage, (3, 3), norm="batch", strides=(1, 1) if stage == 0 else (2, 2),
-                           dtype=self.dtype, name=f"stage_{stage}")(features, train)
+      features = ConvBlock(
+        self.width * 2**stage,
+        (3, 3),
+        norm="batch",
+        strides=(1, 1) if stage == 0 else (2, 2),
+        dtype=self.dtype,
+        name=f"stage_{stage}",
+      )(features, train)
     pooled = features.mean(axis=(1, 2))
     return dense(self.num_classes, ("conv_out", "io"), self.dtype, name="classifier")(pooled).astype(jnp.float32)

@@ -3,6 +3,7 @@
 The contract every task follows is `storyjax.tasks.base.Task`. Tasks never import each other: one that needs
 another run's trained model (Director's evaluation uses a CLaTr) loads it with `load_trained_task`.
 """
+
 import importlib
 import json
 import pathlib

@@ -5,8 +5,10 @@ checking the keys it reads) and never trains, restores or shards anything itself
 dicts of arrays with a leading batch dimension; `variables` are Flax variables, `{"params": ..., <mutable
 collections such as "batch_stats">}`.
 """
+
+from collections.abc import Sequence
 import pathlib
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import ml_collections

@@ -1,4 +1,5 @@
 """Director task: E.T.-style camera trajectories, EDM training, guided Heun sampling, tag evaluation."""
+
 import functools
 import pathlib
 
@@ -8,14 +9,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from storyjax import plotting
 from storyjax.data.et import camera, tagging
+from storyjax.data.et.camera import CAMERA_FEATURES, CHARACTER_FEATURES
 from storyjax.diffusion import edm
 from storyjax.diffusion.guidance import classifier_free_guidance
 from storyjax.errors import CheckpointError, ConfigError, DataError
-from storyjax.data.et.camera import CAMERA_FEATURES, CHARACTER_FEATURES
+from storyjax.metrics import clatr as clatr_metrics
+from storyjax.metrics import distribution
 from storyjax.models.director import CAPTION_TOKENS, VARIANTS, Director
-from storyjax import plotting
-from storyjax.metrics import clatr as clatr_metrics, distribution
 from storyjax.tasks import load_trained_task
 from storyjax.tasks.trajectory import TrajectoryTask
 
@@ -35,63 +37,112 @@ class Task(TrajectoryTask):
       if model[key] not in choices:
         raise ConfigError(f"model.{key}={model[key]!r}; choose one of {choices}.")
     self.edm = edm.EDMConfig(
-        sigma_data=diffusion.sigma_data, p_mean=diffusion.p_mean, p_std=diffusion.p_std,
-        sigma_min=diffusion.sigma_min, sigma_max=diffusion.sigma_max, rho=diffusion.rho,
-        num_steps=diffusion.num_steps)
+      sigma_data=diffusion.sigma_data,
+      p_mean=diffusion.p_mean,
+      p_std=diffusion.p_std,
+      sigma_min=diffusion.sigma_min,
+      sigma_max=diffusion.sigma_max,
+      rho=diffusion.rho,
+      num_steps=diffusion.num_steps,
+    )
     self.model = Director(
-        num_frames=self.num_frames, width=model.width, num_layers=model.num_layers,
-        num_heads=model.num_heads, text_encoder=model.text_encoder,
-        vocab_size=self.caption_inputs.vocab_size, text_width=model.text_width,
-        text_layers=model.text_layers, text_heads=model.text_heads,
-        max_caption_length=model.max_caption_length, variant=model.variant,
-        caption_tokens=model.caption_tokens, num_registers=model.num_registers,
-        condition_layers=model.condition_layers, mlp_ratio=model.mlp_ratio,
-        dropout_rate=model.dropout_rate, stochastic_depth=model.stochastic_depth,
-        dtype=self.dtype)
+      num_frames=self.num_frames,
+      width=model.width,
+      num_layers=model.num_layers,
+      num_heads=model.num_heads,
+      text_encoder=model.text_encoder,
+      vocab_size=self.caption_inputs.vocab_size,
+      text_width=model.text_width,
+      text_layers=model.text_layers,
+      text_heads=model.text_heads,
+      max_caption_length=model.max_caption_length,
+      variant=model.variant,
+      caption_tokens=model.caption_tokens,
+      num_registers=model.num_registers,
+      condition_layers=model.condition_layers,
+      mlp_ratio=model.mlp_ratio,
+      dropout_rate=model.dropout_rate,
+      stochastic_depth=model.stochastic_depth,
+      dtype=self.dtype,
+    )
 
   # ---- data -------------------------------------------------------------------------------------
   def preprocess(self, example: dict) -> dict:
     """One source example → the model's numpy features (no strings)."""
-    expected = {"camera_traj": (self.num_frames, CAMERA_FEATURES),
-                "char_traj": (self.num_frames, CHARACTER_FEATURES), "mask": (self.num_frames,)}
+    expected = {
+      "camera_traj": (self.num_frames, CAMERA_FEATURES),
+      "char_traj": (self.num_frames, CHARACTER_FEATURES),
+      "mask": (self.num_frames,),
+    }
     for key, shape in expected.items():
       if key not in example:
         raise DataError(f"example {example.get('id', '?')} has no {key!r}")
       if np.shape(example[key]) != shape:
-        raise DataError(f"example {example.get('id', '?')}: {key} has shape {np.shape(example[key])}, "
-                        f"expected {shape} (data.max_frames={self.num_frames})")
+        raise DataError(
+          f"example {example.get('id', '?')}: {key} has shape {np.shape(example[key])}, "
+          f"expected {shape} (data.max_frames={self.num_frames})"
+        )
     caption, caption_mask = self.caption_inputs(example)
-    return {"camera_traj": np.asarray(example["camera_traj"], np.float32),
-            "char_traj": np.asarray(example["char_traj"], np.float32),
-            "mask": np.asarray(example["mask"], bool),
-            "caption": caption, "caption_mask": caption_mask}
+    return {
+      "camera_traj": np.asarray(example["camera_traj"], np.float32),
+      "char_traj": np.asarray(example["char_traj"], np.float32),
+      "mask": np.asarray(example["mask"], bool),
+      "caption": caption,
+      "caption_mask": caption_mask,
+    }
 
   # ---- model ------------------------------------------------------------------------------------
   def _apply(self, variables, batch, camera_in, c_noise, drop_char, drop_caption, train=False, rng=None):
     return self.model.apply(
-        variables, camera_in, c_noise, batch["char_traj"], batch["caption"],
-        batch["caption_mask"], batch["mask"], drop_char, drop_caption, train=train,
-        rngs={"dropout": rng} if train else None)
+      variables,
+      camera_in,
+      c_noise,
+      batch["char_traj"],
+      batch["caption"],
+      batch["caption_mask"],
+      batch["mask"],
+      drop_char,
+      drop_caption,
+      train=train,
+      rngs={"dropout": rng} if train else None,
+    )
 
   def init(self, rng, batch):
     """Boxed (logically partitioned) parameters for a batch of model features."""
     no_drop = jnp.zeros(batch["mask"].shape[:1], bool)
     c_noise = jnp.zeros(batch["mask"].shape[:1], jnp.float32)
-    return self.model.init({"params": rng}, batch["camera_traj"], c_noise, batch["char_traj"],
-                           batch["caption"], batch["caption_mask"], batch["mask"], no_drop,
-                           no_drop)
+    return self.model.init(
+      {"params": rng},
+      batch["camera_traj"],
+      c_noise,
+      batch["char_traj"],
+      batch["caption"],
+      batch["caption_mask"],
+      batch["mask"],
+      no_drop,
+      no_drop,
+    )
 
   def loss(self, variables, batch, rng):
     """EDM loss on the frame-valid entries of σ_data-scaled features ('edm2 normalisation')."""
     rng_drop, rng_noise, rng_dropout = jax.random.split(rng, 3)
     batch_size = batch["mask"].shape[0]
     drop_all, drop_char, drop_caption = jax.random.bernoulli(
-        rng_drop, self.config.diffusion.condition_dropout, (3, batch_size))
+      rng_drop, self.config.diffusion.condition_dropout, (3, batch_size)
+    )
     network_fn = lambda camera_in, c_noise: self._apply(
-        variables, batch, camera_in, c_noise, drop_all | drop_char, drop_all | drop_caption, True, rng_dropout)
+      variables, batch, camera_in, c_noise, drop_all | drop_char, drop_all | drop_caption, True, rng_dropout
+    )
     clean = batch["camera_traj"] * self.edm.sigma_data
-    loss, _ = edm.edm_loss(network_fn, rng_noise, clean, self.edm.sigma_data, self.edm.p_mean,
-                           self.edm.p_std, weight_mask=batch["mask"][..., None])
+    loss, _ = edm.edm_loss(
+      network_fn,
+      rng_noise,
+      clean,
+      self.edm.sigma_data,
+      self.edm.p_mean,
+      self.edm.p_std,
+      weight_mask=batch["mask"][..., None],
+    )
     return loss, {}, {}
 
   @functools.cached_property
@@ -106,6 +157,7 @@ class Task(TrajectoryTask):
     keep = jnp.zeros((batch_size,), bool)
 
     if guidance_weight == 1.0:  # uncond + 1·(cond − uncond) is the conditional model alone.
+
       def denoise_fn(noisy, sigma):
         network_fn = lambda camera_in, c_noise: self._apply(variables, batch, camera_in, c_noise, keep, keep)
         return edm.denoise(network_fn, noisy, jnp.full((batch_size,), sigma), self.edm.sigma_data)
@@ -115,8 +167,9 @@ class Task(TrajectoryTask):
 
       def denoise_fn(noisy, sigma):
         network_fn = lambda camera_in, c_noise: self._apply(variables, doubled, camera_in, c_noise, drop, drop)
-        both = edm.denoise(network_fn, jnp.concatenate([noisy, noisy]), jnp.full((2 * batch_size,), sigma),
-                           self.edm.sigma_data)
+        both = edm.denoise(
+          network_fn, jnp.concatenate([noisy, noisy]), jnp.full((2 * batch_size,), sigma), self.edm.sigma_data
+        )
         return classifier_free_guidance(both[:batch_size], both[batch_size:], guidance_weight)
 
     samples = edm.heun_sample(denoise_fn, noise, sigmas) / self.edm.sigma_data
@@ -145,9 +198,11 @@ class Task(TrajectoryTask):
     for start in range(0, num_samples, eval_config.batch_size):
       indices = [min(start + offset, num_samples - 1) for offset in range(eval_config.batch_size)]
       batch_examples = [test_source[index] for index in indices]
-      batch_generated = np.asarray(self._generate(variables, self.batch(batch_examples),
-                                                  jax.random.fold_in(rng, start),
-                                                  self.config.diffusion.guidance_weight))
+      batch_generated = np.asarray(
+        self._generate(
+          variables, self.batch(batch_examples), jax.random.fold_in(rng, start), self.config.diffusion.guidance_weight
+        )
+      )
       examples += batch_examples[: num_samples - start]
       generated.append(batch_generated[: num_samples - start])
     generated = np.concatenate(generated)
@@ -163,22 +218,33 @@ class Task(TrajectoryTask):
       truths.append(truth)
       if index < num_plots and jax.process_index() == 0:
         char_pos = camera.decode_character(example["char_traj"][:num_frames])
-        plotting.plot_camera_trajectory(plots_dir / f"sample_{index:03d}.png", poses, char_pos,
-                                        caption=example["caption"], tags=f"generated tags: {tag_names(tags)}")
+        plotting.plot_camera_trajectory(
+          plots_dir / f"sample_{index:03d}.png",
+          poses,
+          char_pos,
+          caption=example["caption"],
+          tags=f"generated tags: {tag_names(tags)}",
+        )
     if quick:
       return {"tag_accuracy": float(np.mean(matches)), "tag_step_accuracy": float(np.mean(step_agreement))}
     _, counts = np.unique(np.array([str(t) for t in truths]), return_counts=True)
-    results = {"tag_accuracy": float(np.mean(matches)),
-               "tag_accuracy_chance": float(counts.max() / counts.sum()),
-               "reference_tag_accuracy": float(np.mean(reference_matches)),
-               "tag_step_accuracy": float(np.mean(step_agreement)),
-               "num_samples": num_samples, "subset": self.config.data.subset,
-               "guidance_weight": float(self.config.diffusion.guidance_weight)}
+    results = {
+      "tag_accuracy": float(np.mean(matches)),
+      "tag_accuracy_chance": float(counts.max() / counts.sum()),
+      "reference_tag_accuracy": float(np.mean(reference_matches)),
+      "tag_step_accuracy": float(np.mean(step_agreement)),
+      "num_samples": num_samples,
+      "subset": self.config.data.subset,
+      "guidance_weight": float(self.config.diffusion.guidance_weight),
+    }
     clatr_workdir = pathlib.Path(eval_config.clatr_workdir) if eval_config.clatr_workdir else None
     if clatr_workdir and not (clatr_workdir / "config.json").is_file():
-      logging.warning("no CLaTr run in %s: fd_clatr, precision/recall/density/coverage and clatr_score are "
-                      "skipped; train it with `python -m storyjax.train --config=configs/clatr.py --workdir=%s`.",
-                      clatr_workdir, clatr_workdir)
+      logging.warning(
+        "no CLaTr run in %s: fd_clatr, precision/recall/density/coverage and clatr_score are "
+        "skipped; train it with `python -m storyjax.train --config=configs/clatr.py --workdir=%s`.",
+        clatr_workdir,
+        clatr_workdir,
+      )
     elif clatr_workdir:
       results.update(self._clatr_metrics(generated, examples))
     return results
@@ -193,8 +259,10 @@ class Task(TrajectoryTask):
       raise CheckpointError(f"cannot load CLaTr from {workdir}: {error} (to train it: {train_command})") from error
     encoder = clatr.feature_extractor(variables)
     if encoder.max_frames != self.num_frames:
-      raise ConfigError(f"the CLaTr checkpoint in {workdir} encodes {encoder.max_frames} frames but "
-                        f"data.max_frames={self.num_frames}; train CLaTr with the same max_frames.")
+      raise ConfigError(
+        f"the CLaTr checkpoint in {workdir} encodes {encoder.max_frames} frames but "
+        f"data.max_frames={self.num_frames}; train CLaTr with the same max_frames."
+      )
     return encoder
 
   def _clatr_metrics(self, generated: np.ndarray, examples: list[dict]) -> dict:
@@ -208,14 +276,18 @@ class Task(TrajectoryTask):
     text_feats = encoder.text_features([example["caption"] for example in examples])
 
     def scores(traj_feats) -> dict:
-      return {"fd_clatr": distribution.frechet_distance(reference_feats, traj_feats),
-              **distribution.prdc(reference_feats, traj_feats, k=3,
-                                  published_quirks=self.config.eval.prdc_published_quirks),
-              "clatr_score": clatr_metrics.clatr_score(text_feats, traj_feats)}
+      return {
+        "fd_clatr": distribution.frechet_distance(reference_feats, traj_feats),
+        **distribution.prdc(reference_feats, traj_feats, k=3, published_quirks=self.config.eval.prdc_published_quirks),
+        "clatr_score": clatr_metrics.clatr_score(text_feats, traj_feats),
+      }
 
     real_scores = scores(encoder.trajectory_features(stacked(examples, "camera_traj"), mask))
-    return {**scores(encoder.trajectory_features(generated, mask)),
-            **{f"{key}_reference": value for key, value in real_scores.items()}, "num_reference": len(reference)}
+    return {
+      **scores(encoder.trajectory_features(generated, mask)),
+      **{f"{key}_reference": value for key, value in real_scores.items()},
+      "num_reference": len(reference),
+    }
 
   # ---- generation -------------------------------------------------------------------------------
   def sample(self, variables, prompts, rng) -> dict:
@@ -231,11 +303,19 @@ class Task(TrajectoryTask):
     if char_index >= 0:
       reference = test_source[char_index]
     else:
-      reference = {"char_traj": camera.encode_character(np.zeros((self.num_frames, 3))),
-                   "mask": np.ones((self.num_frames,), bool)}
-    examples = [{"camera_traj": np.zeros((self.num_frames, CAMERA_FEATURES), np.float32),
-                 "char_traj": reference["char_traj"], "mask": reference["mask"], "caption": prompt}
-                for prompt in prompts]
+      reference = {
+        "char_traj": camera.encode_character(np.zeros((self.num_frames, 3))),
+        "mask": np.ones((self.num_frames,), bool),
+      }
+    examples = [
+      {
+        "camera_traj": np.zeros((self.num_frames, CAMERA_FEATURES), np.float32),
+        "char_traj": reference["char_traj"],
+        "mask": reference["mask"],
+        "caption": prompt,
+      }
+      for prompt in prompts
+    ]
     batch = self.batch(examples)
     camera_traj = np.asarray(self._generate(variables, batch, rng, self.config.diffusion.guidance_weight))
     mask = np.asarray(batch["mask"])
@@ -245,8 +325,14 @@ class Task(TrajectoryTask):
     char_pos = np.zeros(camera_traj.shape[:2] + (3,))
     char_pos[:, :num_frames] = camera.decode_character(np.asarray(batch["char_traj"])[:, :num_frames])
     tags = [tag_names(tagging.tag_camera(pose[:num_frames])) for pose in poses]
-    return {"camera_pose": poses, "camera_traj": camera_traj, "char_traj": char_pos,
-            "caption": np.array(prompts), "tags": np.array(tags), "mask": mask}
+    return {
+      "camera_pose": poses,
+      "camera_traj": camera_traj,
+      "char_traj": char_pos,
+      "caption": np.array(prompts),
+      "tags": np.array(tags),
+      "mask": mask,
+    }
 
   def save_samples(self, samples: dict, out_dir: pathlib.Path) -> None:
     """One KITTI pose file (E.T.'s traj/ format) and one PNG plot per sample."""
@@ -254,6 +340,10 @@ class Task(TrajectoryTask):
       num_frames = int(samples["mask"][index].sum())
       poses = samples["camera_pose"][index, :num_frames]
       camera.write_kitti_poses(out_dir / f"sample_{index:03d}.txt", poses)
-      plotting.plot_camera_trajectory(out_dir / f"sample_{index:03d}.png", poses,
-                                      samples["char_traj"][index, :num_frames], caption=str(caption),
-                                      tags=f"generated tags: {samples['tags'][index]}")
+      plotting.plot_camera_trajectory(
+        out_dir / f"sample_{index:03d}.png",
+        poses,
+        samples["char_traj"][index, :num_frames],
+        caption=str(caption),
+        tags=f"generated tags: {samples['tags'][index]}",
+      )

@@ -4,6 +4,7 @@ Data: storyjax/data/images/shapes.py (label = shape class, known by construction
 storyjax/models/shape_classifier.py (convolutions with BatchNorm, so the train state carries `batch_stats`);
 loss: cross-entropy; evaluation: test accuracy with the BatchNorm running averages (eval mode).
 """
+
 import pathlib
 
 import jax
@@ -26,15 +27,17 @@ class Task:
     self.config = config
     model = config.model
     self.image_size = config.data.image_size
-    self.model = ShapeClassifier(num_classes=len(SHAPES), width=model.width, num_stages=model.num_stages,
-                                 dtype=compute_dtype(model.dtype))
+    self.model = ShapeClassifier(
+      num_classes=len(SHAPES), width=model.width, num_stages=model.num_stages, dtype=compute_dtype(model.dtype)
+    )
     self._predict = jax.jit(lambda variables, images: self.model.apply(variables, images).argmax(-1))
 
   def source(self, split: str) -> ShapesSource:
     data = self.config.data
     try:
-      return ShapesSource(split, {"train": data.train_size, "test": data.test_size}[split], data.image_size,
-                          seed=data.seed)
+      return ShapesSource(
+        split, {"train": data.train_size, "test": data.test_size}[split], data.image_size, seed=data.seed
+      )
     except ValueError as error:
       raise ConfigError(f"data config: {error}") from error
 
@@ -62,8 +65,11 @@ class Task:
     images = np.stack([example["image"] for example in examples])
     labels = np.array([example["label"] for example in examples])
     predicted = np.asarray(self._predict(variables, images))
-    return {"accuracy": float(np.mean(predicted == labels)), "chance": float(np.bincount(labels).max() / len(labels)),
-            "num_samples": num_samples}
+    return {
+      "accuracy": float(np.mean(predicted == labels)),
+      "chance": float(np.bincount(labels).max() / len(labels)),
+      "num_samples": num_samples,
+    }
 
   def save_assets(self, workdir: pathlib.Path) -> None:
     del workdir  # nothing besides the checkpoint

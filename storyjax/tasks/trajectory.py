@@ -1,4 +1,5 @@
 """What every task on E.T.-style trajectories shares: config checks, the data source, caption inputs, batching."""
+
 import pathlib
 
 import jax
@@ -6,11 +7,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from storyjax.data.et import camera, procedural
-from storyjax.text.caption_inputs import CaptionInputs
-from storyjax.data.et.sources import trajectory_source
 from storyjax.base_config import compute_dtype
+from storyjax.data.et import camera, procedural
+from storyjax.data.et.sources import trajectory_source
 from storyjax.errors import ConfigError
+from storyjax.text.caption_inputs import CaptionInputs
 
 
 class TrajectoryTask:
@@ -18,6 +19,7 @@ class TrajectoryTask:
 
   The task contract itself is storyjax/tasks/base.py.
   """
+
   # Where the data and the CLIP checkpoint are, and the size of the evaluation split, may change on resume.
   non_state_keys = {"data": ("test_size", "path"), "model": ("clip_path",)}
 
@@ -29,10 +31,17 @@ class TrajectoryTask:
     self.num_frames = data.max_frames
     self.dtype = compute_dtype(model.dtype)
     if model.clip_path and model.text_encoder != "clip":
-      raise ConfigError(f"model.clip_path is set but model.text_encoder={model.text_encoder!r}; the path is used "
-                        f"only with text_encoder='clip'.")
-    self.caption_inputs = CaptionInputs(model.text_encoder, model.max_caption_length,
-                                        procedural.caption_vocabulary(), model.clip_path, caption_key=caption_key)
+      raise ConfigError(
+        f"model.clip_path is set but model.text_encoder={model.text_encoder!r}; the path is used "
+        f"only with text_encoder='clip'."
+      )
+    self.caption_inputs = CaptionInputs(
+      model.text_encoder,
+      model.max_caption_length,
+      procedural.caption_vocabulary(),
+      model.clip_path,
+      caption_key=caption_key,
+    )
 
   def source(self, split: str):
     return trajectory_source(self.config.data, split)

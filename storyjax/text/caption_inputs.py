@@ -5,15 +5,17 @@ example (`<caption key>_clip_seq` / `_clip_mask`, e.g. the released `caption_cli
 distinct caption by our Flax CLIP text transformer from a local Hugging Face checkpoint (`clip_path`) and
 cached, so training on the released E.T. data needs no CLIP weights at all.
 """
+
+from collections.abc import Sequence
 import pathlib
-from typing import Sequence
 
 import numpy as np
 
-from storyjax.text.tokenizer import build_caption_tokenizer, load_caption_tokenizer, save_tokenizer, tokenize_captions
 from storyjax.errors import ConfigError, DataError
 from storyjax.layers.text_encoder import TEXT_ENCODERS
-from storyjax.text.clip import CONTEXT_LENGTH as CLIP_LENGTH, ClipTextFeatures
+from storyjax.text.clip import CONTEXT_LENGTH as CLIP_LENGTH
+from storyjax.text.clip import ClipTextFeatures
+from storyjax.text.tokenizer import build_caption_tokenizer, load_caption_tokenizer, save_tokenizer, tokenize_captions
 
 TOKENIZER_DIR = "tokenizer"
 
@@ -24,8 +26,14 @@ class CaptionInputs:
   `vocabulary` is the closed word list of the scratch tokenizer (e.g. the embedded captions' words).
   """
 
-  def __init__(self, text_encoder: str, max_length: int, vocabulary: Sequence[str] = (), clip_path: str = "",
-               caption_key: str = "caption"):
+  def __init__(
+    self,
+    text_encoder: str,
+    max_length: int,
+    vocabulary: Sequence[str] = (),
+    clip_path: str = "",
+    caption_key: str = "caption",
+  ):
     if text_encoder not in TEXT_ENCODERS:
       raise ConfigError(f"model.text_encoder={text_encoder!r}; choose one of {TEXT_ENCODERS}.")
     self.text_encoder, self.max_length, self.clip_path = text_encoder, max_length, clip_path
@@ -45,9 +53,11 @@ class CaptionInputs:
     """The CLIP encoder, loaded on first use (only when an example lacks precomputed features)."""
     if self._clip is None:
       if not self.clip_path:
-        raise ConfigError("model.text_encoder='clip' needs CLIP text features: this data has no precomputed "
-                          "caption_clip features, so set --config.model.clip_path to a local Hugging Face CLIP "
-                          "checkpoint directory (e.g. openai/clip-vit-base-patch32 saved with save_pretrained).")
+        raise ConfigError(
+          "model.text_encoder='clip' needs CLIP text features: this data has no precomputed "
+          "caption_clip features, so set --config.model.clip_path to a local Hugging Face CLIP "
+          "checkpoint directory (e.g. openai/clip-vit-base-patch32 saved with save_pretrained)."
+        )
       self._clip = ClipTextFeatures(self.clip_path, max_length=CLIP_LENGTH)
     return self._clip
 
@@ -64,8 +74,9 @@ class CaptionInputs:
     if self.frozen and precomputed in example:
       features, mask = example[precomputed], example[f"{self.caption_key}_clip_mask"]
       if np.ndim(features) != 2 or len(features) != CLIP_LENGTH:
-        raise DataError(f"example {example.get('id', '?')}: {precomputed} has shape {np.shape(features)}, "
-                        f"expected ({CLIP_LENGTH}, D)")
+        raise DataError(
+          f"example {example.get('id', '?')}: {precomputed} has shape {np.shape(features)}, expected ({CLIP_LENGTH}, D)"
+        )
       return np.asarray(features, np.float32), np.asarray(mask, bool)
     inputs, mask = self.texts([example[self.caption_key]])
     return inputs[0], mask[0]

@@ -4,9 +4,11 @@ Current transformers releases have no Flax models, so the network is ours and `c
 checkpoint's tensor names onto it. The output is the final LayerNorm's per-token features without the text
 projection: exactly what E.T. stored in `caption_clip/seq` (tokens 0..EOT) and `caption_clip/token` (EOT).
 """
+
+from collections.abc import Sequence
 import json
 import pathlib
-from typing import Any, Sequence
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -20,8 +22,17 @@ from storyjax.errors import ConfigError, DataError
 
 Dtype = Any
 ACTIVATIONS = {"quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x), "gelu": lambda x: jax.nn.gelu(x, False)}
-CONFIG_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                 "max_position_embeddings", "layer_norm_eps", "hidden_act", "eos_token_id")
+CONFIG_FIELDS = (
+  "vocab_size",
+  "hidden_size",
+  "intermediate_size",
+  "num_hidden_layers",
+  "num_attention_heads",
+  "max_position_embeddings",
+  "layer_norm_eps",
+  "hidden_act",
+  "eos_token_id",
+)
 LEGACY_EOS_TOKEN_ID = 2  # configs saved before transformers fixed eos_token_id; HF then takes argmax(token_ids)
 
 CONTEXT_LENGTH = 77  # CLIP's text context, also the length of E.T.'s caption_clip/seq
@@ -30,6 +41,7 @@ CONTEXT_LENGTH = 77  # CLIP's text context, also the length of E.T.'s caption_cl
 class CLIPTextTransformer(nn.Module):
   """token ids (B, L) int32 [, attention_mask (B, L) 1 = token, 0 = padding] → last hidden state (B, L, D) after
   the final LayerNorm, as HF `CLIPTextModel(...).last_hidden_state` (pre-LN layers, causal self-attention)."""
+
   vocab_size: int
   hidden_size: int
   intermediate_size: int
@@ -48,9 +60,11 @@ class CLIPTextTransformer(nn.Module):
       raise ValueError(f"{length} tokens exceed CLIP's {self.max_position_embeddings} positions")
     if self.hidden_act not in ACTIVATIONS:
       raise ValueError(f"hidden_act={self.hidden_act!r}; supported: {sorted(ACTIVATIONS)}")
-    hidden = (nn.Embed(self.vocab_size, self.hidden_size, dtype=self.dtype, name="token_embedding")(token_ids)
-              + nn.Embed(self.max_position_embeddings, self.hidden_size, dtype=self.dtype,
-                         name="position_embedding")(jnp.arange(length)))
+    hidden = nn.Embed(self.vocab_size, self.hidden_size, dtype=self.dtype, name="token_embedding")(
+      token_ids
+    ) + nn.Embed(self.max_position_embeddings, self.hidden_size, dtype=self.dtype, name="position_embedding")(
+      jnp.arange(length)
+    )
     mask = nn.make_causal_mask(token_ids)
     if attention_mask is not None:  # as HF: padded keys are hidden from every query
       mask = nn.combine_masks(mask, nn.make_attention_mask(jnp.ones_like(token_ids), attention_mask))
@@ -58,12 +72,13 @@ class CLIPTextTransformer(nn.Module):
     for index in range(self.num_hidden_layers):
       prefix = f"layers_{index}"
       hidden = hidden + nn.MultiHeadDotProductAttention(
-          self.num_attention_heads, dtype=self.dtype, force_fp32_for_softmax=True, name=f"{prefix}_self_attn")(
-              norm(f"{prefix}_layer_norm1")(hidden), mask=mask)
+        self.num_attention_heads, dtype=self.dtype, force_fp32_for_softmax=True, name=f"{prefix}_self_attn"
+      )(norm(f"{prefix}_layer_norm1")(hidden), mask=mask)
       normed = norm(f"{prefix}_layer_norm2")(hidden)
       transformed = nn.Dense(self.intermediate_size, dtype=self.dtype, name=f"{prefix}_fc1")(normed)
       hidden = hidden + nn.Dense(self.hidden_size, dtype=self.dtype, name=f"{prefix}_fc2")(
-          ACTIVATIONS[self.hidden_act](transformed))
+        ACTIVATIONS[self.hidden_act](transformed)
+      )
     return norm("final_layer_norm")(hidden)
 
 
@@ -74,11 +89,14 @@ def text_config(config: dict) -> dict:
   defaults = transformers.CLIPTextConfig().to_dict()
   fields = {field: config.get(field, defaults[field]) for field in CONFIG_FIELDS}
   if fields["hidden_act"] not in ACTIVATIONS:
-    raise DataError(f"CLIP config hidden_act={fields['hidden_act']!r} is not supported; supported: "
-                    f"{sorted(ACTIVATIONS)}")
+    raise DataError(
+      f"CLIP config hidden_act={fields['hidden_act']!r} is not supported; supported: {sorted(ACTIVATIONS)}"
+    )
   if fields["hidden_size"] % fields["num_attention_heads"]:
-    raise DataError(f"CLIP config hidden_size={fields['hidden_size']} is not divisible by "
-                    f"num_attention_heads={fields['num_attention_heads']}")
+    raise DataError(
+      f"CLIP config hidden_size={fields['hidden_size']} is not divisible by "
+      f"num_attention_heads={fields['num_attention_heads']}"
+    )
   return fields
 
 
@@ -90,8 +108,10 @@ def eos_positions(token_ids: np.ndarray, eos_token_id: int) -> np.ndarray:
     return token_ids.argmax(-1)
   is_eos = token_ids == eos_token_id
   if not is_eos.any(-1).all():
-    raise DataError(f"a tokenised caption has no end-of-text token {eos_token_id}: the CLIP config's "
-                    f"eos_token_id does not match its tokenizer")
+    raise DataError(
+      f"a tokenised caption has no end-of-text token {eos_token_id}: the CLIP config's "
+      f"eos_token_id does not match its tokenizer"
+    )
   return is_eos.argmax(-1)
 
 
@@ -113,28 +133,41 @@ def convert_hf_state_dict(state: dict[str, np.ndarray], config: dict) -> dict:
   """
   d, ff, heads = config["hidden_size"], config["intermediate_size"], config["num_attention_heads"]
   head_dim = d // heads
-  linear = lambda name, d_in, d_out: {"kernel": _hf_tensor(state, f"{name}.weight", (d_out, d_in)).T,
-                                      "bias": _hf_tensor(state, f"{name}.bias", (d_out,))}
-  layer_norm = lambda name: {"scale": _hf_tensor(state, f"{name}.weight", (d,)),
-                             "bias": _hf_tensor(state, f"{name}.bias", (d,))}
+  linear = lambda name, d_in, d_out: {
+    "kernel": _hf_tensor(state, f"{name}.weight", (d_out, d_in)).T,
+    "bias": _hf_tensor(state, f"{name}.bias", (d_out,)),
+  }
+  layer_norm = lambda name: {
+    "scale": _hf_tensor(state, f"{name}.weight", (d,)),
+    "bias": _hf_tensor(state, f"{name}.bias", (d,)),
+  }
   params = {
-      "token_embedding": {"embedding": _hf_tensor(state, "embeddings.token_embedding.weight",
-                                                  (config["vocab_size"], d))},
-      "position_embedding": {"embedding": _hf_tensor(state, "embeddings.position_embedding.weight",
-                                                     (config["max_position_embeddings"], d))},
-      "final_layer_norm": layer_norm("final_layer_norm")}
+    "token_embedding": {"embedding": _hf_tensor(state, "embeddings.token_embedding.weight", (config["vocab_size"], d))},
+    "position_embedding": {
+      "embedding": _hf_tensor(state, "embeddings.position_embedding.weight", (config["max_position_embeddings"], d))
+    },
+    "final_layer_norm": layer_norm("final_layer_norm"),
+  }
   for index in range(config["num_hidden_layers"]):
     hf, ours = f"encoder.layers.{index}", f"layers_{index}"
     attention = {}
     for hf_name, name in (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value")):
       projection = linear(f"{hf}.self_attn.{hf_name}", d, d)
-      attention[name] = {"kernel": projection["kernel"].reshape(d, heads, head_dim),
-                         "bias": projection["bias"].reshape(heads, head_dim)}
+      attention[name] = {
+        "kernel": projection["kernel"].reshape(d, heads, head_dim),
+        "bias": projection["bias"].reshape(heads, head_dim),
+      }
     out = linear(f"{hf}.self_attn.out_proj", d, d)
     attention["out"] = {"kernel": out["kernel"].reshape(heads, head_dim, d), "bias": out["bias"]}
-    params.update({f"{ours}_self_attn": attention, f"{ours}_layer_norm1": layer_norm(f"{hf}.layer_norm1"),
-                   f"{ours}_layer_norm2": layer_norm(f"{hf}.layer_norm2"),
-                   f"{ours}_fc1": linear(f"{hf}.mlp.fc1", d, ff), f"{ours}_fc2": linear(f"{hf}.mlp.fc2", ff, d)})
+    params.update(
+      {
+        f"{ours}_self_attn": attention,
+        f"{ours}_layer_norm1": layer_norm(f"{hf}.layer_norm1"),
+        f"{ours}_layer_norm2": layer_norm(f"{hf}.layer_norm2"),
+        f"{ours}_fc1": linear(f"{hf}.mlp.fc1", d, ff),
+        f"{ours}_fc2": linear(f"{hf}.mlp.fc2", ff, d),
+      }
+    )
   return params
 
 
@@ -162,8 +195,10 @@ def load_clip_text(path, dtype: Dtype = jnp.float32):
   config_path = path / "config.json"
   weights = [path / name for name in ("model.safetensors", "flax_model.msgpack") if (path / name).is_file()]
   if not path.is_dir() or not config_path.is_file() or not weights:
-    raise DataError(f"no CLIP checkpoint at {path}; expected config.json and model.safetensors or "
-                    f"flax_model.msgpack (a Hugging Face CLIP model saved with save_pretrained)")
+    raise DataError(
+      f"no CLIP checkpoint at {path}; expected config.json and model.safetensors or "
+      f"flax_model.msgpack (a Hugging Face CLIP model saved with save_pretrained)"
+    )
   config = text_config(json.loads(config_path.read_text()))
   if weights[0].suffix == ".safetensors":
     state = safetensors.numpy.load_file(weights[0])
@@ -171,8 +206,9 @@ def load_clip_text(path, dtype: Dtype = jnp.float32):
     state = _flatten_flax_msgpack(flax.serialization.msgpack_restore(weights[0].read_bytes()))
   params = convert_hf_state_dict(state, config)
   # transformers builds an empty tokenizer from a directory without vocabulary files instead of failing
-  if not (path / "tokenizer.json").is_file() and not all((path / name).is_file()
-                                                          for name in ("vocab.json", "merges.txt")):
+  if not (path / "tokenizer.json").is_file() and not all(
+    (path / name).is_file() for name in ("vocab.json", "merges.txt")
+  ):
     raise DataError(f"no CLIP tokenizer in {path}; expected tokenizer.json or vocab.json and merges.txt")
   tokenizer = transformers.CLIPTokenizer.from_pretrained(str(path))
   return CLIPTextTransformer(**config, dtype=dtype), params, tokenizer
@@ -190,8 +226,10 @@ class ClipTextFeatures:
   def __init__(self, path, max_length: int = CONTEXT_LENGTH, batch_size: int = 64):
     self.module, self.params, self.tokenizer = load_clip_text(path)
     if not 2 <= max_length <= self.module.max_position_embeddings:
-      raise ConfigError(f"CLIP max_length={max_length} must be in [2, {self.module.max_position_embeddings}] "
-                        f"(start and end tokens; the checkpoint's max_position_embeddings)")
+      raise ConfigError(
+        f"CLIP max_length={max_length} must be in [2, {self.module.max_position_embeddings}] "
+        f"(start and end tokens; the checkpoint's max_position_embeddings)"
+      )
     if batch_size < 1:
       raise ConfigError(f"CLIP batch_size={batch_size} must be at least 1")
     self.max_length, self.batch_size = max_length, batch_size
@@ -211,8 +249,12 @@ class ClipTextFeatures:
   def _compute(self, captions: list[str]) -> None:
     token_ids, lengths = self.tokenize(captions)
     padded = np.concatenate([token_ids, np.repeat(token_ids[-1:], -len(captions) % self.batch_size, axis=0)])
-    features = np.concatenate([np.asarray(self._forward(self.params, padded[start:start + self.batch_size]))
-                               for start in range(0, len(padded), self.batch_size)])
+    features = np.concatenate(
+      [
+        np.asarray(self._forward(self.params, padded[start : start + self.batch_size]))
+        for start in range(0, len(padded), self.batch_size)
+      ]
+    )
     for caption, rows, length in zip(captions, features, lengths):
       self._cache[caption] = rows[:length].astype(np.float32)
 
@@ -227,7 +269,7 @@ class ClipTextFeatures:
     mask = np.zeros((len(captions), self.max_length), bool)
     for index, caption in enumerate(captions):
       rows = self._cache[caption]
-      features[index, :len(rows)], mask[index, :len(rows)] = rows, True
+      features[index, : len(rows)], mask[index, : len(rows)] = rows, True
     return features, mask
 
   @staticmethod

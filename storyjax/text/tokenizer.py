@@ -1,11 +1,12 @@
 """A word-level caption tokenizer over a closed vocabulary, built locally (no downloads)."""
+
+from collections.abc import Iterable, Sequence
 import os
-from typing import Iterable, Sequence
 
 import numpy as np
 import tokenizers
-import transformers
 from tokenizers import models, normalizers, pre_tokenizers, processors
+import transformers
 
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
 SPECIAL_TOKENS = (PAD, UNK, BOS, EOS)  # ids 0, 1, 2, 3
@@ -22,17 +23,25 @@ def build_caption_tokenizer(words: Iterable[str]) -> transformers.PreTrainedToke
   for word in vocabulary:
     pieces = [piece for piece, _ in pre_tokenizer.pre_tokenize_str(word)]
     if pieces != [word]:
-      raise ValueError(f"Vocabulary entry {word!r} is split into {pieces} by the pre-tokenizer, so it could "
-                       f"never be matched; pass single words or single punctuation marks.")
+      raise ValueError(
+        f"Vocabulary entry {word!r} is split into {pieces} by the pre-tokenizer, so it could "
+        f"never be matched; pass single words or single punctuation marks."
+      )
   vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS + tuple(vocabulary))}
   backend = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token=UNK))
   backend.normalizer = normalizers.Lowercase()
   backend.pre_tokenizer = pre_tokenizer
   backend.post_processor = processors.TemplateProcessing(
-      single=f"{BOS} $A {EOS}", special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])])
+    single=f"{BOS} $A {EOS}", special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])]
+  )
   return transformers.PreTrainedTokenizerFast(
-      tokenizer_object=backend, pad_token=PAD, unk_token=UNK, bos_token=BOS, eos_token=EOS,
-      clean_up_tokenization_spaces=True)
+    tokenizer_object=backend,
+    pad_token=PAD,
+    unk_token=UNK,
+    bos_token=BOS,
+    eos_token=EOS,
+    clean_up_tokenization_spaces=True,
+  )
 
 
 def save_tokenizer(tokenizer: transformers.PreTrainedTokenizerFast, path: str | os.PathLike) -> None:
@@ -44,13 +53,15 @@ def load_caption_tokenizer(path: str | os.PathLike) -> transformers.PreTrainedTo
   """Reads a tokenizer written by save_tokenizer from the directory `path`."""
   path = os.fspath(path)
   if not os.path.isfile(os.path.join(path, TOKENIZER_FILE)):
-    raise FileNotFoundError(f"No caption tokenizer at {path!r}: expected {os.path.join(path, TOKENIZER_FILE)!r}, "
-                            f"written by save_tokenizer.")
+    raise FileNotFoundError(
+      f"No caption tokenizer at {path!r}: expected {os.path.join(path, TOKENIZER_FILE)!r}, written by save_tokenizer."
+    )
   return transformers.PreTrainedTokenizerFast.from_pretrained(path)
 
 
-def tokenize_captions(tokenizer: transformers.PreTrainedTokenizerFast, captions: Sequence[str],
-                      max_length: int) -> tuple[np.ndarray, np.ndarray]:
+def tokenize_captions(
+  tokenizer: transformers.PreTrainedTokenizerFast, captions: Sequence[str], max_length: int
+) -> tuple[np.ndarray, np.ndarray]:
   """captions (B,) → ids (B, L) int32 [BOS] … [EOS] right-padded with [PAD], mask (B, L) bool; L = max_length.
 
   Longer captions lose words from the end; [EOS] stays the last valid token.
@@ -59,6 +70,13 @@ def tokenize_captions(tokenizer: transformers.PreTrainedTokenizerFast, captions:
     raise ValueError("tokenize_captions takes a list of captions, got a single string; wrap it in a list.")
   if max_length < 2:
     raise ValueError(f"max_length={max_length} leaves no room for [BOS] and [EOS]; use at least 2.")
-  encoded = tokenizer(list(captions), padding="max_length", truncation=True, max_length=max_length,
-                      padding_side="right", truncation_side="right", return_attention_mask=True)
+  encoded = tokenizer(
+    list(captions),
+    padding="max_length",
+    truncation=True,
+    max_length=max_length,
+    padding_side="right",
+    truncation_side="right",
+    return_attention_mask=True,
+  )
   return np.asarray(encoded["input_ids"], np.int32), np.asarray(encoded["attention_mask"], bool)

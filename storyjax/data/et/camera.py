@@ -3,21 +3,22 @@
 Poses are camera-to-world [R|t] with OpenCV camera axes (x right, y down, z forward), so t is the camera centre
 in world units; world = the shot's first camera, 25 fps, at most 300 frames.
 """
+
 import os
 
 import numpy as np
 
 FPS = 25.0
 MAX_FRAMES = 300
-CAMERA_FEATURES = 9     # per frame: rot6d ‖ standardized translation step (encode_camera)
+CAMERA_FEATURES = 9  # per frame: rot6d ‖ standardized translation step (encode_camera)
 CHARACTER_FEATURES = 3  # per frame: standardized character step (encode_character)
 
 # The E.T. '0300' standardization, hard-coded in the released DIRECTOR and CLaTr configs (no stats file exists).
-CAM_VEL_MEAN = np.array([7.93987673e-05, -9.98621393e-05, 4.12940653e-04])   # per-frame camera Δt
+CAM_VEL_MEAN = np.array([7.93987673e-05, -9.98621393e-05, 4.12940653e-04])  # per-frame camera Δt
 CAM_VEL_STD = np.array([0.027841, 0.01819818, 0.03138536])
-CAM_SHIFT_MEAN = np.array([0.00201079, -0.27488501, -1.23616805])           # frame-0 camera position
+CAM_SHIFT_MEAN = np.array([0.00201079, -0.27488501, -1.23616805])  # frame-0 camera position
 CAM_SHIFT_STD = np.array([1.13433516, 1.19061042, 1.58744263])
-CHAR_VEL_MEAN = np.array([6.676e-05, -5.084e-05, -7.782e-04])               # character, all frames
+CHAR_VEL_MEAN = np.array([6.676e-05, -5.084e-05, -7.782e-04])  # character, all frames
 CHAR_VEL_STD = np.array([0.0105, 0.006958, 0.01145])
 
 _KITTI_NUMBERS = 12
@@ -45,8 +46,7 @@ def encode_camera(poses) -> np.ndarray:
   poses = _as_poses(poses)
   rot6d = np.swapaxes(poses[:, :, :2], 1, 2).reshape(-1, 6)
   steps = _first_then_deltas(poses[:, :, 3])
-  translation = np.concatenate([(steps[:1] - CAM_SHIFT_MEAN) / CAM_SHIFT_STD,
-                                (steps[1:] - CAM_VEL_MEAN) / CAM_VEL_STD])
+  translation = np.concatenate([(steps[:1] - CAM_SHIFT_MEAN) / CAM_SHIFT_STD, (steps[1:] - CAM_VEL_MEAN) / CAM_VEL_STD])
   return np.concatenate([rot6d, translation], axis=1).astype(np.float32)
 
 
@@ -68,8 +68,10 @@ def decode_camera(feature) -> np.ndarray:
   z_axis = _normalize(np.cross(x_axis, feature[..., 3:6]))
   y_axis = np.cross(z_axis, x_axis)
   rotation = np.stack([x_axis, y_axis, z_axis], axis=-1)
-  steps = np.concatenate([feature[..., :1, 6:9] * CAM_SHIFT_STD + CAM_SHIFT_MEAN,
-                          feature[..., 1:, 6:9] * CAM_VEL_STD + CAM_VEL_MEAN], axis=-2)
+  steps = np.concatenate(
+    [feature[..., :1, 6:9] * CAM_SHIFT_STD + CAM_SHIFT_MEAN, feature[..., 1:, 6:9] * CAM_VEL_STD + CAM_VEL_MEAN],
+    axis=-2,
+  )
   return np.concatenate([rotation, np.cumsum(steps, axis=-2)[..., None]], axis=-1)
 
 
@@ -99,8 +101,10 @@ def read_kitti_poses(path) -> np.ndarray:
   for line_number, line in enumerate(lines, start=1):
     fields = line.split()
     if len(fields) != _KITTI_NUMBERS:
-      raise ValueError(f"{path}, line {line_number}: expected {_KITTI_NUMBERS} numbers (row-major 3x4 [R|t]), "
-                       f"got {len(fields)}: {line!r}")
+      raise ValueError(
+        f"{path}, line {line_number}: expected {_KITTI_NUMBERS} numbers (row-major 3x4 [R|t]), "
+        f"got {len(fields)}: {line!r}"
+      )
     try:
       values = [float(field) for field in fields]
     except ValueError:

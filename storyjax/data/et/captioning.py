@@ -5,24 +5,50 @@ to describe the runs from an outline "Between frames s and e: pattern". `describ
 from templates instead, with each camera run's timing in words at 25 fps, and `parse_camera_classes` reads
 the camera classes back. `LLMRewriter` reproduces E.T.'s LLM step with a local transformers model.
 """
+
+from collections.abc import Callable
 import functools
 import importlib.util
 import os
 import re
-from collections.abc import Callable
 
 import numpy as np
 
 from storyjax.data.et import tagging
 from storyjax.data.et.camera import FPS
 from storyjax.data.et.procedural import (
-    STATIC_CAMERA_PHRASES, CAMERA_MOTION_CLASSES, CHARACTER_MOTION_CLASSES, camera_phrases, character_phrases)
+  CAMERA_MOTION_CLASSES,
+  CHARACTER_MOTION_CLASSES,
+  STATIC_CAMERA_PHRASES,
+  camera_phrases,
+  character_phrases,
+)
 from storyjax.errors import ConfigError, DataError
 
 _NUM_CLASSES = len(tagging.CAMERA_CLASS_NAMES)
-_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-         "seventeen eighteen nineteen").split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ONES = [
+  "zero",
+  "one",
+  "two",
+  "three",
+  "four",
+  "five",
+  "six",
+  "seven",
+  "eight",
+  "nine",
+  "ten",
+  "eleven",
+  "twelve",
+  "thirteen",
+  "fourteen",
+  "fifteen",
+  "sixteen",
+  "seventeen",
+  "eighteen",
+  "nineteen",
+]
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 _VERTICAL_CHARACTER_PHRASES = {-1: ("climbs up", "moves up", "goes up"), 1: ("climbs down", "moves down", "goes down")}
 
 
@@ -86,11 +112,14 @@ def _valid_steps(segments, name: str) -> np.ndarray:
   """(M,) int classes with PAD_CLASS entries dropped; DataError for anything else."""
   labels = np.asarray(segments)
   if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-    raise DataError(f"{name} must be a 1-D integer array of E.T. classes (N−1,), got shape {labels.shape} "
-                    f"dtype {labels.dtype}.")
+    raise DataError(
+      f"{name} must be a 1-D integer array of E.T. classes (N−1,), got shape {labels.shape} dtype {labels.dtype}."
+    )
   if np.any((labels < 0) | (labels > tagging.PAD_CLASS)):
-    raise DataError(f"{name} has values outside [0, {tagging.PAD_CLASS}] (27 classes, {tagging.PAD_CLASS} = "
-                    f"padding): {sorted(set(labels[(labels < 0) | (labels > tagging.PAD_CLASS)].tolist()))}.")
+    raise DataError(
+      f"{name} has values outside [0, {tagging.PAD_CLASS}] (27 classes, {tagging.PAD_CLASS} = "
+      f"padding): {sorted(set(labels[(labels < 0) | (labels > tagging.PAD_CLASS)].tolist()))}."
+    )
   labels = labels[labels != tagging.PAD_CLASS]
   if labels.size == 0:
     raise DataError(f"{name} is empty (or all padding); a caption needs at least one tagged step.")
@@ -106,8 +135,10 @@ def _checked_labels(cam_segments, char_segments, include_character: bool):
     raise DataError("char_segments is None; pass the character tags or include_character=False.")
   char_labels = _valid_steps(char_segments, "char_segments")
   if len(char_labels) != len(cam_labels):
-    raise DataError(f"cam_segments has {len(cam_labels)} unpadded steps but char_segments has "
-                    f"{len(char_labels)}; both tag the same N−1 velocity steps.")
+    raise DataError(
+      f"cam_segments has {len(cam_labels)} unpadded steps but char_segments has "
+      f"{len(char_labels)}; both tag the same N−1 velocity steps."
+    )
   return cam_labels, char_labels
 
 
@@ -124,13 +155,17 @@ def _camera_clause(template: str, cam_phrases: list[str], cam_runs, char_clause:
   """The camera part of a template: durations ("for about two seconds"), or onsets for at_first_after."""
   timed = [f"{phrase} for {seconds_in_words(end - start)}" for phrase, (_, start, end) in zip(cam_phrases, cam_runs)]
   if template == "first_then_finally":
-    return (f"throughout the shot, the camera {timed[0]}" if len(timed) == 1 else
-            f"first the camera {_join_then(timed, 'it ')}")
+    return (
+      f"throughout the shot, the camera {timed[0]}"
+      if len(timed) == 1
+      else f"first the camera {_join_then(timed, 'it ')}"
+    )
   if template == "at_first_after":
     if len(timed) == 1:
       return f"from start to finish, the camera {timed[0]}"
-    onsets = [f"after {seconds_in_words(start)} it {phrase}" for phrase, (_, start, _) in
-              zip(cam_phrases[1:], cam_runs[1:])]
+    onsets = [
+      f"after {seconds_in_words(start)} it {phrase}" for phrase, (_, start, _) in zip(cam_phrases[1:], cam_runs[1:])
+    ]
     return f"at first the camera {cam_phrases[0]}{''.join(f', {onset}' for onset in onsets[:-1])}, and {onsets[-1]}"
   if template == "interleaved":
     during = "" if char_clause is None else f" while the character {char_clause}"
@@ -139,10 +174,13 @@ def _camera_clause(template: str, cam_phrases: list[str], cam_runs, char_clause:
 
 
 # Sentences of each template with a character; without one, every template is its camera clause alone.
-_SENTENCES = {"while": ("while the character {char}, {cam}",), "interleaved": ("{cam}",),
-              "first_then_finally": ("{cam}", "the character {char}"),
-              "at_first_after": ("the character {char}", "{cam}"),
-              "meanwhile": ("{cam}", "meanwhile, the character {char}")}
+_SENTENCES = {
+  "while": ("while the character {char}, {cam}",),
+  "interleaved": ("{cam}",),
+  "first_then_finally": ("{cam}", "the character {char}"),
+  "at_first_after": ("the character {char}", "{cam}"),
+  "meanwhile": ("{cam}", "meanwhile, the character {char}"),
+}
 TEMPLATES = tuple(_SENTENCES)
 
 
@@ -156,8 +194,9 @@ def _rng(rng) -> np.random.Generator:
   return np.random.default_rng(0 if rng is None else rng)
 
 
-def describe_runs(cam_segments, char_segments=None, rng=None, template: str | None = None,
-                  include_character: bool = True) -> str:
+def describe_runs(
+  cam_segments, char_segments=None, rng=None, template: str | None = None, include_character: bool = True
+) -> str:
   """(N−1,) camera and character class arrays (PAD_CLASS ignored) → one caption with timing in words.
 
   rng: a numpy Generator, an int seed, or None (seed 0); it draws the template (unless given, from TEMPLATES),
@@ -178,8 +217,9 @@ def describe_runs(cam_segments, char_segments=None, rng=None, template: str | No
     if len(char_runs) == 1:
       char_clause = char_phrases[0]
     else:
-      char_clause = " and then ".join(f"{phrase} for {seconds_in_words(end - start)}"
-                                      for phrase, (_, start, end) in zip(char_phrases, char_runs))
+      char_clause = " and then ".join(
+        f"{phrase} for {seconds_in_words(end - start)}" for phrase, (_, start, end) in zip(char_phrases, char_runs)
+      )
   camera = _camera_clause(template, cam_phrases, cam_runs, char_clause)
   frames = ("{cam}",) if char_clause is None else _SENTENCES[template]
   sentences = [frame.format(cam=camera, char=char_clause) for frame in frames]
@@ -196,9 +236,12 @@ def caption_trajectory(poses, char_pos, seed: int) -> dict:
   if len(poses) != len(char_pos):
     raise DataError(f"poses has {len(poses)} frames but char_pos has {len(char_pos)}; they must match.")
   cam_segments, char_segments = tagging.tag_camera(poses), tagging.tag_character(char_pos)
-  return {"caption": describe_runs(cam_segments, char_segments, seed),
-          "caption_cam": describe_runs(cam_segments, None, seed, include_character=False),
-          "cam_segments": cam_segments, "char_segments": char_segments}
+  return {
+    "caption": describe_runs(cam_segments, char_segments, seed),
+    "caption_cam": describe_runs(cam_segments, None, seed, include_character=False),
+    "cam_segments": cam_segments,
+    "char_segments": char_segments,
+  }
 
 
 def _alternation(phrases) -> str:
@@ -227,8 +270,9 @@ def parse_camera_classes(caption: str) -> tuple[int, ...]:
 
 def _et_runs(labels: np.ndarray, names: tuple[str, ...]) -> str:
   """E.T.'s "Between frames s and e: pattern" per run (e inclusive), joined with ';'."""
-  return ";".join(f"Between frames {start} and {end - 1}: {names[run_class]}"
-                  for run_class, start, end in tagging.runs(labels))
+  return ";".join(
+    f"Between frames {start} and {end - 1}: {names[run_class]}" for run_class, start, end in tagging.runs(labels)
+  )
 
 
 def outline(cam_segments, char_segments=None) -> str:
@@ -237,8 +281,9 @@ def outline(cam_segments, char_segments=None) -> str:
   As in E.T., "Total frames" is the last run's inclusive end step, i.e. N−2 for N frames.
   """
   cam_labels, char_labels = _checked_labels(cam_segments, char_segments, char_segments is not None)
-  text = (f"Outline: Total frames {len(cam_labels) - 1}; "
-          f"[Camera motion] {_et_runs(cam_labels, tagging.CAMERA_CLASS_NAMES)}. ")
+  text = (
+    f"Outline: Total frames {len(cam_labels) - 1}; [Camera motion] {_et_runs(cam_labels, tagging.CAMERA_CLASS_NAMES)}. "
+  )
   if char_labels is None:
     return text
   return text + f"[Main character motion] {_et_runs(char_labels, tagging.CHARACTER_CLASS_NAMES)}."
@@ -247,15 +292,17 @@ def outline(cam_segments, char_segments=None) -> str:
 # E.T.'s prompt parts (configs/captioning/llm/prompt/cam*.yaml), asking for one sentence relative to the character.
 _LLM_CONTEXT = "You act as a camera operator writing a technical script for camera motion descriptions."
 _LLM_INSTRUCTION = {
-    True: "Given a rough outline of the camera motion and main character motion, write one short sentence "
-          "describing the camera motion relative to the main character.",
-    False: "Given a rough outline of the camera motion, write one short sentence describing the camera motion."}
+  True: "Given a rough outline of the camera motion and main character motion, write one short sentence "
+  "describing the camera motion relative to the main character.",
+  False: "Given a rough outline of the camera motion, write one short sentence describing the camera motion.",
+}
 _LLM_CONSTRAINT = "The sentence should be short, and factual. Do not mention frame indices."
-_EXAMPLE_CAM = np.repeat([9, 1], [100, 60])   # trucking right, then push in
-_EXAMPLE_CHAR = np.repeat([9], [160])         # move right
+_EXAMPLE_CAM = np.repeat([9, 1], [100, 60])  # trucking right, then push in
+_EXAMPLE_CHAR = np.repeat([9], [160])  # move right
 _EXAMPLE_DESCRIPTION = {
-    True: "The camera trucks right alongside the character as they walk to the right, then pushes in towards them.",
-    False: "The camera trucks right, then pushes in."}
+  True: "The camera trucks right alongside the character as they walk to the right, then pushes in towards them.",
+  False: "The camera trucks right, then pushes in.",
+}
 _LLM_RETRY = "Remove frame indices."
 
 
@@ -265,13 +312,16 @@ def llm_prompt(cam_segments, char_segments=None) -> list[dict[str, str]]:
   with_character = char_segments is not None
   example = outline(_EXAMPLE_CAM, _EXAMPLE_CHAR if with_character else None)
   demonstration = f"\n# Example\n{example}\nDescription: {_EXAMPLE_DESCRIPTION[with_character]}\n# End of example"
-  content = (f"{_LLM_CONTEXT}\n{_LLM_INSTRUCTION[with_character]}\n{_LLM_CONSTRAINT}{demonstration}"
-             f"\n\n{outline(cam_segments, char_segments)}\nDescription: ")
+  content = (
+    f"{_LLM_CONTEXT}\n{_LLM_INSTRUCTION[with_character]}\n{_LLM_CONSTRAINT}{demonstration}"
+    f"\n\n{outline(cam_segments, char_segments)}\nDescription: "
+  )
   return [{"role": "user", "content": content}]
 
 
-def llm_caption(generate: Callable[[list[dict[str, str]]], str], cam_segments, char_segments=None,
-                max_retries: int = 10) -> str:
+def llm_caption(
+  generate: Callable[[list[dict[str, str]]], str], cam_segments, char_segments=None, max_retries: int = 10
+) -> str:
   """Caption from `generate(messages) -> text`; while the text has digits, asks again ("Remove frame indices.")
   up to max_retries times, then keeps the last answer, as E.T. does. "Description: " is stripped."""
   messages = llm_prompt(cam_segments, char_segments)
@@ -288,13 +338,18 @@ class LLMRewriter:
 
   def __init__(self, model_dir: str, max_new_tokens: int = 80, seed: int = 0, max_retries: int = 10):
     if not os.path.isdir(model_dir):
-      raise DataError(f"LLM model directory {model_dir!r} does not exist; pass a local transformers model "
-                      f"directory (nothing is downloaded).")
+      raise DataError(
+        f"LLM model directory {model_dir!r} does not exist; pass a local transformers model "
+        f"directory (nothing is downloaded)."
+      )
     if importlib.util.find_spec("torch") is None:
-      raise ConfigError("LLM caption rewriting needs torch (transformers loads causal LMs with it) and a local "
-                        "model directory; install torch or use the template captioner (describe_runs).")
+      raise ConfigError(
+        "LLM caption rewriting needs torch (transformers loads causal LMs with it) and a local "
+        "model directory; install torch or use the template captioner (describe_runs)."
+      )
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     torch.manual_seed(seed)
     self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
     self.model = AutoModelForCausalLM.from_pretrained(model_dir)
@@ -304,10 +359,16 @@ class LLMRewriter:
     inputs = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
     inputs = inputs.to(self.model.device)
     pad_token_id = self.tokenizer.pad_token_id
-    output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=True, temperature=0.6,
-                                 top_p=0.95, top_k=50,
-                                 pad_token_id=self.tokenizer.eos_token_id if pad_token_id is None else pad_token_id)
-    return self.tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    output = self.model.generate(
+      **inputs,
+      max_new_tokens=self.max_new_tokens,
+      do_sample=True,
+      temperature=0.6,
+      top_p=0.95,
+      top_k=50,
+      pad_token_id=self.tokenizer.eos_token_id if pad_token_id is None else pad_token_id,
+    )
+    return self.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
   def __call__(self, cam_segments, char_segments=None) -> str:
     """(N−1,) camera and optional character classes → one caption without frame numbers (ideally)."""

@@ -9,8 +9,9 @@ char_segments/<id>.npy (N − 1,) int, caption/<id>.txt, caption_cam/<id>.txt, o
 caption_clip/{seq,token}/<id>.npy ((L ≤ 77, 512), (512,)) and caption_cam_clip/…, bounds/<id>.npy; split lists
 {pure,mixed,full}_{train,test}_split.txt and clatr_{train,val,test}_split.txt, one id a line, no trailing newline.
 """
+
+from collections.abc import Callable, Sequence
 import pathlib
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -18,15 +19,26 @@ from storyjax.data.et import camera, procedural, tagging
 from storyjax.errors import ConfigError, DataError
 from storyjax.text.clip import CONTEXT_LENGTH as CLIP_LENGTH
 
-SUBSET_SPLITS = {"pure": ("train", "test"), "mixed": ("train", "test"), "full": ("train", "test"),
-                 "clatr": ("train", "val", "test")}
+SUBSET_SPLITS = {
+  "pure": ("train", "test"),
+  "mixed": ("train", "test"),
+  "full": ("train", "test"),
+  "clatr": ("train", "val", "test"),
+}
 CAPTION_KEYS = ("caption", "caption_cam")
-OPTIONAL_FOLDERS = ("char_raw", "intrinsics", "char_segments", "caption_cam", "caption_clip", "caption_cam_clip",
-                    "bounds")
+OPTIONAL_FOLDERS = (
+  "char_raw",
+  "intrinsics",
+  "char_segments",
+  "caption_cam",
+  "caption_clip",
+  "caption_cam_clip",
+  "bounds",
+)
 _ROTATION_TOLERANCE = 1e-2  # the released poses went through float16 (about 1e-3 quantisation)
-_TOKEN_TOLERANCE = 1e-6     # caption_clip/token is seq[EOT] by construction
+_TOKEN_TOLERANCE = 1e-6  # caption_clip/token is seq[EOT] by construction
 _CHAR_RAW_OFFSET = np.array([0.5, -1.0, 3.0])  # exporter: char_raw = char + offset (the released shift is per shot)
-_CLIP_BATCH = 256           # exporter: captions per clip_features call
+_CLIP_BATCH = 256  # exporter: captions per clip_features call
 
 
 def split_file(root, subset: str, split: str) -> pathlib.Path:
@@ -44,8 +56,9 @@ def read_split(path) -> list[str]:
   lines = path.read_text(encoding="utf-8").split("\n")
   empty = [number for number, line in enumerate(lines, start=1) if not line.strip()]
   if empty:
-    raise DataError(f"{path} has empty lines {empty[:5]} (a trailing newline?); the E.T. loaders read one id a "
-                    f"line, so remove them.")
+    raise DataError(
+      f"{path} has empty lines {empty[:5]} (a trailing newline?); the E.T. loaders read one id a line, so remove them."
+    )
   return [line.strip() for line in lines]
 
 
@@ -76,8 +89,9 @@ def _read_clip(root: pathlib.Path, caption_key: str, sample_id: str, with_token:
   seq_path = folder / "seq" / f"{sample_id}.npy"
   seq = load_npy(seq_path)
   if seq.ndim != 2 or not 0 < len(seq) <= CLIP_LENGTH or seq.shape[1] == 0:
-    raise DataError(f"{seq_path} has shape {seq.shape}, expected (L, D) with 1 <= L <= {CLIP_LENGTH}: CLIP "
-                    f"features of tokens 0..EOT")
+    raise DataError(
+      f"{seq_path} has shape {seq.shape}, expected (L, D) with 1 <= L <= {CLIP_LENGTH}: CLIP features of tokens 0..EOT"
+    )
   features = {f"{caption_key}_clip_seq": seq.astype(np.float32)}
   if with_token:
     token_path = folder / "token" / f"{sample_id}.npy"
@@ -103,8 +117,10 @@ def read_sample(root, sample_id: str, clip_keys: Sequence[str] = ()) -> dict:
   rotations = poses[:, :, :3]
   deviation = np.abs(rotations @ rotations.transpose(0, 2, 1) - np.eye(3)).max(axis=(1, 2))
   if deviation.max() > _ROTATION_TOLERANCE:
-    raise DataError(f"{traj_path}, line {int(np.argmax(deviation)) + 1}: the rotation is not orthonormal "
-                    f"(|R Rᵀ − I| = {deviation.max():.3g}); expected camera-to-world [R|t] rows")
+    raise DataError(
+      f"{traj_path}, line {int(np.argmax(deviation)) + 1}: the rotation is not orthonormal "
+      f"(|R Rᵀ − I| = {deviation.max():.3g}); expected camera-to-world [R|t] rows"
+    )
   num_frames = len(poses)
   char_path = root / "char" / f"{sample_id}.npy"
   char_pos = load_npy(char_path)
@@ -116,9 +132,14 @@ def read_sample(root, sample_id: str, clip_keys: Sequence[str] = ()) -> dict:
     raise DataError(f"{segments_path} has dtype {cam_segments.dtype}, expected integer camera classes")
   caption = _read_caption(root / "caption" / f"{sample_id}.txt")
   has_caption_cam = (root / "caption_cam").is_dir()
-  sample = {"id": sample_id, "camera_pose": poses, "char_pos": char_pos.astype(np.float64),
-            "cam_segments": cam_segments.astype(np.int64), "caption": caption,
-            "caption_cam": _read_caption(root / "caption_cam" / f"{sample_id}.txt") if has_caption_cam else caption}
+  sample = {
+    "id": sample_id,
+    "camera_pose": poses,
+    "char_pos": char_pos.astype(np.float64),
+    "cam_segments": cam_segments.astype(np.int64),
+    "caption": caption,
+    "caption_cam": _read_caption(root / "caption_cam" / f"{sample_id}.txt") if has_caption_cam else caption,
+  }
   for key in clip_keys:
     sample.update(_read_clip(root, key, sample_id, (root / f"{key}_clip" / "token").is_dir()))
   return sample
@@ -141,8 +162,15 @@ class ETSource:
   Each item's files are read and checked when it is loaded; `validate` checks a whole directory.
   """
 
-  def __init__(self, root, subset: str, split: str, max_frames: int = camera.MAX_FRAMES,
-               max_segments: int = procedural.MAX_SEGMENTS["mixed"], caption: str = "caption"):
+  def __init__(
+    self,
+    root,
+    subset: str,
+    split: str,
+    max_frames: int = camera.MAX_FRAMES,
+    max_segments: int = procedural.MAX_SEGMENTS["mixed"],
+    caption: str = "caption",
+  ):
     self.root = pathlib.Path(root)
     if not self.root.is_dir():
       raise DataError(f"E.T. dataset directory not found: {self.root}")
@@ -159,8 +187,10 @@ class ETSource:
     return len(self.ids)
 
   def __repr__(self) -> str:
-    return (f"ETSource(root={str(self.root)!r}, subset={self.subset!r}, split={self.split!r}, size={len(self)}, "
-            f"max_frames={self.max_frames}, max_segments={self.max_segments}, caption={self.caption!r})")
+    return (
+      f"ETSource(root={str(self.root)!r}, subset={self.subset!r}, split={self.split!r}, size={len(self)}, "
+      f"max_frames={self.max_frames}, max_segments={self.max_segments}, caption={self.caption!r})"
+    )
 
   def __getitem__(self, index: int) -> dict:
     if not 0 <= index < len(self):
@@ -171,17 +201,24 @@ class ETSource:
     camera_traj[:num_frames] = camera.encode_camera(sample["camera_pose"][:num_frames])
     char_traj = np.zeros((self.max_frames, 3), np.float32)
     char_traj[:num_frames] = camera.encode_character(sample["char_pos"][:num_frames])
-    kept_steps = sample["cam_segments"][:num_frames - 1]
+    kept_steps = sample["cam_segments"][: num_frames - 1]
     runs = tagging.run_sequence(kept_steps[kept_steps != tagging.PAD_CLASS])
     cam_classes = np.full((max(self.max_segments, len(runs)),), tagging.PAD_CLASS, np.int32)
-    cam_classes[:len(runs)] = runs
-    item = {"camera_traj": camera_traj, "char_traj": char_traj, "mask": np.arange(self.max_frames) < num_frames,
-            "num_frames": np.int32(num_frames), "cam_classes": cam_classes, "caption": sample["caption"],
-            "caption_cam": sample["caption_cam"], "id": sample["id"]}
+    cam_classes[: len(runs)] = runs
+    item = {
+      "camera_traj": camera_traj,
+      "char_traj": char_traj,
+      "mask": np.arange(self.max_frames) < num_frames,
+      "num_frames": np.int32(num_frames),
+      "cam_classes": cam_classes,
+      "caption": sample["caption"],
+      "caption_cam": sample["caption_cam"],
+      "id": sample["id"],
+    }
     for key in self._clip_keys:
       seq = sample[f"{key}_clip_seq"]
       item[f"{key}_clip_seq"] = np.zeros((CLIP_LENGTH, seq.shape[1]), np.float32)
-      item[f"{key}_clip_seq"][:len(seq)] = seq
+      item[f"{key}_clip_seq"][: len(seq)] = seq
       item[f"{key}_clip_mask"] = np.arange(CLIP_LENGTH) < len(seq)
       if f"{key}_clip_token" in sample:
         item[f"{key}_clip_token"] = sample[f"{key}_clip_token"]
@@ -191,10 +228,12 @@ class ETSource:
 def _check_optional_files(root: pathlib.Path, sample: dict, folders: Sequence[str]) -> None:
   """Shapes of the files no loader needs: char_raw (N, 3), intrinsics (4,), char_segments (N − 1,), bounds (2,)."""
   num_frames = len(sample["camera_pose"])
-  expected = {"char_raw": ((num_frames, 3), "the unshifted character centre per frame"),
-              "intrinsics": ((4,), "[fx, fy, cx, cy]"),
-              "char_segments": ((num_frames - 1,), "one character class per step"),
-              "bounds": ((2,), "[start, end] frames in the source video")}
+  expected = {
+    "char_raw": ((num_frames, 3), "the unshifted character centre per frame"),
+    "intrinsics": ((4,), "[fx, fy, cx, cy]"),
+    "char_segments": ((num_frames - 1,), "one character class per step"),
+    "bounds": ((2,), "[start, end] frames in the source video"),
+  }
   for folder in folders:
     if folder in expected:
       path = root / folder / f"{sample['id']}.npy"
@@ -231,21 +270,34 @@ def validate(root, retag: bool = False) -> dict:
     for key in clip_keys:
       token = sample.get(f"{key}_clip_token")
       if token is not None and not np.allclose(token, sample[f"{key}_clip_seq"][-1], rtol=0, atol=_TOKEN_TOLERANCE):
-        raise DataError(f"{root / f'{key}_clip' / 'token' / f'{sample_id}.npy'} differs from the last row of "
-                        f"{root / f'{key}_clip' / 'seq' / f'{sample_id}.npy'} (E.T.'s token is seq[EOT])")
+        raise DataError(
+          f"{root / f'{key}_clip' / 'token' / f'{sample_id}.npy'} differs from the last row of "
+          f"{root / f'{key}_clip' / 'seq' / f'{sample_id}.npy'} (E.T.'s token is seq[EOT])"
+        )
     if retag:
       _count_agreement(agreement["cam"], tagging.tag_camera(sample["camera_pose"]), sample["cam_segments"])
       if "char_segments" in folders:
-        _count_agreement(agreement["char"], tagging.tag_character(sample["char_pos"]),
-                         load_npy(root / "char_segments" / f"{sample_id}.npy"))
+        _count_agreement(
+          agreement["char"],
+          tagging.tag_character(sample["char_pos"]),
+          load_npy(root / "char_segments" / f"{sample_id}.npy"),
+        )
   names = (*tagging.CAMERA_CLASS_NAMES, "padding")
   order = np.argsort(-class_steps, kind="stable")
-  summary = {"num_samples": len(ids), "num_steps": int(np.sum(frames)) - len(ids),
-             "splits": {name: len(split_ids) for name, split_ids in splits.items()},
-             "frames": {"total": int(np.sum(frames)), "min": int(np.min(frames)), "mean": float(np.mean(frames)),
-                        "max": int(np.max(frames))},
-             "camera_classes": {names[index]: int(class_steps[index]) for index in order if class_steps[index]},
-             "optional_folders": folders, "clip_features": clip_keys}
+  summary = {
+    "num_samples": len(ids),
+    "num_steps": int(np.sum(frames)) - len(ids),
+    "splits": {name: len(split_ids) for name, split_ids in splits.items()},
+    "frames": {
+      "total": int(np.sum(frames)),
+      "min": int(np.min(frames)),
+      "mean": float(np.mean(frames)),
+      "max": int(np.max(frames)),
+    },
+    "camera_classes": {names[index]: int(class_steps[index]) for index in order if class_steps[index]},
+    "optional_folders": folders,
+    "clip_features": clip_keys,
+  }
   if retag:
     summary["cam_tag_agreement"] = agreement["cam"][0] / max(agreement["cam"][1], 1)
     if "char_segments" in folders:
@@ -258,22 +310,25 @@ def _count_agreement(counts: list[int], recomputed: np.ndarray, stored: np.ndarr
   counts[1] += len(stored)
 
 
-def _write_clip_features(root: pathlib.Path, caption_key: str, sample_ids: Sequence[str], captions: Sequence[str],
-                         clip_features: Callable) -> None:
+def _write_clip_features(
+  root: pathlib.Path, caption_key: str, sample_ids: Sequence[str], captions: Sequence[str], clip_features: Callable
+) -> None:
   """`{caption_key}_clip/seq/<id>.npy` (L_i, D) and `token/<id>.npy` (D,) from clip_features(captions)."""
   for folder in ("seq", "token"):
     (root / f"{caption_key}_clip" / folder).mkdir(parents=True, exist_ok=True)
   for start in range(0, len(captions), _CLIP_BATCH):
-    batch = list(captions[start:start + _CLIP_BATCH])
+    batch = list(captions[start : start + _CLIP_BATCH])
     features, mask = clip_features(batch)
     features, mask = np.asarray(features, np.float32), np.asarray(mask, bool)
     if features.ndim != 3 or mask.shape != features.shape[:2] or len(features) != len(batch):
-      raise DataError(f"clip_features returned features {features.shape} and mask {mask.shape} for "
-                      f"{len(batch)} captions; expected (N, L, D) and (N, L)")
+      raise DataError(
+        f"clip_features returned features {features.shape} and mask {mask.shape} for "
+        f"{len(batch)} captions; expected (N, L, D) and (N, L)"
+      )
     lengths = mask.sum(axis=1)
     if np.any(mask != (np.arange(mask.shape[1]) < lengths[:, None])) or lengths.min() < 1:
       raise DataError("clip_features' mask must be True on a non-empty prefix of each row (tokens 0..EOT)")
-    for sample_id, feature, length in zip(sample_ids[start:start + _CLIP_BATCH], features, lengths):
+    for sample_id, feature, length in zip(sample_ids[start : start + _CLIP_BATCH], features, lengths):
       np.save(root / f"{caption_key}_clip" / "seq" / f"{sample_id}.npy", feature[:length])
       np.save(root / f"{caption_key}_clip" / "token" / f"{sample_id}.npy", feature[length - 1])
 
@@ -284,10 +339,15 @@ def _write_split(path: pathlib.Path, ids: Sequence[str]) -> None:
     path.write_text("\n".join(ids), encoding="utf-8")
 
 
-def export_embedded(root, subset: str, split_sizes: dict[str, int], seed: int = 0,
-                    max_frames: int = camera.MAX_FRAMES, min_frames: int | None = None,
-                    clip_features: Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]] | None = None
-                    ) -> dict[str, list[str]]:
+def export_embedded(
+  root,
+  subset: str,
+  split_sizes: dict[str, int],
+  seed: int = 0,
+  max_frames: int = camera.MAX_FRAMES,
+  min_frames: int | None = None,
+  clip_features: Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict[str, list[str]]:
   """Writes `procedural.generate_sample(seed, subset, split, i)`, i < split_sizes[split], in the released layout.
 
   cam_segments/ and char_segments/ hold E.T.'s tagger output on the written trajectories (as released; the
@@ -304,12 +364,26 @@ def export_embedded(root, subset: str, split_sizes: dict[str, int], seed: int = 
   if unknown or any(size < 0 for size in split_sizes.values()):
     raise ConfigError(f"split_sizes={split_sizes}: keys must be in {procedural.SPLITS}, sizes >= 0.")
   root = pathlib.Path(root)
-  for folder in ("traj", "char", "char_raw", "intrinsics", "cam_segments", "char_segments", "caption",
-                 "caption_cam", "bounds"):
+  for folder in (
+    "traj",
+    "char",
+    "char_raw",
+    "intrinsics",
+    "cam_segments",
+    "char_segments",
+    "caption",
+    "caption_cam",
+    "bounds",
+  ):
     (root / folder).mkdir(parents=True, exist_ok=True)
-  taken = {sample_id: path.name for other in procedural.SUBSETS if other != subset
-           for split in procedural.SPLITS if (path := split_file(root, other, split)).is_file()
-           for sample_id in read_split(path)}
+  taken = {
+    sample_id: path.name
+    for other in procedural.SUBSETS
+    if other != subset
+    for split in procedural.SPLITS
+    if (path := split_file(root, other, split)).is_file()
+    for sample_id in read_split(path)
+  }
   written = {}
   for split, size in split_sizes.items():
     ids, captions = [], {key: [] for key in CAPTION_KEYS}
@@ -320,8 +394,10 @@ def export_embedded(root, subset: str, split_sizes: dict[str, int], seed: int = 
         raise ConfigError(f"export: {error}") from error
       sample_id = sample["id"]
       if sample_id in taken:
-        raise DataError(f"procedural sample {subset}/{split}/{index} has id {sample_id}, already in "
-                        f"{taken[sample_id]}; export with another seed")
+        raise DataError(
+          f"procedural sample {subset}/{split}/{index} has id {sample_id}, already in "
+          f"{taken[sample_id]}; export with another seed"
+        )
       taken[sample_id] = f"this export ({subset}/{split})"
       ids.append(sample_id)
       camera.write_kitti_poses(root / "traj" / f"{sample_id}.txt", sample["camera_pose"])
@@ -340,13 +416,22 @@ def export_embedded(root, subset: str, split_sizes: dict[str, int], seed: int = 
     written[split_file(root, subset, split).name] = ids
     _write_split(split_file(root, subset, split), ids)
   for split in procedural.SPLITS:
-    full = [sample_id for name in procedural.SUBSETS if (path := split_file(root, name, split)).is_file()
-            for sample_id in read_split(path)]
+    full = [
+      sample_id
+      for name in procedural.SUBSETS
+      if (path := split_file(root, name, split)).is_file()
+      for sample_id in read_split(path)
+    ]
     written[f"full_{split}_split.txt"] = full
   full_test = written["full_test_split.txt"]
   num_val = max(1, len(full_test) // 10) if len(full_test) > 1 else 0
-  written.update({"clatr_train_split.txt": written["full_train_split.txt"],
-                  "clatr_val_split.txt": full_test[:num_val], "clatr_test_split.txt": full_test[num_val:]})
+  written.update(
+    {
+      "clatr_train_split.txt": written["full_train_split.txt"],
+      "clatr_val_split.txt": full_test[:num_val],
+      "clatr_test_split.txt": full_test[num_val:],
+    }
+  )
   for name, ids in written.items():
     if name.startswith(("full_", "clatr_")):
       _write_split(root / name, ids)

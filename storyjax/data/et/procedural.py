@@ -12,6 +12,7 @@ Each segment's camera class is drawn uniformly from CAMERA_MOTION_CLASSES (19 cl
 uniformly among those that differ from the previous segment), so every class has the same marginal
 share and the chance level of guessing a segment's class is 1/19 ≈ 5.3%.
 """
+
 import itertools
 import re
 import string
@@ -26,15 +27,15 @@ SUBSETS = ("pure", "mixed")
 SPLITS = ("train", "test")
 MAX_SEGMENTS = {"pure": 1, "mixed": 3}
 
-MIN_SEGMENT_STEPS = 40      # > E.T.'s 25-step merge and half its 57-step mode window: segments survive tagging
-_EASE_STEPS = 8             # camera speed ramps at internal segment boundaries
-_TURN_STEPS = 12            # character velocity blends between walking segments
+MIN_SEGMENT_STEPS = 40  # > E.T.'s 25-step merge and half its 57-step mode window: segments survive tagging
+_EASE_STEPS = 8  # camera speed ramps at internal segment boundaries
+_TURN_STEPS = 12  # character velocity blends between walking segments
 _CAMERA_SPEED = (0.3, 1.2)  # units/s per moving camera axis
 _MIN_AXIS_SPEED_RATIO = 0.75
-_JITTER_STD = 0.002         # units/s per camera axis, 10× below E.T.'s 0.02 static threshold
+_JITTER_STD = 0.002  # units/s per camera axis, 10× below E.T.'s 0.02 static threshold
 _CHARACTER_SPEED = (0.5, 1.3)  # units/s on the ground plane
 _HEADING_JITTER_DEG = {1: 10.0, 2: 5.0}  # by number of moving axes; diagonals stay within E.T.'s 0.32 dominance
-_BOB_HEIGHT, _BOB_HZ = 0.01, 1.8          # walking bob: ≤ 0.12 units/s vertically, below the 0.22 threshold
+_BOB_HEIGHT, _BOB_HZ = 0.01, 1.8  # walking bob: ≤ 0.12 units/s vertically, below the 0.22 threshold
 _IMAGE_SIZES = ((1280, 720), (1280, 688), (1280, 536))
 
 
@@ -47,17 +48,28 @@ class _AxisMotion(NamedTuple):
 
 # E.T. tag name → camera-frame direction and words.
 _CAMERA_AXIS_MOTIONS = {
-    "trucking_right": _AxisMotion((1, 0, 0), ("trucks right", "moves to the right", "slides to the right",
-                                              "tracks right"), "trucking right", "right"),
-    "trucking_left": _AxisMotion((-1, 0, 0), ("trucks left", "moves to the left", "slides to the left",
-                                              "tracks left"), "trucking left", "left"),
-    "boom_bottom": _AxisMotion((0, 1, 0), ("booms down", "moves down", "descends", "cranes down"),
-                               "booming down", "down"),
-    "boom_top": _AxisMotion((0, -1, 0), ("booms up", "moves up", "rises", "cranes up"), "booming up", "up"),
-    "push_in": _AxisMotion((0, 0, 1), ("pushes in", "moves closer to the character", "dollies in towards the subject",
-                                       "moves forward"), "pushing in", "forward"),
-    "pull_out": _AxisMotion((0, 0, -1), ("pulls out", "moves away from the character", "dollies out",
-                                         "moves backward"), "pulling out", "backward"),
+  "trucking_right": _AxisMotion(
+    (1, 0, 0), ("trucks right", "moves to the right", "slides to the right", "tracks right"), "trucking right", "right"
+  ),
+  "trucking_left": _AxisMotion(
+    (-1, 0, 0), ("trucks left", "moves to the left", "slides to the left", "tracks left"), "trucking left", "left"
+  ),
+  "boom_bottom": _AxisMotion(
+    (0, 1, 0), ("booms down", "moves down", "descends", "cranes down"), "booming down", "down"
+  ),
+  "boom_top": _AxisMotion((0, -1, 0), ("booms up", "moves up", "rises", "cranes up"), "booming up", "up"),
+  "push_in": _AxisMotion(
+    (0, 0, 1),
+    ("pushes in", "moves closer to the character", "dollies in towards the subject", "moves forward"),
+    "pushing in",
+    "forward",
+  ),
+  "pull_out": _AxisMotion(
+    (0, 0, -1),
+    ("pulls out", "moves away from the character", "dollies out", "moves backward"),
+    "pulling out",
+    "backward",
+  ),
 }
 STATIC_CAMERA_PHRASES = ("stays still", "remains static", "holds its position", "does not move", "stays fixed")
 
@@ -69,30 +81,47 @@ class _Pan(NamedTuple):
 
 
 _PANS = {  # R_y(θ) turns the optical axis +z towards +x (right); R_x(θ) turns it towards −y (up)
-    "pan_left": _Pan((0, -1, 0), (15.0, 40.0), ("pans left", "pans to the left", "turns to the left", "swivels left")),
-    "pan_right": _Pan((0, 1, 0), (15.0, 40.0), ("pans right", "pans to the right", "turns to the right",
-                                                "swivels right")),
-    "tilt_up": _Pan((1, 0, 0), (8.0, 20.0), ("tilts up", "tilts upward", "looks up")),
-    "tilt_down": _Pan((-1, 0, 0), (8.0, 20.0), ("tilts down", "tilts downward", "looks down")),
+  "pan_left": _Pan((0, -1, 0), (15.0, 40.0), ("pans left", "pans to the left", "turns to the left", "swivels left")),
+  "pan_right": _Pan(
+    (0, 1, 0), (15.0, 40.0), ("pans right", "pans to the right", "turns to the right", "swivels right")
+  ),
+  "tilt_up": _Pan((1, 0, 0), (8.0, 20.0), ("tilts up", "tilts upward", "looks up")),
+  "tilt_down": _Pan((-1, 0, 0), (8.0, 20.0), ("tilts down", "tilts downward", "looks down")),
 }
 
-_CHARACTER_DIRECTIONS = {"move_forward": "forward", "move_backward": "backward", "move_right": "to the right",
-                         "move_left": "to the left"}
-_CHARACTER_SIGNS = ((0, 0, 0), (0, 0, 1), (0, 0, -1), (1, 0, 0), (-1, 0, 0), (1, 0, 1), (1, 0, -1), (-1, 0, 1),
-                    (-1, 0, -1))
+_CHARACTER_DIRECTIONS = {
+  "move_forward": "forward",
+  "move_backward": "backward",
+  "move_right": "to the right",
+  "move_left": "to the left",
+}
+_CHARACTER_SIGNS = (
+  (0, 0, 0),
+  (0, 0, 1),
+  (0, 0, -1),
+  (1, 0, 0),
+  (-1, 0, 0),
+  (1, 0, 1),
+  (1, 0, -1),
+  (-1, 0, 1),
+  (-1, 0, -1),
+)
 _CHARACTER_STATIC_PHRASES = ("stands still", "stays in place", "waits without moving")
 
 # Sentence frames; {0}, {1}, {2} are the segments' verb phrases in order.
 _CAMERA_CLAUSES = {
-    1: ("the camera {0}", "throughout the shot, the camera {0}", "in this shot, the camera {0}"),
-    2: ("the camera {0}, then {1}", "first the camera {0}, and then it {1}", "the camera {0} before it {1}"),
-    3: ("the camera {0}, then {1}, and finally {2}", "first the camera {0}, then it {1}, and at the end it {2}",
-        "the camera {0}, after that it {1}, and finally it {2}"),
+  1: ("the camera {0}", "throughout the shot, the camera {0}", "in this shot, the camera {0}"),
+  2: ("the camera {0}, then {1}", "first the camera {0}, and then it {1}", "the camera {0} before it {1}"),
+  3: (
+    "the camera {0}, then {1}, and finally {2}",
+    "first the camera {0}, then it {1}, and at the end it {2}",
+    "the camera {0}, after that it {1}, and finally it {2}",
+  ),
 }
 _CHARACTER_CLAUSES = {
-    1: ("the character {0}",),
-    2: ("the character {0}, then {1}", "the character first {0} and then {1}"),
-    3: ("the character {0}, then {1}, and finally {2}",),
+  1: ("the character {0}",),
+  2: ("the character {0}, then {1}", "the character first {0} and then {1}"),
+  3: ("the character {0}, then {1}, and finally {2}",),
 }
 _CAPTIONS_ONE_CHARACTER_SEGMENT = ("while {char}, {cam}", "{cam}, while {char}", "{char}. {cam}")
 _CAPTIONS_MANY_CHARACTER_SEGMENTS = ("{char}. {cam}", "{cam}. meanwhile, {char}")
@@ -130,15 +159,18 @@ def camera_phrases(camera_class: int) -> tuple[str, ...]:
   if len(motions) == 1:
     return motions[0].phrases
   first, second = motions
-  return (f"{first.phrases[0]} and {second.phrases[0]}", f"{first.phrases[0]} while {second.gerund}",
-          f"{second.phrases[0]} while {first.gerund}", f"moves {first.direction} and {second.direction} at once")
+  return (
+    f"{first.phrases[0]} and {second.phrases[0]}",
+    f"{first.phrases[0]} while {second.gerund}",
+    f"{second.phrases[0]} while {first.gerund}",
+    f"moves {first.direction} and {second.direction} at once",
+  )
 
 
 def character_phrases(character_class: int) -> tuple[str, ...]:
   """Verb phrases ("walks to the right", ...) that caption a character segment of `character_class`."""
   if character_class not in CHARACTER_MOTION_CLASSES:
-    raise ValueError(f"character class {character_class} is not generated; "
-                     f"choose one of {CHARACTER_MOTION_CLASSES}.")
+    raise ValueError(f"character class {character_class} is not generated; choose one of {CHARACTER_MOTION_CLASSES}.")
   if character_class == 0:
     return _CHARACTER_STATIC_PHRASES
   # E.T. names list x before z; captions say "forward and to the right".
@@ -151,8 +183,12 @@ def caption_vocabulary() -> list[str]:
   """Every word or punctuation mark that can occur in a caption, lowercased and sorted."""
   texts = [phrase for cls in CAMERA_MOTION_CLASSES for phrase in camera_phrases(cls)]
   texts += [phrase for cls in CHARACTER_MOTION_CLASSES for phrase in character_phrases(cls)]
-  for frames in (*_CAMERA_CLAUSES.values(), *_CHARACTER_CLAUSES.values(), _CAPTIONS_ONE_CHARACTER_SEGMENT,
-                 _CAPTIONS_MANY_CHARACTER_SEGMENTS):
+  for frames in (
+    *_CAMERA_CLAUSES.values(),
+    *_CHARACTER_CLAUSES.values(),
+    _CAPTIONS_ONE_CHARACTER_SEGMENT,
+    _CAPTIONS_MANY_CHARACTER_SEGMENTS,
+  ):
     texts += [re.sub(r"\{\w*\}", " ", frame) for frame in frames]
   return sorted({word for text in texts for word in _WORD.findall(text.lower())})
 
@@ -172,9 +208,11 @@ def _frame_range(subset: str, max_frames: int, min_frames: int | None) -> tuple[
   shortest = MIN_SEGMENT_STEPS * (1 if subset == "pure" else 2) + 1
   min_frames = shortest if min_frames is None else min_frames
   if not shortest <= min_frames <= max_frames <= camera.MAX_FRAMES:
-    raise ValueError(f"Need {shortest} <= min_frames <= max_frames <= {camera.MAX_FRAMES} for subset {subset!r} "
-                     f"(segments last >= {MIN_SEGMENT_STEPS} steps); got min_frames={min_frames}, "
-                     f"max_frames={max_frames}.")
+    raise ValueError(
+      f"Need {shortest} <= min_frames <= max_frames <= {camera.MAX_FRAMES} for subset {subset!r} "
+      f"(segments last >= {MIN_SEGMENT_STEPS} steps); got min_frames={min_frames}, "
+      f"max_frames={max_frames}."
+    )
   return min_frames, max_frames
 
 
@@ -232,9 +270,9 @@ def _camera_trajectory(rng, classes, lengths) -> tuple[np.ndarray, list[str | No
       pan = _PANS[pan_name]
       angles = np.deg2rad(rng.uniform(*pan.degrees)) * _smoothstep(np.arange(1, length + 1) / length)
       turned = Rotation.from_rotvec(angles[:, None] * np.array(pan.rotation_axis, float)).as_matrix()
-      rotation[start + 1:start + length + 1] = rotation[start] @ turned
+      rotation[start + 1 : start + length + 1] = rotation[start] @ turned
     else:
-      rotation[start + 1:start + length + 1] = rotation[start]
+      rotation[start + 1 : start + length + 1] = rotation[start]
       if camera_class != 0:
         signs = np.sum([_CAMERA_AXIS_MOTIONS[name].signs for name in _CAMERA_MOTIONS[camera_class]], axis=0)
         speeds = rng.uniform(*_CAMERA_SPEED, size=3)
@@ -279,8 +317,10 @@ def _sentences(text: str) -> str:
 
 def _captions(rng, cam_classes, pans, char_classes) -> tuple[str, str]:
   """(caption, caption_cam): camera + character, and camera only."""
-  cam_words = [_pick(rng, _PANS[pan].phrases if pan else STATIC_CAMERA_PHRASES if cls == 0 else camera_phrases(cls))
-               for cls, pan in zip(cam_classes, pans)]
+  cam_words = [
+    _pick(rng, _PANS[pan].phrases if pan else STATIC_CAMERA_PHRASES if cls == 0 else camera_phrases(cls))
+    for cls, pan in zip(cam_classes, pans)
+  ]
   cam = _pick(rng, _CAMERA_CLAUSES[len(cam_classes)]).format(*cam_words)
   char_words = [_pick(rng, character_phrases(cls)) for cls in char_classes]
   char = _pick(rng, _CHARACTER_CLAUSES[len(char_classes)]).format(*char_words)
@@ -294,8 +334,9 @@ def _sample_id(rng) -> str:
   return f"{2011 + int(rng.integers(9))}_{videoid}_{int(rng.integers(1, 100)):05d}_{int(rng.integers(5)):05d}"
 
 
-def generate_sample(seed: int, subset: str, split: str, index: int, max_frames: int = camera.MAX_FRAMES,
-                    min_frames: int | None = None) -> dict:
+def generate_sample(
+  seed: int, subset: str, split: str, index: int, max_frames: int = camera.MAX_FRAMES, min_frames: int | None = None
+) -> dict:
   """One sample, a pure function of its arguments; N frames uniform in [min_frames, max_frames].
 
   Returns id str; camera_pose (N, 3, 4) float64 camera-to-world; char_pos (N, 3) float64 world;
@@ -320,25 +361,40 @@ def generate_sample(seed: int, subset: str, split: str, index: int, max_frames: 
   caption, caption_cam = _captions(rng, cam_classes, pans, char_classes)
   width, height = _pick(rng, _IMAGE_SIZES)
   focal = width * rng.uniform(0.9, 1.6)
-  return {"id": sample_id, "camera_pose": camera_pose, "char_pos": char_pos,
-          "cam_segments": np.repeat(cam_classes, cam_lengths).astype(np.int64),
-          "char_segments": np.repeat(char_classes, char_lengths).astype(np.int64),
-          "cam_classes": tuple(cam_classes), "caption": caption, "caption_cam": caption_cam,
-          "intrinsics": np.array([focal, focal, width / 2, height / 2], np.float32)}
+  return {
+    "id": sample_id,
+    "camera_pose": camera_pose,
+    "char_pos": char_pos,
+    "cam_segments": np.repeat(cam_classes, cam_lengths).astype(np.int64),
+    "char_segments": np.repeat(char_classes, char_lengths).astype(np.int64),
+    "cam_classes": tuple(cam_classes),
+    "caption": caption,
+    "caption_cam": caption_cam,
+    "intrinsics": np.array([focal, focal, width / 2, height / 2], np.float32),
+  }
 
 
 class EmbeddedET:
   """Grain RandomAccessDataSource: item i is generate_sample(seed, subset, split, i) as padded model features."""
 
-  def __init__(self, subset: str, split: str, size: int, seed: int = 0, max_frames: int = camera.MAX_FRAMES,
-               min_frames: int | None = None, max_segments: int = MAX_SEGMENTS["mixed"]):
+  def __init__(
+    self,
+    subset: str,
+    split: str,
+    size: int,
+    seed: int = 0,
+    max_frames: int = camera.MAX_FRAMES,
+    min_frames: int | None = None,
+    max_segments: int = MAX_SEGMENTS["mixed"],
+  ):
     _check_identity(subset, split, 0)
     _frame_range(subset, max_frames, min_frames)
     if size < 0:
       raise ValueError(f"EmbeddedET size={size} is negative.")
     if max_segments < MAX_SEGMENTS[subset]:
-      raise ValueError(f"max_segments={max_segments} cannot hold subset {subset!r}'s up to "
-                       f"{MAX_SEGMENTS[subset]} camera segments.")
+      raise ValueError(
+        f"max_segments={max_segments} cannot hold subset {subset!r}'s up to {MAX_SEGMENTS[subset]} camera segments."
+      )
     self.subset, self.split, self.size, self.seed = subset, split, size, seed
     self.max_frames, self.min_frames, self.max_segments = max_frames, min_frames, max_segments
 
@@ -346,8 +402,10 @@ class EmbeddedET:
     return self.size
 
   def __repr__(self) -> str:
-    return (f"EmbeddedET(subset={self.subset!r}, split={self.split!r}, size={self.size}, seed={self.seed}, "
-            f"max_frames={self.max_frames}, min_frames={self.min_frames}, max_segments={self.max_segments})")
+    return (
+      f"EmbeddedET(subset={self.subset!r}, split={self.split!r}, size={self.size}, seed={self.seed}, "
+      f"max_frames={self.max_frames}, min_frames={self.min_frames}, max_segments={self.max_segments})"
+    )
 
   def __getitem__(self, index: int) -> dict:
     """T = max_frames. Returns camera_traj (T, 9) float32 (encode_camera, zero-padded), char_traj (T, 3) float32
@@ -362,7 +420,14 @@ class EmbeddedET:
     char_traj = np.zeros((self.max_frames, 3), np.float32)
     char_traj[:num_frames] = camera.encode_character(sample["char_pos"])
     cam_classes = np.full((self.max_segments,), tagging.PAD_CLASS, np.int32)
-    cam_classes[:len(sample["cam_classes"])] = sample["cam_classes"]
-    return {"camera_traj": camera_traj, "char_traj": char_traj, "mask": np.arange(self.max_frames) < num_frames,
-            "num_frames": np.int32(num_frames), "cam_classes": cam_classes, "caption": sample["caption"],
-            "caption_cam": sample["caption_cam"], "id": sample["id"]}
+    cam_classes[: len(sample["cam_classes"])] = sample["cam_classes"]
+    return {
+      "camera_traj": camera_traj,
+      "char_traj": char_traj,
+      "mask": np.arange(self.max_frames) < num_frames,
+      "num_frames": np.int32(num_frames),
+      "cam_classes": cam_classes,
+      "caption": sample["caption"],
+      "caption_cam": sample["caption_cam"],
+      "id": sample["id"],
+    }

@@ -5,6 +5,7 @@ numbered 9·d(sx) + 3·d(sy) + d(sz) with d(0) = 0, d(+1) = 1, d(−1) = 2. Came
 frame (OpenCV: x right, y down, z forward) and ignore rotation, so pans and tilts are 'static'; character
 velocities are in world axes. The per-step labels are then mode-filtered and short runs are merged away.
 """
+
 import heapq
 import itertools
 
@@ -25,9 +26,11 @@ def _class_names(axis_names) -> tuple[str, ...]:
 
 
 CAMERA_CLASS_NAMES = _class_names(
-    (("trucking_right", "trucking_left"), ("boom_bottom", "boom_top"), ("push_in", "pull_out")))
+  (("trucking_right", "trucking_left"), ("boom_bottom", "boom_top"), ("push_in", "pull_out"))
+)
 CHARACTER_CLASS_NAMES = _class_names(
-    (("move_right", "move_left"), ("move_down", "move_up"), ("move_forward", "move_backward")))
+  (("move_right", "move_left"), ("move_down", "move_up"), ("move_forward", "move_backward"))
+)
 
 _SIGN_DIGIT_WEIGHTS = np.array([9, 3, 1])
 
@@ -154,19 +157,31 @@ def merge_short_runs(classes, min_size: int = 25) -> np.ndarray:
   merged = np.empty_like(labels)
   for run in range(len(found)):
     if alive[run]:
-      merged[start[run]:end[run]] = label[run]
+      merged[start[run] : end[run]] = label[run]
   return merged
 
 
-def tag_camera(poses, fps: float = FPS, static_threshold: float = 0.02, diff_threshold: float = 0.4,
-               window: int = 56, min_size: int = 25) -> np.ndarray:
+def tag_camera(
+  poses,
+  fps: float = FPS,
+  static_threshold: float = 0.02,
+  diff_threshold: float = 0.4,
+  window: int = 56,
+  min_size: int = 25,
+) -> np.ndarray:
   """(N, 3, 4) or (N, 4, 4) camera-to-world → (N−1,) int64 E.T. camera classes (see CAMERA_CLASS_NAMES)."""
   classes = step_classes(camera_velocity(poses, fps), static_threshold, diff_threshold)
   return merge_short_runs(smooth_classes(classes, window), min_size)
 
 
-def tag_character(char_pos, fps: float = FPS, static_threshold: float = 0.22, diff_threshold: float = 0.32,
-                  window: int = 56, min_size: int = 25) -> np.ndarray:
+def tag_character(
+  char_pos,
+  fps: float = FPS,
+  static_threshold: float = 0.22,
+  diff_threshold: float = 0.32,
+  window: int = 56,
+  min_size: int = 25,
+) -> np.ndarray:
   """(N, 3) world positions → (N−1,) int64 E.T. character classes (see CHARACTER_CLASS_NAMES)."""
   classes = step_classes(character_velocity(char_pos, fps), static_threshold, diff_threshold)
   return merge_short_runs(smooth_classes(classes, window), min_size)
@@ -176,7 +191,7 @@ def runs(classes) -> list[tuple[int, int, int]]:
   """(M,) labels → [(class, start, end_exclusive), ...], one entry per maximal block of equal labels."""
   labels = _as_labels(classes)
   bounds = [0, *(np.flatnonzero(np.diff(labels)) + 1).tolist(), len(labels)] if len(labels) else []
-  return [(int(labels[start]), start, end) for start, end in zip(bounds[:-1], bounds[1:])]
+  return [(int(labels[start]), start, end) for start, end in itertools.pairwise(bounds)]
 
 
 def run_sequence(classes) -> tuple[int, ...]:

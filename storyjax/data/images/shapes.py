@@ -4,6 +4,7 @@ Item i of (seed, split) is drawn from its own generator, so any index is reprodu
 (circle, square, triangle, ring) at a random position, size and colour on a noisy background. The label is the
 shape class, so a classifier's accuracy on the test split says whether it learned the shapes.
 """
+
 import numpy as np
 
 SHAPES = ("circle", "square", "triangle", "ring")
@@ -16,13 +17,13 @@ def shape_mask(shape: str, image_size: int, centre: tuple[float, float], radius:
   rows, columns = np.mgrid[:image_size, :image_size] + 0.5
   dy, dx = rows - centre[0], columns - centre[1]
   if shape == "circle":
-    return dy ** 2 + dx ** 2 <= radius ** 2
+    return dy**2 + dx**2 <= radius**2
   if shape == "square":
     return (np.abs(dy) <= 0.8 * radius) & (np.abs(dx) <= 0.8 * radius)
   if shape == "triangle":  # apex up: inside where |dx| grows with the distance below the apex
     return (dy <= 0.8 * radius) & (np.abs(dx) <= 0.5 * (dy + radius))
   if shape == "ring":
-    distance = np.sqrt(dy ** 2 + dx ** 2)
+    distance = np.sqrt(dy**2 + dx**2)
     return (distance <= radius) & (distance >= 0.55 * radius)
   raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
 
@@ -36,8 +37,11 @@ def generate_example(seed: int, split: str, index: int, image_size: int) -> dict
   centre = tuple(rng.uniform(radius, image_size - radius, size=2))
   image = rng.uniform(0.0, 0.3, size=(image_size, image_size, 3))
   image[shape_mask(SHAPES[label], image_size, centre, radius)] = COLOURS[colour_name]
-  return {"image": (2.0 * image - 1.0).astype(np.float32), "label": np.int32(label),
-          "caption": f"a {colour_name} {SHAPES[label]}"}
+  return {
+    "image": (2.0 * image - 1.0).astype(np.float32),
+    "label": np.int32(label),
+    "caption": f"a {colour_name} {SHAPES[label]}",
+  }
 
 
 class ShapesSource:
