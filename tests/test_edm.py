@@ -110,12 +110,6 @@ def test_karras_sigmas_match_reference(num_steps, rho):
   assert sigmas[-1] == 0.0 and np.all(np.diff(np.asarray(sigmas)) < 0)
 
 
-def test_director_defaults():
-  config = edm.EDMConfig()
-  assert (config.sigma_data, config.p_mean, config.p_std) == (0.5, -1.2, 1.2)
-  assert (config.sigma_min, config.sigma_max, config.rho, config.num_steps) == (0.002, 80.0, 40.0, 10)
-
-
 # ---- Heun sampler ----
 
 

@@ -8,13 +8,14 @@ import os
 import subprocess
 import sys
 
+import chex
 import jax
 import numpy as np
 import pytest
 
 from configs import shapes as shapes_config
+from storyjax import optim, trainer
 from storyjax import train as train_lib
-from storyjax import trainer
 from storyjax.data.images.shapes import SHAPES, ShapesSource, shape_mask
 from storyjax.tasks import get_task
 
@@ -49,7 +50,9 @@ def test_state_carries_batch_statistics(reference_run):
   setup = trainer.TrainSetup(get_task(config), config)
   assert set(setup.abstract_state) == {"step", "params", "ema_params", "opt_state", "model_state"}
   initial = jax.device_get(setup.init_state()["model_state"]["batch_stats"])
-  trained = restored(config, reference_run)["batch_stats"]
+  with pytest.MonkeyPatch.context() as patch:  # restoring for inference builds no optimizer
+    patch.setattr(optim, "make_optimizer", lambda *args: pytest.fail("restore_for_inference built an optimizer"))
+    trained = restored(config, reference_run)["batch_stats"]
   for stage in range(config.model.num_stages):
     np.testing.assert_array_equal(initial[f"stage_{stage}"]["norm"]["mean"], 0.0)
     assert np.abs(trained[f"stage_{stage}"]["norm"]["mean"]).max() > 1e-3, "running means never moved"
@@ -61,9 +64,7 @@ def test_exact_resume_after_crash(runs_dir, reference_run):
   train_crashing_at_step(smoke_config(), workdir, crash_step=5)
   train_lib.train(smoke_config(), workdir)
   assert losses(workdir) == losses(reference_run)
-  jax.tree.map(
-    np.testing.assert_array_equal, restored(smoke_config(), workdir), restored(smoke_config(), reference_run)
-  )
+  chex.assert_trees_all_equal(restored(smoke_config(), workdir), restored(smoke_config(), reference_run))
 
 
 def test_eight_devices_match_one(runs_dir):
@@ -81,16 +82,10 @@ def test_eight_devices_match_one(runs_dir):
   (single_config, single), (sharded_config, sharded) = runs[1], runs[8]
   np.testing.assert_allclose(losses(sharded), losses(single), rtol=1e-5)
   sharded_variables, single_variables = restored(sharded_config, sharded), restored(single_config, single)
-  jax.tree.map(
-    lambda left, right: np.testing.assert_allclose(left, right, rtol=1e-4, atol=1e-4),
-    sharded_variables["batch_stats"],
-    single_variables["batch_stats"],
-  )
+  chex.assert_trees_all_close(sharded_variables["batch_stats"], single_variables["batch_stats"], rtol=1e-4, atol=1e-4)
   # Adam moves a weight whose gradient is near zero by up to one learning rate either way, on float noise.
-  jax.tree.map(
-    lambda left, right: np.testing.assert_allclose(left, right, atol=single_config.optimizer.learning_rate),
-    sharded_variables["params"],
-    single_variables["params"],
+  chex.assert_trees_all_close(
+    sharded_variables["params"], single_variables["params"], rtol=0, atol=single_config.optimizer.learning_rate
   )
 
 
@@ -105,7 +100,7 @@ def test_one_step_statistics_do_not_depend_on_the_split():
     iterator.close()
     state, _ = setup.lower_train_step().compile()(setup.init_state(), batch)
     updated.append(jax.device_get(state["model_state"]))
-  jax.tree.map(lambda left, right: np.testing.assert_allclose(left, right, rtol=1e-6, atol=1e-7), *updated)
+  chex.assert_trees_all_close(*updated, rtol=1e-6, atol=1e-7)
 
 
 def test_learns_and_evaluates_in_eval_mode(runs_dir):
@@ -143,17 +138,13 @@ def test_shapes_data_is_reproducible_and_labelled():
     source[50]
 
 
-def test_trains_through_the_cli(tmp_path):
+def test_trains_through_the_cli_with_overrides(tmp_path):
+  """`python -m storyjax.train` with --config.* overrides: they reach the run (config.json, steps, model size)."""
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  workdir = tmp_path / "run"
+  overrides = ["--config.total_steps=4", "--config.model.width=4", "--config.eval.at_end=True"]
   result = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "storyjax.train",
-      "--config=configs/shapes.py:smoke",
-      f"--workdir={tmp_path / 'run'}",
-      "--config.eval.at_end=True",
-    ],
+    [sys.executable, "-m", "storyjax.train", "--config=configs/shapes.py:smoke", f"--workdir={workdir}", *overrides],
     cwd=REPO_ROOT,
     env=env,
     capture_output=True,
@@ -164,3 +155,7 @@ def test_trains_through_the_cli(tmp_path):
   assert result.stdout.strip().splitlines()[-1].startswith("evaluation:")
   assert "plots:" not in result.stdout  # nothing was plotted, so no folder is announced
   assert "PyTorch" not in result.stderr
+  saved = json.loads((workdir / "config.json").read_text())
+  assert (saved["total_steps"], saved["model"]["width"]) == (4, 4)
+  assert len(losses(workdir)) == 4
+  assert "shapes_smoke: 1,672 parameters" in result.stdout  # width 4 (8 gives more)

@@ -4,23 +4,8 @@ Preconditioning, the weighted denoising loss, the σ schedule and the determinis
 jit-able; shared by every diffusion model in storyjax. Equation numbers refer to the EDM paper.
 """
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
-
-
-@dataclasses.dataclass(frozen=True)
-class EDMConfig:
-  """σ_data, the training log-normal σ distribution and the sampling schedule (defaults: Director's values)."""
-
-  sigma_data: float = 0.5
-  p_mean: float = -1.2
-  p_std: float = 1.2
-  sigma_min: float = 0.002
-  sigma_max: float = 80.0
-  rho: float = 40.0
-  num_steps: int = 10
 
 
 def _per_sample(values, like):

@@ -22,6 +22,7 @@ from storyjax.models.clatr import Clatr
 from storyjax.tasks.trajectory import TrajectoryTask
 
 DUPLICATE_COSINE = 0.99  # TMR's filter: 2·0.995 − 1
+QUICK_METRICS = ("text_to_traj_R@1", "text_to_traj_R@5", "text_to_traj_class_R@1")  # logged during training
 
 
 def duplicate_captions(caption, caption_mask):
@@ -138,8 +139,8 @@ class Task(TrajectoryTask):
 
     A retrieved item is a hit when its caption equals the query's (the embedded captions repeat); the
     `*_class_R@k` keys count a hit when its camera motion classes equal the query's (paraphrases match too).
-    Chance levels are the recall of a uniformly random ranking with the same positives. `quick`: the first
-    eval.quick_num_samples test examples only.
+    Chance levels are the recall of a uniformly random ranking with the same positives. `quick`: QUICK_METRICS
+    on the first eval.quick_num_samples test examples only.
     """
     test_source = self.source("test")
     num_samples = self.config.eval.quick_num_samples if quick else self.config.eval.num_samples
@@ -160,6 +161,8 @@ class Task(TrajectoryTask):
             for key, value in retrieval_recall(query, candidates, positives=positives).items()
           }
         )
+    if quick:
+      return {key: retrieval[key] for key in QUICK_METRICS}
     masks = np.stack([example["mask"] for example in examples])[..., None]
     targets = np.stack([example["camera_traj"] for example in examples])
     return {

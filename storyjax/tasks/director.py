@@ -36,15 +36,7 @@ class Task(TrajectoryTask):
     for key, choices in (("variant", VARIANTS), ("caption_tokens", CAPTION_TOKENS)):
       if model[key] not in choices:
         raise ConfigError(f"model.{key}={model[key]!r}; choose one of {choices}.")
-    self.edm = edm.EDMConfig(
-      sigma_data=diffusion.sigma_data,
-      p_mean=diffusion.p_mean,
-      p_std=diffusion.p_std,
-      sigma_min=diffusion.sigma_min,
-      sigma_max=diffusion.sigma_max,
-      rho=diffusion.rho,
-      num_steps=diffusion.num_steps,
-    )
+    self.diffusion = diffusion  # EDM σ_data, training noise distribution, sampling schedule
     self.model = Director(
       num_frames=self.num_frames,
       width=model.width,
@@ -133,14 +125,14 @@ class Task(TrajectoryTask):
     network_fn = lambda camera_in, c_noise: self._apply(
       variables, batch, camera_in, c_noise, drop_all | drop_char, drop_all | drop_caption, True, rng_dropout
     )
-    clean = batch["camera_traj"] * self.edm.sigma_data
+    clean = batch["camera_traj"] * self.diffusion.sigma_data
     loss, _ = edm.edm_loss(
       network_fn,
       rng_noise,
       clean,
-      self.edm.sigma_data,
-      self.edm.p_mean,
-      self.edm.p_std,
+      self.diffusion.sigma_data,
+      self.diffusion.p_mean,
+      self.diffusion.p_std,
       weight_mask=batch["mask"][..., None],
     )
     return loss, {}, {}
@@ -153,14 +145,16 @@ class Task(TrajectoryTask):
     """Guided Heun sampling → standardized camera features (B, T, 9), zero on padded frames."""
     batch_size = batch["mask"].shape[0]
     noise = jax.random.normal(rng, (batch_size, self.num_frames, CAMERA_FEATURES))
-    sigmas = edm.karras_sigmas(self.edm.num_steps, self.edm.sigma_min, self.edm.sigma_max, self.edm.rho)
+    sigmas = edm.karras_sigmas(
+      self.diffusion.num_steps, self.diffusion.sigma_min, self.diffusion.sigma_max, self.diffusion.rho
+    )
     keep = jnp.zeros((batch_size,), bool)
 
     if guidance_weight == 1.0:  # uncond + 1·(cond − uncond) is the conditional model alone.
 
       def denoise_fn(noisy, sigma):
         network_fn = lambda camera_in, c_noise: self._apply(variables, batch, camera_in, c_noise, keep, keep)
-        return edm.denoise(network_fn, noisy, jnp.full((batch_size,), sigma), self.edm.sigma_data)
+        return edm.denoise(network_fn, noisy, jnp.full((batch_size,), sigma), self.diffusion.sigma_data)
     else:
       doubled = jax.tree.map(lambda leaf: jnp.concatenate([leaf, leaf]), batch)
       drop = jnp.concatenate([keep, ~keep])
@@ -168,11 +162,11 @@ class Task(TrajectoryTask):
       def denoise_fn(noisy, sigma):
         network_fn = lambda camera_in, c_noise: self._apply(variables, doubled, camera_in, c_noise, drop, drop)
         both = edm.denoise(
-          network_fn, jnp.concatenate([noisy, noisy]), jnp.full((2 * batch_size,), sigma), self.edm.sigma_data
+          network_fn, jnp.concatenate([noisy, noisy]), jnp.full((2 * batch_size,), sigma), self.diffusion.sigma_data
         )
         return classifier_free_guidance(both[:batch_size], both[batch_size:], guidance_weight)
 
-    samples = edm.heun_sample(denoise_fn, noise, sigmas) / self.edm.sigma_data
+    samples = edm.heun_sample(denoise_fn, noise, sigmas) / self.diffusion.sigma_data
     return samples * batch["mask"][..., None]
 
   # ---- evaluation -------------------------------------------------------------------------------
