@@ -66,6 +66,7 @@ class ModelSetup:
         f"{type(task).__name__}.init must return Flax variables with a 'params' collection, got "
         f"{sorted(boxed_variables)}"
       )
+    self.abstract_variables = nn.unbox(boxed_variables)
     param_shardings, model_state_shardings = _split_variables(sharding.logical_shardings(boxed_variables, self.mesh))
     self.param_shardings, self.model_state_shardings = param_shardings, model_state_shardings
     self.replicated = sharding.replicated(self.mesh)
@@ -79,11 +80,18 @@ class ModelSetup:
     """The Flax variables of a (train or inference) state: EMA or raw parameters with the mutable collections."""
     return {"params": state["ema_params" if ema else "params"], **state.get("model_state", {})}
 
-  def inference_state_shardings(self) -> dict:
+  def abstract_inference_state(self) -> dict:
+    """Shapes, dtypes and shardings of {step, ema_params, model_state}: what inference restores."""
+    params, model_state = _split_variables(self.abstract_variables)
+    abstract = {"step": jax.ShapeDtypeStruct((), jnp.int32), "ema_params": params}
     shardings = {"step": self.replicated, "ema_params": self.param_shardings}
-    if self.has_model_state:
-      shardings["model_state"] = self.model_state_shardings
-    return shardings
+    if model_state:
+      abstract["model_state"], shardings["model_state"] = model_state, self.model_state_shardings
+    return jax.tree.map(
+      lambda leaf, leaf_sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf_sharding),
+      abstract,
+      shardings,
+    )
 
 
 class TrainSetup(ModelSetup):
@@ -224,23 +232,9 @@ def restore_for_inference(task: "Task", config: ml_collections.ConfigDict, workd
   if step is None:
     raise CheckpointError(f"no checkpoint in {checkpoints}; train first with --workdir={workdir}")
   check_config_compatible(task, config, workdir / "config.json")
-  state = Checkpointer.restore_subset(checkpoints, step, _abstract_inference_state(setup))
+  state = Checkpointer.restore_subset(checkpoints, step, setup.abstract_inference_state())
   task.load_assets(workdir)
   return setup, setup.variables(state), step
-
-
-def _abstract_inference_state(setup: ModelSetup) -> dict:
-  """Shapes, dtypes and shardings of {step, ema_params, model_state} without building an optimizer."""
-  abstract_variables = jax.eval_shape(lambda rng: nn.unbox(setup.task.init(rng, setup.example_batch)), setup.init_rng)
-  params, model_state = _split_variables(abstract_variables)
-  abstract = {"step": jax.ShapeDtypeStruct((), jnp.int32), "ema_params": params}
-  if model_state:
-    abstract["model_state"] = model_state
-  return jax.tree.map(
-    lambda leaf, leaf_sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf_sharding),
-    abstract,
-    setup.inference_state_shardings(),
-  )
 
 
 def train(task: "Task", config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
