@@ -15,7 +15,7 @@ import numpy as np
 from storyjax import losses
 from storyjax.data.et import tagging
 from storyjax.data.et.camera import CAMERA_FEATURES
-from storyjax.errors import ConfigError, DataError
+from storyjax.errors import ConfigError
 from storyjax.layers.text_encoder import pool_last_valid
 from storyjax.metrics.clatr import mean_cosine, retrieval_recall
 from storyjax.models.clatr import Clatr
@@ -59,19 +59,7 @@ class Task(TrajectoryTask):
   # ---- data -------------------------------------------------------------------------------------
   def preprocess(self, example: dict) -> dict:
     """One source example → camera_traj (T, 9), mask (T,), caption and caption_mask."""
-    for key, shape in (("camera_traj", (self.num_frames, CAMERA_FEATURES)), ("mask", (self.num_frames,))):
-      if np.shape(example.get(key)) != shape:
-        raise DataError(
-          f"example {example.get('id', '?')}: {key} has shape {np.shape(example.get(key))}, "
-          f"expected {shape} (data.max_frames={self.num_frames})"
-        )
-    caption, caption_mask = self.caption_inputs(example)
-    return {
-      "camera_traj": np.asarray(example["camera_traj"], np.float32),
-      "mask": np.asarray(example["mask"], bool),
-      "caption": caption,
-      "caption_mask": caption_mask,
-    }
+    return self.trajectory_features(example, ("camera_traj", "mask"))
 
   # ---- model ------------------------------------------------------------------------------------
   def init(self, rng, batch):

@@ -11,10 +11,10 @@ import numpy as np
 
 from storyjax import plotting
 from storyjax.data.et import camera, tagging
-from storyjax.data.et.camera import CAMERA_FEATURES, CHARACTER_FEATURES
+from storyjax.data.et.camera import CAMERA_FEATURES
 from storyjax.diffusion import edm
 from storyjax.diffusion.guidance import classifier_free_guidance
-from storyjax.errors import CheckpointError, ConfigError, DataError
+from storyjax.errors import CheckpointError, ConfigError
 from storyjax.metrics import clatr as clatr_metrics
 from storyjax.metrics import distribution
 from storyjax.models.director import CAPTION_TOKENS, VARIANTS, Director
@@ -60,28 +60,8 @@ class Task(TrajectoryTask):
 
   # ---- data -------------------------------------------------------------------------------------
   def preprocess(self, example: dict) -> dict:
-    """One source example → the model's numpy features (no strings)."""
-    expected = {
-      "camera_traj": (self.num_frames, CAMERA_FEATURES),
-      "char_traj": (self.num_frames, CHARACTER_FEATURES),
-      "mask": (self.num_frames,),
-    }
-    for key, shape in expected.items():
-      if key not in example:
-        raise DataError(f"example {example.get('id', '?')} has no {key!r}")
-      if np.shape(example[key]) != shape:
-        raise DataError(
-          f"example {example.get('id', '?')}: {key} has shape {np.shape(example[key])}, "
-          f"expected {shape} (data.max_frames={self.num_frames})"
-        )
-    caption, caption_mask = self.caption_inputs(example)
-    return {
-      "camera_traj": np.asarray(example["camera_traj"], np.float32),
-      "char_traj": np.asarray(example["char_traj"], np.float32),
-      "mask": np.asarray(example["mask"], bool),
-      "caption": caption,
-      "caption_mask": caption_mask,
-    }
+    """One source example → camera_traj (T, 9), char_traj (T, 3), mask (T,), caption and caption_mask."""
+    return self.trajectory_features(example, ("camera_traj", "char_traj", "mask"))
 
   # ---- model ------------------------------------------------------------------------------------
   def _apply(self, variables, batch, camera_in, c_noise, drop_char, drop_caption, train=False, rng=None):

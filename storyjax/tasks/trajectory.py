@@ -10,7 +10,7 @@ import numpy as np
 from storyjax.base_config import compute_dtype
 from storyjax.data.et import camera, procedural
 from storyjax.data.et.sources import trajectory_source
-from storyjax.errors import ConfigError
+from storyjax.errors import ConfigError, DataError
 from storyjax.text.caption_inputs import CaptionInputs
 
 
@@ -45,6 +45,29 @@ class TrajectoryTask:
 
   def source(self, split: str):
     return trajectory_source(self.config.data, split)
+
+  def trajectory_features(self, example: dict, keys: tuple[str, ...]) -> dict:
+    """One source example → its `keys` arrays (T, ...) as float32 (bool for mask), caption and caption_mask.
+
+    A missing or wrongly shaped array is a DataError naming the example and the array.
+    """
+    shapes = {
+      "camera_traj": (self.num_frames, camera.CAMERA_FEATURES),
+      "char_traj": (self.num_frames, camera.CHARACTER_FEATURES),
+      "mask": (self.num_frames,),
+    }
+    features = {}
+    for key in keys:
+      if key not in example:
+        raise DataError(f"example {example.get('id', '?')} has no {key!r}")
+      if np.shape(example[key]) != shapes[key]:
+        raise DataError(
+          f"example {example.get('id', '?')}: {key} has shape {np.shape(example[key])}, "
+          f"expected {shapes[key]} (data.max_frames={self.num_frames})"
+        )
+      features[key] = np.asarray(example[key], bool if key == "mask" else np.float32)
+    caption, caption_mask = self.caption_inputs(example)
+    return {**features, "caption": caption, "caption_mask": caption_mask}
 
   def batch(self, examples: list[dict]) -> dict:
     """Source examples → one stacked batch of model features (jax arrays)."""
