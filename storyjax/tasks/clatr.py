@@ -59,7 +59,7 @@ class Task(TrajectoryTask):
   # ---- data -------------------------------------------------------------------------------------
   def preprocess(self, example: dict) -> dict:
     """One source example → camera_traj (T, 9), mask (T,), caption and caption_mask."""
-    return self.trajectory_features(example, ("camera_traj", "mask"))
+    return self.example_arrays(example, ("camera_traj", "mask"))
 
   # ---- model ------------------------------------------------------------------------------------
   def init(self, rng, batch):

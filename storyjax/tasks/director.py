@@ -61,7 +61,7 @@ class Task(TrajectoryTask):
   # ---- data -------------------------------------------------------------------------------------
   def preprocess(self, example: dict) -> dict:
     """One source example → camera_traj (T, 9), char_traj (T, 3), mask (T,), caption and caption_mask."""
-    return self.trajectory_features(example, ("camera_traj", "char_traj", "mask"))
+    return self.example_arrays(example, ("camera_traj", "char_traj", "mask"))
 
   # ---- model ------------------------------------------------------------------------------------
   def _apply(self, variables, batch, camera_in, c_noise, drop_char, drop_caption, train=False, rng=None):

@@ -46,7 +46,7 @@ class TrajectoryTask:
   def source(self, split: str):
     return trajectory_source(self.config.data, split)
 
-  def trajectory_features(self, example: dict, keys: tuple[str, ...]) -> dict:
+  def example_arrays(self, example: dict, keys: tuple[str, ...]) -> dict:
     """One source example → its `keys` arrays (T, ...) as float32 (bool for mask), caption and caption_mask.
 
     A missing or wrongly shaped array is a DataError naming the example and the array.
