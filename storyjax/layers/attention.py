@@ -1,14 +1,50 @@
-"""Multi-head attention with logical axis names; softmax in fp32."""
+"""Multi-head attention with logical axis names, behind one switch for how the attention itself is computed.
+
+`implementation` (config `model.attention`):
+  "xla":   einsums and an explicit fp32 softmax, written for XLA:CPU (queries scaled before the logits, the
+           softmax normalised after the value product, so the (B, H, Lq, Lk) tensor is touched fewer times);
+           the only path with dropout on the attention probabilities.
+  "fused": jax.nn.dot_product_attention: cuDNN's fused (flash) kernel on GPU where its dtype and shape rules
+           allow (bf16/fp16), XLA elsewhere; the probabilities are never materialised by the kernel.
+Both mask keys the same way and agree to rounding (tests/test_layers.py).
+"""
 
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from storyjax.layers.mlp import dense
 
 Dtype = Any
 HEAD_AXES = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+ATTENTION_IMPLEMENTATIONS = ("xla", "fused")
+
+
+def xla_attention(query, key, value, key_mask=None, dropout_fn=None):
+  """softmax(q·kᵀ/√Dh)·v for q (B, Lq, H, Dh), k/v (B, Lk, H, Dh), key_mask (B, Lk) → (B, Lq, H, Dh).
+
+  Logits and softmax in fp32. dropout_fn, if given, drops unnormalised probabilities (B, H, Lq, Lk); since
+  dropout is an elementwise mask-and-rescale, dividing by the undropped row sums afterwards equals dropping
+  the normalised probabilities. A query whose keys are all masked attends uniformly.
+  """
+  scaled_query = query * jnp.asarray(query.shape[-1] ** -0.5, query.dtype)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", scaled_query, key).astype(jnp.float32)
+  if key_mask is not None:
+    logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
+  unnormalised = jnp.exp(logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True)))
+  row_sums = unnormalised.sum(-1)  # (B, H, Lq)
+  if dropout_fn is not None:
+    unnormalised = dropout_fn(unnormalised)
+  attended = jnp.einsum("bhqk,bkhd->bqhd", unnormalised.astype(value.dtype), value)
+  return (attended / jnp.moveaxis(row_sums, 1, 2)[..., None]).astype(value.dtype)
+
+
+def fused_attention(query, key, value, key_mask=None):
+  """jax.nn.dot_product_attention with the same shapes and masking as xla_attention (no dropout)."""
+  mask = None if key_mask is None else key_mask[:, None, None, :]
+  return jax.nn.dot_product_attention(query, key, value, mask=mask)
 
 
 class MultiHeadAttention(nn.Module):
@@ -16,17 +52,26 @@ class MultiHeadAttention(nn.Module):
 
   `key_mask` (B, Lk) bool marks valid context tokens; masked keys get no weight. Projection kernels are
   (D, H·Dh) with the head-major output axis named `heads`, so tensor parallelism splits whole heads.
+  `dropout_rate` drops attention probabilities ("xla" only).
   """
 
   num_heads: int
   dtype: Dtype = jnp.float32
   dropout_rate: float = 0.0
+  implementation: str = "xla"
 
   @nn.compact
   def __call__(self, queries, context, key_mask=None, deterministic: bool = True):
     width = queries.shape[-1]
     if width % self.num_heads:
       raise ValueError(f"width {width} is not divisible by num_heads {self.num_heads}")
+    if self.implementation not in ATTENTION_IMPLEMENTATIONS:
+      raise ValueError(f"attention implementation {self.implementation!r}; choose one of {ATTENTION_IMPLEMENTATIONS}")
+    if self.implementation != "xla" and self.dropout_rate > 0:
+      raise ValueError(
+        f"dropout on attention probabilities ({self.dropout_rate}) runs only with the 'xla' attention, "
+        f"not {self.implementation!r}"
+      )
     head_dim = width // self.num_heads
 
     def project(name, inputs):  # (B, L, D) → (B, L, H, Dh)
@@ -34,11 +79,12 @@ class MultiHeadAttention(nn.Module):
       return nn.with_logical_constraint(projected.reshape(inputs.shape[:-1] + (self.num_heads, head_dim)), HEAD_AXES)
 
     query, key, value = project("query", queries), project("key", context), project("value", context)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32) / jnp.sqrt(head_dim)
-    if key_mask is not None:
-      logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
-    weights = nn.softmax(logits, axis=-1).astype(self.dtype)
-    weights = nn.Dropout(self.dropout_rate)(weights, deterministic=deterministic)
-    attended = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+    if self.implementation == "fused":
+      attended = fused_attention(query, key, value, key_mask)
+    else:
+      dropout_fn = None
+      if self.dropout_rate > 0 and not deterministic:
+        dropout_fn = lambda probabilities: nn.Dropout(self.dropout_rate)(probabilities, deterministic=False)
+      attended = xla_attention(query, key, value, key_mask, dropout_fn)
     attended = attended.reshape(attended.shape[:-2] + (width,))
     return dense(width, ("heads", "embed"), self.dtype, "out", nn.initializers.xavier_uniform())(attended)

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from storyjax.layers.embeddings import with_positions
-from storyjax.layers.transformer import TransformerEncoder
+from storyjax.layers.transformer import BlockOptions, TransformerEncoder
 
 Dtype = Any
 
@@ -16,7 +16,8 @@ class ConditionMapper(nn.Module):
 
   `condition_mask` (B, N) bool marks valid condition tokens (None = all valid); registers are always valid,
   and the returned mask is the key mask for attending to the result. With `sinusoidal_positions`, positions
-  0..R+N−1 are added before the transformer; `layer_scale_init` is the blocks' LayerScale (None = off).
+  0..R+N−1 are added before the transformer; `layer_scale_init` is the blocks' LayerScale (None = off);
+  `options` are the blocks' BlockOptions.
   """
 
   num_registers: int
@@ -28,6 +29,7 @@ class ConditionMapper(nn.Module):
   stochastic_depth: float = 0.0
   layer_scale_init: float | None = None
   sinusoidal_positions: bool = True
+  options: BlockOptions = BlockOptions()
 
   @nn.compact
   def __call__(self, condition_tokens, condition_mask=None, deterministic: bool = True):
@@ -56,6 +58,7 @@ class ConditionMapper(nn.Module):
       self.dropout_rate,
       self.stochastic_depth,
       self.layer_scale_init,
+      self.options,
       name="encoder",
     )(tokens, key_mask, deterministic)
     return tokens, key_mask

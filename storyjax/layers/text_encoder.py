@@ -5,7 +5,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from storyjax.layers.transformer import TransformerEncoder
+from storyjax.layers.transformer import BlockOptions, TransformerEncoder
 
 Dtype = Any
 # Where caption features come from, one vocabulary for configs, data and models: a small transformer trained
@@ -22,7 +22,8 @@ def pool_last_valid(features, mask):
 class ScratchTextEncoder(nn.Module):
   """Token ids (B, L) int32 + mask (B, L) → token features (B, L, D) and pooled (B, D).
 
-  The pooled feature is the output at the last valid token ([EOS]), as CLIP pools at end-of-text.
+  The pooled feature is the output at the last valid token ([EOS]), as CLIP pools at end-of-text. `options`
+  are the blocks' BlockOptions.
   """
 
   vocab_size: int
@@ -32,6 +33,7 @@ class ScratchTextEncoder(nn.Module):
   max_length: int
   dtype: Dtype = jnp.float32
   dropout_rate: float = 0.0
+  options: BlockOptions = BlockOptions()
 
   @nn.compact
   def __call__(self, token_ids, token_mask, deterministic: bool = True):
@@ -51,6 +53,12 @@ class ScratchTextEncoder(nn.Module):
     )
     tokens = embed(token_ids) + positions[: token_ids.shape[-1]].astype(self.dtype)
     features = TransformerEncoder(
-      self.num_layers, self.num_heads, 4 * self.width, self.dtype, self.dropout_rate, name="encoder"
+      self.num_layers,
+      self.num_heads,
+      4 * self.width,
+      self.dtype,
+      self.dropout_rate,
+      options=self.options,
+      name="encoder",
     )(tokens, token_mask, deterministic)
     return features, pool_last_valid(features, token_mask)

@@ -2,8 +2,11 @@
 
 One block serves three conditioning styles: plain self-attention, an extra cross-attention sub-layer to a
 context sequence, and adaLN-zero modulation by a pooled condition vector (DiT).
+
+BlockOptions says how the blocks of one model compute and regularise, without changing their parameters.
 """
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -15,6 +18,31 @@ from storyjax.layers.mlp import MlpBlock, dense, layer_norm
 
 Dtype = Any
 RESIDUAL_AXES = ("activation_batch", "activation_length", "activation_embed")
+# Rematerialisation of each block in the backward pass: "block" keeps only each block's input and recomputes
+# the rest; "dots" keeps the matmul outputs without batch dimensions (the projections) and recomputes the
+# attention and the elementwise ops.
+REMAT_POLICIES = {
+  "none": None,
+  "block": jax.checkpoint_policies.nothing_saveable,
+  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockOptions:
+  """Settings shared by every block of a model that leave its parameters unchanged.
+
+  attention: "xla" or "fused" (storyjax/layers/attention.py; config `model.attention`);
+  attention_dropout_rate: dropout on attention probabilities ("xla" only);
+  residual_dropout: whether the blocks' `dropout_rate` also drops each residual branch (it always drops the
+    MLP's hidden layer);
+  remat: one of REMAT_POLICIES (config `model.remat`).
+  """
+
+  attention: str = "xla"
+  attention_dropout_rate: float = 0.0
+  residual_dropout: bool = True
+  remat: str = "none"
 
 
 class StochasticDepth(nn.Module):
@@ -45,6 +73,8 @@ class TransformerBlock(nn.Module):
   their affine terms and adaLN-zero modulates each sub-layer: x += gate·F(LN(x)·(1 + scale) + shift).
   With `layer_scale_init` set, LayerScale (CaiT) multiplies each residual branch by a learned (D,) vector
   `<sub-layer>_layer_scale` starting at that value; None adds no parameters.
+  `dropout_rate` drops the MLP's hidden layer and, unless options.residual_dropout is False, each residual
+  branch; `options` also selects the attention implementation and its dropout (BlockOptions).
   """
 
   num_heads: int
@@ -53,6 +83,7 @@ class TransformerBlock(nn.Module):
   dropout_rate: float = 0.0
   stochastic_depth: float = 0.0
   layer_scale_init: float | None = None
+  options: BlockOptions = BlockOptions()
 
   @nn.compact
   def __call__(
@@ -60,8 +91,11 @@ class TransformerBlock(nn.Module):
   ):
     tokens = nn.with_logical_constraint(tokens, RESIDUAL_AXES)
     drop_path = StochasticDepth(self.stochastic_depth)
-    dropout = nn.Dropout(self.dropout_rate)
+    dropout = nn.Dropout(self.dropout_rate if self.options.residual_dropout else 0.0)
     width = tokens.shape[-1]
+    attention = lambda name: MultiHeadAttention(
+      self.num_heads, self.dtype, self.options.attention_dropout_rate, self.options.attention, name=name
+    )
 
     def residual(tokens, branch, sublayer):
       if self.layer_scale_init is not None:
@@ -77,16 +111,12 @@ class TransformerBlock(nn.Module):
       normed = layer_norm(self.dtype, name="cross_attention_norm")(tokens)
       tokens = residual(
         tokens,
-        MultiHeadAttention(self.num_heads, self.dtype, self.dropout_rate, name="cross_attention")(
-          normed, context, context_mask, deterministic
-        ),
+        attention("cross_attention")(normed, context, context_mask, deterministic),
         "cross_attention",
       )
     if condition is None:
       normed = layer_norm(self.dtype, name="attention_norm")(tokens)
-      attended = MultiHeadAttention(self.num_heads, self.dtype, self.dropout_rate, name="attention")(
-        normed, normed, key_mask, deterministic
-      )
+      attended = attention("attention")(normed, normed, key_mask, deterministic)
       tokens = residual(tokens, attended, "attention")
       normed = layer_norm(self.dtype, name="mlp_norm")(tokens)
       transformed = MlpBlock(self.mlp_dim, self.dtype, self.dropout_rate, name="mlp")(normed, deterministic)
@@ -96,9 +126,7 @@ class TransformerBlock(nn.Module):
       condition, 6, width, self.dtype, "modulation"
     )
     normed = layer_norm(self.dtype, name="attention_norm", affine=False)(tokens) * (1 + scale_sa) + shift_sa
-    attended = MultiHeadAttention(self.num_heads, self.dtype, self.dropout_rate, name="attention")(
-      normed, normed, key_mask, deterministic
-    )
+    attended = attention("attention")(normed, normed, key_mask, deterministic)
     tokens = residual(tokens, gate_sa * attended, "attention")
     normed = layer_norm(self.dtype, name="mlp_norm", affine=False)(tokens) * (1 + scale_mlp) + shift_mlp
     transformed = MlpBlock(self.mlp_dim, self.dtype, self.dropout_rate, name="mlp")(normed, deterministic)
@@ -109,8 +137,8 @@ class TransformerEncoder(nn.Module):
   """A stack of pre-norm blocks and a final LayerNorm: (B, L, D) → (B, L, D).
 
   `context`/`context_mask` and `condition` are passed to every block (see TransformerBlock, also for
-  `layer_scale_init`); with a `condition` the final LayerNorm is adaLN-modulated too (shift and scale, zero at
-  init).
+  `layer_scale_init` and `options`); with a `condition` the final LayerNorm is adaLN-modulated too (shift and
+  scale, zero at init).
   """
 
   num_layers: int
@@ -120,19 +148,27 @@ class TransformerEncoder(nn.Module):
   dropout_rate: float = 0.0
   stochastic_depth: float = 0.0
   layer_scale_init: float | None = None
+  options: BlockOptions = BlockOptions()
 
   @nn.compact
   def __call__(
     self, tokens, key_mask=None, deterministic: bool = True, context=None, context_mask=None, condition=None
   ):
+    remat = self.options.remat
+    if remat not in REMAT_POLICIES:
+      raise ValueError(f"remat={remat!r}; choose one of {tuple(REMAT_POLICIES)}")
+    block = TransformerBlock
+    if remat != "none":  # argument 3 (counting self) is `deterministic`, a Python bool
+      block = nn.remat(TransformerBlock, policy=REMAT_POLICIES[remat], static_argnums=(3,))
     for index in range(self.num_layers):
-      tokens = TransformerBlock(
+      tokens = block(
         self.num_heads,
         self.mlp_dim,
         self.dtype,
         self.dropout_rate,
         self.stochastic_depth,
         self.layer_scale_init,
+        self.options,
         name=f"block_{index}",
       )(tokens, key_mask, deterministic, context, context_mask, condition)
     if condition is None:

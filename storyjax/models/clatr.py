@@ -16,9 +16,14 @@ from storyjax.data.et.camera import CAMERA_FEATURES
 from storyjax.layers.embeddings import with_positions
 from storyjax.layers.mlp import dense
 from storyjax.layers.text_encoder import TEXT_ENCODERS
-from storyjax.layers.transformer import TransformerEncoder
+from storyjax.layers.transformer import BlockOptions, TransformerEncoder
 
 Dtype = Any
+
+
+def torch_dropout(rate: float) -> BlockOptions:
+  """torch's nn.TransformerEncoderLayer dropout, as the published CLaTr: probabilities, residuals and MLP."""
+  return BlockOptions(attention_dropout_rate=rate)
 
 
 class DistributionEncoder(nn.Module):
@@ -46,7 +51,13 @@ class DistributionEncoder(nn.Module):
     tokens = nn.Dropout(self.dropout_rate)(with_positions(tokens), deterministic=deterministic)
     key_mask = jnp.concatenate([jnp.ones((batch, 2), bool), mask], axis=1)
     tokens = TransformerEncoder(
-      self.num_layers, self.num_heads, self.mlp_dim, self.dtype, self.dropout_rate, name="encoder"
+      self.num_layers,
+      self.num_heads,
+      self.mlp_dim,
+      self.dtype,
+      self.dropout_rate,
+      options=torch_dropout(self.dropout_rate),
+      name="encoder",
     )(tokens, key_mask, deterministic)
     return tokens[:, 0].astype(jnp.float32), tokens[:, 1].astype(jnp.float32)
 
@@ -84,7 +95,13 @@ class Clatr(nn.Module):
         embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")),
       )
     self.decoder = TransformerEncoder(
-      self.num_layers, self.num_heads, self.mlp_dim, self.dtype, self.dropout_rate, name="decoder"
+      self.num_layers,
+      self.num_heads,
+      self.mlp_dim,
+      self.dtype,
+      self.dropout_rate,
+      options=torch_dropout(self.dropout_rate),
+      name="decoder",
     )
     self.output_projection = dense(CAMERA_FEATURES, ("embed", "io"), self.dtype, name="output_projection")
 

@@ -12,6 +12,10 @@
 The caption comes from a small transformer trained with the model (`text_encoder="scratch"`, token ids in)
 or from frozen CLIP text features (`text_encoder="clip"`, features (B, L, Dt) in; the pooled feature is
 the one at the last valid token, CLIP's end-of-text).
+
+Regularisation as published: `dropout_rate` on the MLP hidden layers only (not on the residual branches),
+stochastic depth on the residual branches, and no dropout on the attention probabilities
+(`attention_dropout_rate`, "xla" attention only, 0 by default), which lets every attention use a fused kernel.
 """
 
 from typing import Any
@@ -24,7 +28,7 @@ from storyjax.layers.condition import ConditionMapper
 from storyjax.layers.embeddings import NoiseLevelEmbedding, with_positions
 from storyjax.layers.mlp import dense
 from storyjax.layers.text_encoder import TEXT_ENCODERS, ScratchTextEncoder, pool_last_valid
-from storyjax.layers.transformer import TransformerEncoder
+from storyjax.layers.transformer import BlockOptions, TransformerEncoder
 
 Dtype = Any
 VARIANTS = ("A", "B", "C")
@@ -57,7 +61,14 @@ class Director(nn.Module):
   mlp_ratio: int = 4
   dropout_rate: float = 0.0
   stochastic_depth: float = 0.0
+  attention_dropout_rate: float = 0.0
+  attention: str = "xla"
+  remat: str = "none"
   dtype: Dtype = jnp.float32
+
+  @property
+  def _block_options(self) -> BlockOptions:
+    return BlockOptions(self.attention, self.attention_dropout_rate, residual_dropout=False, remat=self.remat)
 
   def _transformer(self, num_layers: int, name: str) -> TransformerEncoder:
     return TransformerEncoder(
@@ -67,6 +78,7 @@ class Director(nn.Module):
       self.dtype,
       self.dropout_rate,
       self.stochastic_depth,
+      options=self._block_options,
       name=name,
     )
 
@@ -81,6 +93,7 @@ class Director(nn.Module):
         self.max_caption_length,
         self.dtype,
         self.dropout_rate,
+        self._block_options,
         name="text_encoder",
       )(caption, caption_mask, deterministic)
     if caption.ndim != 3:
@@ -166,6 +179,7 @@ class Director(nn.Module):
         self.dtype,
         self.dropout_rate,
         self.stochastic_depth,
+        options=self._block_options,
         name="condition_mapper",
       )(condition_tokens, condition_mask, deterministic)
       camera_tokens = self._transformer(self.num_layers, "backbone")(
