@@ -13,7 +13,8 @@ Keys (all read by storyjax/trainer.py unless noted):
   profile_steps     > 0: a jax.profiler trace of that many steps (from the 2nd) into <workdir>/profile
   mesh              device mesh sizes {data, fsdp, model}; one may be -1 (all remaining devices)
   optimizer         AdamW with warm-up + cosine decay, global-norm clipping and parameter EMA (storyjax/optim.py)
-  data.num_threads  example-reading threads per loader process; data.num_workers: loader processes (0 = inline)
+  data.num_threads  example-reading threads per loader process; data.num_workers: loader processes (0 = inline);
+                    data.prefetch_to_device: batches transferred to the devices ahead of the step (0 = none)
   eval.at_end       run the task's full evaluation after the last step
 """
 
@@ -61,7 +62,7 @@ def base_config(
       "ema_decay": 0.999,
     }
   )
-  config.data = ml_collections.ConfigDict({"num_threads": 2, "num_workers": 0})
+  config.data = ml_collections.ConfigDict({"num_threads": 2, "num_workers": 0, "prefetch_to_device": 2})
   config.eval = ml_collections.ConfigDict({"at_end": True})
   if variant == "smoke":
     config.update({"total_steps": 6, "batch_size": 8, "log_every": 1, "checkpoint_every": 3})

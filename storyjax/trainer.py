@@ -7,6 +7,7 @@ step is jitted with explicit in/out shardings and donates the old state. Data or
 so a restart resumes exactly.
 """
 
+import collections
 import json
 import pathlib
 import time
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from storyjax import optim, profiling, sharding
 from storyjax.checkpoint import Checkpointer
-from storyjax.data.pipeline import make_train_iterator
+from storyjax.data.pipeline import Prefetcher, make_train_iterator
 from storyjax.errors import CheckpointError, ConfigError, DivergenceError
 from storyjax.metric_logger import MetricLogger
 
@@ -32,7 +33,10 @@ if TYPE_CHECKING:  # the registry imports this module to load runs
 # Config sections whose change makes an existing checkpoint unusable, less the keys that do not shape the train
 # state: the loop's own below, and each task's `non_state_keys`.
 STATE_DEFINING_KEYS = ("task", "model", "data")
-LOOP_NON_STATE_KEYS = {"data": ("num_threads", "num_workers")}
+LOOP_NON_STATE_KEYS = {"data": ("num_threads", "num_workers", "prefetch_to_device")}
+# Steps the host may run ahead of the devices: the loss of step s is read (checked finite) once step s + LAG is
+# queued, so reading it never waits, while a diverged run stops within LAG steps.
+LOSS_CHECK_LAG = 2
 
 
 def enable_compilation_cache(directory: pathlib.Path) -> None:
@@ -193,6 +197,10 @@ class TrainSetup(ModelSetup):
       num_workers=data.num_workers,
     )
 
+  def device_batches(self, start_step: int = 0) -> Prefetcher:
+    """train_iterator's batches as global device arrays, data.prefetch_to_device batches transferred ahead."""
+    return Prefetcher(self.train_iterator(start_step), self.device_batch, self.config.data.prefetch_to_device)
+
   def device_batch(self, local_batch: dict) -> dict:
     """Process-local numpy batch → global jax.Arrays split over the data axes."""
     return jax.tree.map(lambda leaf: jax.make_array_from_process_local_data(self.batch_sharding, leaf), local_batch)
@@ -287,22 +295,22 @@ def _train_loop(config, workdir, setup: TrainSetup, checkpointer: Checkpointer):
     )
     print(f"train step {cost.describe()}")
   profiling.check_fits(cost, jax.local_devices()[0], "the train step")
-  data_iter = setup.train_iterator(start_step)
+  batches = setup.device_batches(start_step)
   profiler = profiling.StepProfiler(workdir / "profile", first_step=start_step + 2, num_steps=config.profile_steps)
   logger = MetricLogger(workdir, start_step, enabled=is_main)
   tqdm_bar = tqdm(total=config.total_steps, initial=start_step, disable=not is_main, desc="train", dynamic_ncols=True)
   postfix = {}
   interval_start, interval_steps = time.perf_counter(), 0
   try:
-    # Reading a loss waits for its step to finish, so step s's loss is read once step s+1 is queued
-    # (and at once on log, evaluation and checkpoint steps, so a NaN state is never saved or evaluated).
-    unchecked = None  # (step, loss) not read yet
+    # Reading a loss waits for its step to finish, so it is read LOSS_CHECK_LAG steps later (and at once on log,
+    # evaluation and checkpoint steps, so a NaN state is never saved or evaluated).
+    unchecked = collections.deque()  # (step, loss) not read yet
     for step in range(start_step + 1, config.total_steps + 1):
       profiler.before_step(step)
-      state, metrics = train_step(state, setup.device_batch(next(data_iter)))
-      if unchecked is not None:
-        _check_finite(*unchecked, checkpointer)
-      unchecked = (step, metrics["loss"])
+      state, metrics = train_step(state, next(batches))
+      unchecked.append((step, metrics["loss"]))
+      if len(unchecked) > LOSS_CHECK_LAG:
+        _check_finite(*unchecked.popleft(), checkpointer)
       profiler.after_step(step, metrics)
       interval_steps += 1
       tqdm_bar.update(1)
@@ -311,8 +319,8 @@ def _train_loop(config, workdir, setup: TrainSetup, checkpointer: Checkpointer):
       eval_now = config.eval_every > 0 and step % config.eval_every == 0
       save_now = step % config.checkpoint_every == 0 or is_last
       if log_now or eval_now or save_now:
-        _check_finite(*unchecked, checkpointer)
-        unchecked = None
+        while unchecked:
+          _check_finite(*unchecked.popleft(), checkpointer)
       logged = {}
       if log_now:
         elapsed = time.perf_counter() - interval_start
@@ -336,7 +344,7 @@ def _train_loop(config, workdir, setup: TrainSetup, checkpointer: Checkpointer):
       if save_now:
         checkpointer.save(step, state)
   finally:
-    data_iter.close()
+    batches.close()
     profiler.close()
     tqdm_bar.close()
     logger.close()

@@ -1,9 +1,12 @@
 """Per-process input pipelines: disjoint shards that assemble into the single-process batches."""
 
+import itertools
+import time
+
 import numpy as np
 import pytest
 
-from storyjax.data.pipeline import make_train_iterator
+from storyjax.data.pipeline import Prefetcher, make_train_iterator
 from storyjax.errors import ConfigError
 
 NUM_EXAMPLES, GLOBAL_BATCH = 48, 12
@@ -60,3 +63,34 @@ def test_start_step_resumes_the_same_stream_with_any_process_count():
 def test_batch_not_divisible_by_processes():
   with pytest.raises(ConfigError, match="not divisible by the 5 processes"):
     _batches(1, 0, 5)
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3])
+def test_prefetcher_keeps_order_and_raises_errors_in_place(depth):
+  def batches():
+    yield from range(5)
+    raise KeyError("broken example")
+
+  prefetcher = Prefetcher(batches(), lambda batch: batch * 10, depth)
+  assert [next(prefetcher) for _ in range(5)] == [0, 10, 20, 30, 40]
+  with pytest.raises(KeyError, match="broken example"):
+    next(prefetcher)
+  prefetcher.close()
+
+
+def test_prefetcher_runs_ahead_by_depth_and_stops_on_close():
+  transformed = []
+
+  def transform(batch):
+    transformed.append(batch)
+    return batch
+
+  prefetcher = Prefetcher(itertools.count(), transform, depth=2)
+  assert next(prefetcher) == 0
+  deadline = time.monotonic() + 5
+  while len(transformed) < 4 and time.monotonic() < deadline:  # 1 taken + 2 queued + 1 waiting to be queued
+    time.sleep(0.01)
+  time.sleep(0.1)
+  assert len(transformed) == 4
+  prefetcher.close()
+  assert not prefetcher._thread.is_alive()

@@ -1,7 +1,9 @@
 """The source protocol every domain's data follows, and the Grain input pipeline: per-process shards whose order
 depends only on (seed, step)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+import queue
+import threading
 from typing import Protocol, runtime_checkable
 
 import grain
@@ -51,3 +53,63 @@ def make_train_iterator(
   if num_workers:
     batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return iter(batches)
+
+
+class Prefetcher:
+  """Iterates over `transform(batch)` for the batches of `iterator`, computed `depth` batches ahead in a thread.
+
+  With `transform` = a host-to-device transfer, the next batches are on the devices while the current step
+  runs. Batches come out in order; an error in the thread is raised by the next `next()`. `close()` stops the
+  thread and closes `iterator` (if it can be closed); `depth` = 0 transforms in the caller's thread.
+  """
+
+  _END = object()
+
+  def __init__(self, iterator: Iterator, transform: Callable, depth: int):
+    if depth < 0:
+      raise ConfigError(f"data.prefetch_to_device={depth} must be >= 0.")
+    self._iterator, self._transform, self._depth = iterator, transform, depth
+    self._stop = threading.Event()
+    self._queue = queue.Queue(maxsize=depth) if depth else None
+    self._thread = None
+    if depth:
+      self._thread = threading.Thread(target=self._fill, name="device-prefetch", daemon=True)
+      self._thread.start()
+
+  def _put(self, item) -> bool:
+    while not self._stop.is_set():
+      try:
+        self._queue.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  def _fill(self) -> None:
+    try:
+      for batch in self._iterator:
+        if not self._put(self._transform(batch)):
+          return
+      self._put(self._END)
+    except BaseException as error:  # handed to the consumer, raised there
+      self._put(error)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    if not self._depth:
+      return self._transform(next(self._iterator))
+    item = self._queue.get()
+    if item is self._END:
+      raise StopIteration
+    if isinstance(item, BaseException):
+      raise item
+    return item
+
+  def close(self) -> None:
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join()
+    if hasattr(self._iterator, "close"):
+      self._iterator.close()
