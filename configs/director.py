@@ -72,18 +72,28 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     }
   )
 
+  # eval.protocol, how fd_clatr, P/R/D/C and clatr_score are computed (README, "Results"):
+  #   "storyjax": generations for eval.num_samples test captions against a fixed set of eval.num_reference real
+  #     train trajectories (standard P/R/D/C unless prdc_published_quirks), plus the same scores for the real test
+  #     trajectories (*_reference);
+  #   "published": DIRECTOR's released protocol: fd_clatr and P/R/D/C of generations for the first eval.num_samples
+  #     train examples against those examples' own trajectories (P/R/D/C with its quirks, 5 chunks of the whole
+  #     set), clatr_score of the test generations, CLaTr inputs ×σ_data as released. DIRECTOR uses whole splits:
+  #     set eval.num_samples to at least data.train_size for that.
+  # The tag metrics are the same in both.
   config.eval.update(
     {
+      "protocol": "storyjax",
       "num_samples": 200,
       "quick_num_samples": 50,
       "batch_size": 50,
       "num_plots": 4,
       "seed": 1,
       "clatr_workdir": "runs/clatr",  # CLaTr checkpoint for fd_clatr, prdc, clatr_score ("" = skip)
-      "prdc_published_quirks": False,  # True: P/R/D/C as Director's released evaluation computed them
-      "num_reference": 200,
+      "prdc_published_quirks": False,  # "storyjax" protocol: True computes P/R/D/C as DIRECTOR's release did
+      "num_reference": 200,  # "storyjax" protocol: train-split reference examples (P/R/D/C want equal sizes)
     }
-  )  # train-split reference examples for fd_clatr and prdc (P/R/D/C want equal sizes)
+  )
 
   # python -m storyjax.sample: the test example whose character trajectory (and length) conditions the samples;
   # -1 = a character standing at the origin for data.max_frames frames.

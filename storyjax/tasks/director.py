@@ -21,10 +21,18 @@ from storyjax.models.director import CAPTION_TOKENS, VARIANTS, Director
 from storyjax.tasks import load_trained_task
 from storyjax.tasks.trajectory import TrajectoryTask
 
+# eval.protocol: how fd_clatr, P/R/D/C and clatr_score are computed (configs/director.py, README "Results").
+PROTOCOLS = ("storyjax", "published")
+
 
 def tag_names(step_classes) -> str:
   """E.T. camera tags per step (N-1,) → their runs as names, e.g. 'push_in → trucking_left'."""
   return " → ".join(tagging.CAMERA_CLASS_NAMES[c] for c in tagging.run_sequence(step_classes))
+
+
+def _stacked(examples: list[dict], key: str) -> np.ndarray:
+  """The `key` arrays of N examples stacked → (N, ...)."""
+  return np.stack([example[key] for example in examples])
 
 
 class Task(TrajectoryTask):
@@ -154,13 +162,14 @@ class Task(TrajectoryTask):
     """Samples the test captions and scores the trajectories.
 
     tag_*: the E.T. tagger re-run on the decoded generated poses against the caption's motion classes.
-    With a CLaTr checkpoint in eval.clatr_workdir, also the published metrics on CLaTr means: fd_clatr and
-    precision / recall / density / coverage (k = 3) against eval.num_reference train examples, and
-    clatr_score between the generated trajectories and their test captions; *_reference are the same
-    metrics for the real test trajectories (the ceiling on this data). `quick`: tag accuracy of the first
+    With a CLaTr checkpoint in eval.clatr_workdir, also the published metrics on CLaTr means: fd_clatr,
+    precision / recall / density / coverage (k = 3) and clatr_score, computed by eval.protocol ("storyjax":
+    _clatr_metrics, "published": _published_clatr_metrics). `quick`: tag accuracy of the first
     eval.quick_num_samples test captions only, no plots.
     """
     eval_config = self.config.eval
+    if eval_config.protocol not in PROTOCOLS:
+      raise ConfigError(f"eval.protocol={eval_config.protocol!r}; choose one of {PROTOCOLS}.")
     test_source = self.source("test")
     num_samples = min(eval_config.quick_num_samples if quick else eval_config.num_samples, len(test_source))
     rng = jax.random.PRNGKey(eval_config.seed)
@@ -168,18 +177,9 @@ class Task(TrajectoryTask):
     plots_dir = workdir / "plots"
     if num_plots:
       plots_dir.mkdir(parents=True, exist_ok=True)
-    matches, reference_matches, step_agreement, truths, examples, generated = [], [], [], [], [], []
-    for start in range(0, num_samples, eval_config.batch_size):
-      indices = [min(start + offset, num_samples - 1) for offset in range(eval_config.batch_size)]
-      batch_examples = [test_source[index] for index in indices]
-      batch_generated = np.asarray(
-        self._generate(
-          variables, self.batch(batch_examples), jax.random.fold_in(rng, start), self.config.diffusion.guidance_weight
-        )
-      )
-      examples += batch_examples[: num_samples - start]
-      generated.append(batch_generated[: num_samples - start])
-    generated = np.concatenate(generated)
+    examples = [test_source[index] for index in range(num_samples)]
+    generated = self._generate_examples(variables, examples, rng)
+    matches, reference_matches, step_agreement, truths = [], [], [], []
     for index, example in enumerate(examples):
       num_frames = int(example["num_frames"])
       truth = tuple(int(c) for c in example["cam_classes"] if c != tagging.PAD_CLASS)
@@ -210,6 +210,7 @@ class Task(TrajectoryTask):
       "num_samples": num_samples,
       "subset": self.config.data.subset,
       "guidance_weight": float(self.config.diffusion.guidance_weight),
+      "protocol": eval_config.protocol,
     }
     clatr_workdir = pathlib.Path(eval_config.clatr_workdir) if eval_config.clatr_workdir else None
     if clatr_workdir and not (clatr_workdir / "config.json").is_file():
@@ -219,9 +220,29 @@ class Task(TrajectoryTask):
         clatr_workdir,
         clatr_workdir,
       )
+    elif clatr_workdir and eval_config.protocol == "published":
+      results.update(self._published_clatr_metrics(variables, generated, examples, rng))
     elif clatr_workdir:
       results.update(self._clatr_metrics(generated, examples))
     return results
+
+  def _generate_examples(self, variables, examples: list[dict], rng, first_index: int = 0) -> np.ndarray:
+    """Guided samples (N, T, 9) for N examples, eval.batch_size at a time (the last batch padded with its last
+    example); a batch's noise key is `rng` folded in with the index of its first example, counted from first_index.
+    """
+    batch_size = self.config.eval.batch_size
+    generated = []
+    for start in range(0, len(examples), batch_size):
+      batch_examples = examples[start : start + batch_size]
+      padded = batch_examples + batch_examples[-1:] * (batch_size - len(batch_examples))
+      samples = self._generate(
+        variables,
+        self.batch(padded),
+        jax.random.fold_in(rng, first_index + start),
+        self.config.diffusion.guidance_weight,
+      )
+      generated.append(np.asarray(samples)[: len(batch_examples)])
+    return np.concatenate(generated)
 
   def _load_clatr(self):
     """The CLaTr trained in eval.clatr_workdir as a feature extractor (see storyjax/tasks/clatr.py)."""
@@ -240,13 +261,14 @@ class Task(TrajectoryTask):
     return encoder
 
   def _clatr_metrics(self, generated: np.ndarray, examples: list[dict]) -> dict:
-    """FD_CLaTr, P/R/D/C and CLaTr-Score of generated (N, T, 9) features for their test examples."""
+    """eval.protocol "storyjax": FD_CLaTr and P/R/D/C of the test generations (N, T, 9) against the first
+    eval.num_reference train examples, CLaTr-Score with their captions; *_reference: the same metrics for the real
+    test trajectories (the ceiling on this data)."""
     encoder = self._load_clatr()
     train_source = self.source("train")
     reference = [train_source[index] for index in range(min(self.config.eval.num_reference, len(train_source)))]
-    stacked = lambda items, key: np.stack([item[key] for item in items])
-    mask = stacked(examples, "mask")
-    reference_feats = encoder.trajectory_features(stacked(reference, "camera_traj"), stacked(reference, "mask"))
+    mask = _stacked(examples, "mask")
+    reference_feats = encoder.trajectory_features(_stacked(reference, "camera_traj"), _stacked(reference, "mask"))
     text_feats = encoder.text_features([example["caption"] for example in examples])
 
     def scores(traj_feats) -> dict:
@@ -256,12 +278,49 @@ class Task(TrajectoryTask):
         "clatr_score": clatr_metrics.clatr_score(text_feats, traj_feats),
       }
 
-    real_scores = scores(encoder.trajectory_features(stacked(examples, "camera_traj"), mask))
+    real_scores = scores(encoder.trajectory_features(_stacked(examples, "camera_traj"), mask))
     return {
       **scores(encoder.trajectory_features(generated, mask)),
       **{f"{key}_reference": value for key, value in real_scores.items()},
       "num_reference": len(reference),
     }
+
+  def _published_clatr_metrics(self, variables, test_generated: np.ndarray, test_examples: list[dict], rng) -> dict:
+    """eval.protocol "published", DIRECTOR's released evaluation (its src/evaluate.py: a test pass over the train
+    split, then one over the test split; src/training/diffuser.py test_step pairs each generation with the ground
+    truth of the same example): fd_clatr and P/R/D/C of trajectories generated for the first eval.num_samples train
+    examples against those examples' own trajectories, P/R/D/C with the released quirks over 5 chunks of the whole
+    set; clatr_score of the test generations (N, T, 9) with their captions.
+    """
+    encoder = self._load_clatr()
+    train_source = self.source("train")
+    train_examples = [train_source[index] for index in range(min(self.config.eval.num_samples, len(train_source)))]
+    # The train batches continue the test batches' noise indices, so no key is drawn twice.
+    train_generated = self._generate_examples(variables, train_examples, rng, first_index=len(test_examples))
+    train_mask = _stacked(train_examples, "mask")
+    real_feats = self._published_trajectory_features(encoder, _stacked(train_examples, "camera_traj"), train_mask)
+    generated_feats = self._published_trajectory_features(encoder, train_generated, train_mask)
+    try:
+      manifold = distribution.prdc(real_feats, generated_feats, k=3, published_quirks=True)
+    except ValueError as error:
+      raise ConfigError(f"eval.protocol='published' with eval.num_samples={len(train_examples)}: {error}") from error
+    test_feats = self._published_trajectory_features(encoder, test_generated, _stacked(test_examples, "mask"))
+    text_feats = encoder.text_features([example["caption"] for example in test_examples])
+    return {
+      "fd_clatr": distribution.frechet_distance(real_feats, generated_feats),
+      **manifold,
+      "clatr_score": clatr_metrics.clatr_score(text_feats, test_feats),
+      "num_train_samples": len(train_examples),
+    }
+
+  def _published_trajectory_features(self, encoder, camera_traj: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """CLaTr means (N, D) of standardized features (N, T, 9) as DIRECTOR's release encodes them: ×σ_data first.
+
+    Its src/training/diffuser.py test_step scales the real features in place (`data *= sigma_data`, edm2
+    normalisation) before encoding them, and its generations stay in that σ_data-scaled space; CLaTr was trained
+    on the unscaled features, so both sides reach it at σ_data (0.5) times their scale.
+    """
+    return encoder.trajectory_features(self.diffusion.sigma_data * camera_traj, mask)
 
   # ---- generation -------------------------------------------------------------------------------
   def sample(self, variables, prompts, rng) -> dict:
