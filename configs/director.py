@@ -33,9 +33,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       "num_layers": 4,
       "num_heads": 4,
       "mlp_ratio": 4,
-      "dropout_rate": 0.0,
+      "dropout_rate": 0.0,  # on the MLP hidden layers, as published (not on the residual branches)
       "stochastic_depth": 0.0,
-      "dtype": "float32",
+      "attention_dropout_rate": 0.0,  # on attention probabilities: "xla" attention only; published: none
+      "attention": "xla",  # or "fused": jax.nn.dot_product_attention (cuDNN flash attention on GPU in bf16)
+      "remat": "none",  # or "block" / "dots": recompute in the backward pass (storyjax/layers/transformer.py)
+      "dtype": "float32",  # compute dtype ("bfloat16": mixed precision, parameters and optimizer stay float32)
       "text_encoder": "scratch",  # or "clip": frozen CLIP ViT-B/32 text features (E.T.'s precomputed ones or clip_path)
       "clip_path": "",  # a local Hugging Face CLIP checkpoint directory (config.json, weights, tokenizer)
       "text_width": 96,
@@ -123,6 +126,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         "num_heads": 16,
         "dropout_rate": 0.1,
         "stochastic_depth": 0.1,
+        "attention": "fused",
         "text_width": 512,
         "text_layers": 4,
         "text_heads": 8,

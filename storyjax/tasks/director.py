@@ -15,6 +15,8 @@ from storyjax.data.et.camera import CAMERA_FEATURES
 from storyjax.diffusion import edm
 from storyjax.diffusion.guidance import classifier_free_guidance
 from storyjax.errors import CheckpointError, ConfigError
+from storyjax.layers.attention import ATTENTION_IMPLEMENTATIONS
+from storyjax.layers.transformer import REMAT_POLICIES
 from storyjax.metrics import clatr as clatr_metrics
 from storyjax.metrics import distribution
 from storyjax.models.director import CAPTION_TOKENS, VARIANTS, Director
@@ -38,12 +40,30 @@ def _stacked(examples: list[dict], key: str) -> np.ndarray:
 class Task(TrajectoryTask):
   """Binds the Director model to the generic trainer (the contract: storyjax/tasks/base.py)."""
 
+  # How the network computes, not what it is: a run may resume with other values.
+  non_state_keys = {
+    **TrajectoryTask.non_state_keys,
+    "model": (*TrajectoryTask.non_state_keys["model"], "attention", "remat"),
+  }
+
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     model, diffusion = config.model, config.diffusion
-    for key, choices in (("variant", VARIANTS), ("caption_tokens", CAPTION_TOKENS)):
+    for key, choices in (
+      ("variant", VARIANTS),
+      ("caption_tokens", CAPTION_TOKENS),
+      ("attention", ATTENTION_IMPLEMENTATIONS),
+      ("remat", tuple(REMAT_POLICIES)),
+    ):
       if model[key] not in choices:
         raise ConfigError(f"model.{key}={model[key]!r}; choose one of {choices}.")
+    if config.eval.protocol not in PROTOCOLS:
+      raise ConfigError(f"eval.protocol={config.eval.protocol!r}; choose one of {PROTOCOLS}.")
+    if model.attention != "xla" and model.attention_dropout_rate > 0:
+      raise ConfigError(
+        f"model.attention_dropout_rate={model.attention_dropout_rate} needs model.attention='xla' (a fused "
+        f"kernel cannot drop attention probabilities); set one of them."
+      )
     self.diffusion = diffusion  # EDM σ_data, training noise distribution, sampling schedule
     self.model = Director(
       num_frames=self.num_frames,
@@ -63,6 +83,9 @@ class Task(TrajectoryTask):
       mlp_ratio=model.mlp_ratio,
       dropout_rate=model.dropout_rate,
       stochastic_depth=model.stochastic_depth,
+      attention_dropout_rate=model.attention_dropout_rate,
+      attention=model.attention,
+      remat=model.remat,
       dtype=self.dtype,
     )
 
@@ -168,8 +191,6 @@ class Task(TrajectoryTask):
     eval.quick_num_samples test captions only, no plots.
     """
     eval_config = self.config.eval
-    if eval_config.protocol not in PROTOCOLS:
-      raise ConfigError(f"eval.protocol={eval_config.protocol!r}; choose one of {PROTOCOLS}.")
     test_source = self.source("test")
     num_samples = min(eval_config.quick_num_samples if quick else eval_config.num_samples, len(test_source))
     rng = jax.random.PRNGKey(eval_config.seed)
