@@ -14,6 +14,7 @@ from storyjax import sharding
 from storyjax.layers.attention import MultiHeadAttention
 from storyjax.layers.condition import ConditionMapper
 from storyjax.layers.conv import ConvBlock, conv
+from storyjax.layers.dropout import Dropout, keep_mask
 from storyjax.layers.embeddings import LearnedPositions, sinusoidal_embedding_2d
 from storyjax.layers.mlp import MlpBlock, layer_norm
 from storyjax.layers.norms import NORMS, make_norm
@@ -457,3 +458,30 @@ def test_activation_constraints_use_known_axes_and_sharded_apply_matches(monkeyp
       np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), rtol=1e-4, atol=1e-4, err_msg=name)
   assert used and used <= RULE_NAMES, used - RULE_NAMES
   assert {"activation_depth", "activation_height", "activation_width", "activation_channels"} <= used
+
+
+# ---- hashed dropout -----------------------------------------------------------------------------------------------
+def test_dropout_keeps_the_right_fraction_independently_and_rescales():
+  inputs = jnp.ones((64, 4, 50, 50))
+  outputs = np.asarray(Dropout(0.3).apply({}, inputs, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)}))
+  kept = outputs != 0
+  assert set(np.unique(outputs)) == {0.0, np.float32(1 / 0.7)}
+  assert abs(kept.mean() - 0.7) < 4 * math.sqrt(0.21 / kept.size)
+  flat = kept.reshape(-1).astype(float)
+  for lag in (1, 50, 2500):  # neighbours along every axis are uncorrelated
+    assert abs(np.corrcoef(flat[:-lag], flat[lag:])[0, 1]) < 0.01
+  other_seed = Dropout(0.3).apply({}, inputs, deterministic=False, rngs={"dropout": jax.random.PRNGKey(1)})
+  assert abs(np.corrcoef(flat, (np.asarray(other_seed) != 0).reshape(-1))[0, 1]) < 0.01
+  again = Dropout(0.3).apply({}, inputs, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
+  np.testing.assert_array_equal(np.asarray(again), outputs)
+  np.testing.assert_array_equal(np.asarray(Dropout(0.3).apply({}, inputs, deterministic=True)), np.asarray(inputs))
+
+
+def test_dropout_mask_does_not_depend_on_the_sharding():
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  seed = jnp.array([12345, 678], jnp.uint32)
+  mask = lambda: keep_mask(seed, 0.9, (16, 6, 10))
+  whole = np.asarray(jax.jit(mask)())
+  sharded = jax.jit(mask, out_shardings=jax.sharding.NamedSharding(mesh, PartitionSpec("data")))()
+  np.testing.assert_array_equal(np.asarray(sharded), whole)
+  assert 0.85 < whole.mean() < 0.95

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from storyjax.layers.dropout import Dropout
 from storyjax.layers.mlp import dense
 
 Dtype = Any
@@ -84,7 +85,7 @@ class MultiHeadAttention(nn.Module):
     else:
       dropout_fn = None
       if self.dropout_rate > 0 and not deterministic:
-        dropout_fn = lambda probabilities: nn.Dropout(self.dropout_rate)(probabilities, deterministic=False)
+        dropout_fn = lambda probabilities: Dropout(self.dropout_rate)(probabilities, deterministic=False)
       attended = xla_attention(query, key, value, key_mask, dropout_fn)
     attended = attended.reshape(attended.shape[:-2] + (width,))
     return dense(width, ("heads", "embed"), self.dtype, "out", nn.initializers.xavier_uniform())(attended)

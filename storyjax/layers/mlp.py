@@ -5,6 +5,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from storyjax.layers.dropout import Dropout
 from storyjax.layers.norms import make_norm
 
 Dtype = Any
@@ -44,5 +45,5 @@ class MlpBlock(nn.Module):
     hidden = dense(self.hidden_dim, ("embed", "mlp"), self.dtype, name="fc1")(inputs)
     hidden_axes = ("activation_batch",) + ("activation_length",) * (hidden.ndim - 2) + ("activation_mlp",)
     hidden = nn.gelu(nn.with_logical_constraint(hidden, hidden_axes))
-    hidden = nn.Dropout(self.dropout_rate)(hidden, deterministic=deterministic)
+    hidden = Dropout(self.dropout_rate)(hidden, deterministic=deterministic)
     return dense(inputs.shape[-1], ("mlp", "embed"), self.dtype, name="fc2")(hidden)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from storyjax.layers.attention import MultiHeadAttention
+from storyjax.layers.dropout import Dropout
 from storyjax.layers.mlp import MlpBlock, dense, layer_norm
 
 Dtype = Any
@@ -91,7 +92,7 @@ class TransformerBlock(nn.Module):
   ):
     tokens = nn.with_logical_constraint(tokens, RESIDUAL_AXES)
     drop_path = StochasticDepth(self.stochastic_depth)
-    dropout = nn.Dropout(self.dropout_rate if self.options.residual_dropout else 0.0)
+    dropout = Dropout(self.dropout_rate if self.options.residual_dropout else 0.0)
     width = tokens.shape[-1]
     attention = lambda name: MultiHeadAttention(
       self.num_heads, self.dtype, self.options.attention_dropout_rate, self.options.attention, name=name

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from storyjax.data.et.camera import CAMERA_FEATURES
+from storyjax.layers.dropout import Dropout
 from storyjax.layers.embeddings import with_positions
 from storyjax.layers.mlp import dense
 from storyjax.layers.text_encoder import TEXT_ENCODERS
@@ -48,7 +49,7 @@ class DistributionEncoder(nn.Module):
     tokens = jnp.concatenate(
       [jnp.broadcast_to(distribution_tokens.astype(self.dtype), (batch, 2, self.width)), tokens], axis=1
     )
-    tokens = nn.Dropout(self.dropout_rate)(with_positions(tokens), deterministic=deterministic)
+    tokens = Dropout(self.dropout_rate)(with_positions(tokens), deterministic=deterministic)
     key_mask = jnp.concatenate([jnp.ones((batch, 2), bool), mask], axis=1)
     tokens = TransformerEncoder(
       self.num_layers,
