@@ -75,6 +75,7 @@ def jax_config(size: dict):
       "stochastic_depth": 0.0,
       "attention_dropout_rate": 0.0,
       "attention": _ATTENTION.value,
+      "dtype": "float32",  # as the peer; `paper` computes in bfloat16, which this CPU has no instructions for
     }
   )
   return config

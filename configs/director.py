@@ -127,6 +127,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         "dropout_rate": 0.1,
         "stochastic_depth": 0.1,
         "attention": "fused",
+        "dtype": "bfloat16",  # published: Lightning's "16-mixed" (fp16 autocast, fp32 master weights)
         "text_width": 512,
         "text_layers": 4,
         "text_heads": 8,

@@ -10,6 +10,7 @@ import pytest
 from conftest import REPO_ROOT
 
 MODEL_CONFIGS = sorted(path.name for path in (REPO_ROOT / "configs").glob("*.py") if path.name != "__init__.py")
+SWEPT_CONFIG = "director.py"  # measured through --sweep below, the others one setting each
 
 
 def _run_json(*args) -> dict:
@@ -19,22 +20,43 @@ def _run_json(*args) -> dict:
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("config_file", MODEL_CONFIGS)
-def test_throughput_prints_rates_flops_and_memory(config_file, tmp_path):
-  report = _run_json(
+def _check_throughput_report(report):
+  for key in ("steps_per_sec", "step_only_steps_per_sec", "pipeline_only_batches_per_sec", "flops_per_step"):
+    assert report[key] > 0, key
+  assert report["examples_per_sec"] == pytest.approx(report["steps_per_sec"] * report["batch_size"])
+  assert report["memory_per_device"]["peak_bytes"] > report["memory_per_device"]["argument_bytes"] > 0
+  assert report["mfu"] is None  # no known peak for a CPU unless --peak_tflops is given
+
+
+def _throughput(config_file, tmp_path, *args):
+  return _run_json(
     "benchmarks/throughput.py",
     f"--config=configs/{config_file}:smoke",
     "--warmup_steps=1",
     "--steps=2",
     "--repeats=1",
     f"--cache_dir={tmp_path}",
+    *args,
   )
-  for key in ("steps_per_sec", "step_only_steps_per_sec", "pipeline_only_batches_per_sec", "flops_per_step"):
-    assert report[key] > 0, key
-  assert report["examples_per_sec"] == pytest.approx(report["steps_per_sec"] * report["batch_size"])
-  assert report["memory_per_device"]["peak_bytes"] > report["memory_per_device"]["argument_bytes"] > 0
-  assert report["mfu"] is None  # no known peak for a CPU unless --peak_tflops is given
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config_file", [name for name in MODEL_CONFIGS if name != SWEPT_CONFIG])
+def test_throughput_prints_rates_flops_and_memory(config_file, tmp_path):
+  _check_throughput_report(_throughput(config_file, tmp_path))
+
+
+@pytest.mark.slow
+def test_throughput_sweep_measures_every_setting(tmp_path):
+  report = _throughput(SWEPT_CONFIG, tmp_path, "--sweep=model.attention=xla,fused;model.remat=dots;batch_size=4")
+  rows = report["sweep"]
+  assert [row["setting"] for row in rows] == [
+    {"model.attention": attention, "model.remat": "dots", "batch_size": 4} for attention in ("xla", "fused")
+  ]
+  for row in rows:
+    _check_throughput_report(row)
+    assert (row["attention"], row["remat"], row["batch_size"]) == (row["setting"]["model.attention"], "dots", 4)
+  assert report["best"] in [row["setting"] for row in rows]
 
 
 @pytest.mark.slow
