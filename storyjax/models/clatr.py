@@ -22,9 +22,11 @@ from storyjax.layers.transformer import BlockOptions, TransformerEncoder
 Dtype = Any
 
 
-def torch_dropout(rate: float) -> BlockOptions:
-  """torch's nn.TransformerEncoderLayer dropout, as the published CLaTr: probabilities, residuals and MLP."""
-  return BlockOptions(attention_dropout_rate=rate)
+def transformer(num_layers: int, num_heads: int, mlp_dim: int, dtype, dropout_rate: float, name: str):
+  """A TransformerEncoder with torch's nn.TransformerEncoderLayer dropout, as the published CLaTr: on the
+  attention probabilities, the residual branches and the MLP hidden layer."""
+  options = BlockOptions(attention_dropout_rate=dropout_rate)
+  return TransformerEncoder(num_layers, num_heads, mlp_dim, dtype, dropout_rate, options=options, name=name)
 
 
 class DistributionEncoder(nn.Module):
@@ -51,15 +53,8 @@ class DistributionEncoder(nn.Module):
     )
     tokens = Dropout(self.dropout_rate)(with_positions(tokens), deterministic=deterministic)
     key_mask = jnp.concatenate([jnp.ones((batch, 2), bool), mask], axis=1)
-    tokens = TransformerEncoder(
-      self.num_layers,
-      self.num_heads,
-      self.mlp_dim,
-      self.dtype,
-      self.dropout_rate,
-      options=torch_dropout(self.dropout_rate),
-      name="encoder",
-    )(tokens, key_mask, deterministic)
+    encoder = transformer(self.num_layers, self.num_heads, self.mlp_dim, self.dtype, self.dropout_rate, "encoder")
+    tokens = encoder(tokens, key_mask, deterministic)
     return tokens[:, 0].astype(jnp.float32), tokens[:, 1].astype(jnp.float32)
 
 
@@ -95,15 +90,7 @@ class Clatr(nn.Module):
         dtype=self.dtype,
         embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")),
       )
-    self.decoder = TransformerEncoder(
-      self.num_layers,
-      self.num_heads,
-      self.mlp_dim,
-      self.dtype,
-      self.dropout_rate,
-      options=torch_dropout(self.dropout_rate),
-      name="decoder",
-    )
+    self.decoder = transformer(self.num_layers, self.num_heads, self.mlp_dim, self.dtype, self.dropout_rate, "decoder")
     self.output_projection = dense(CAMERA_FEATURES, ("embed", "io"), self.dtype, name="output_projection")
 
   def encode_trajectory(self, camera_traj, frame_mask, deterministic: bool = True):
