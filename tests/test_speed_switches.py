@@ -59,9 +59,10 @@ def _director_loss_and_grads(config, params, batch):
 
 @pytest.fixture(scope="module")
 def plain_director():
-  """(config, params, batch, loss, grads) of Director A's smoke config on the plain path."""
+  """(config, params, batch, loss, grads) of Director A's smoke config (one block: compiles fast) on the plain path."""
   config = director_config.get_config("smoke")
   config.mesh.data = 1
+  config.model.num_layers = 1
   setup = trainer.TrainSetup(get_task(config), config)
   iterator = setup.train_iterator()
   batch = next(iterator)
