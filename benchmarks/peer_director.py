@@ -46,16 +46,21 @@ _ATTENTION = flags.DEFINE_string("attention", "xla", "storyjax model.attention."
 _CACHE_DIR = flags.DEFINE_string("cache_dir", "runs/.jax_cache", "Persistent compilation cache.")
 
 
+def _unit_feature(width: int) -> np.ndarray:
+  feature = np.random.default_rng(0).normal(size=width).astype(np.float32)
+  return feature / np.linalg.norm(feature)
+
+
 class PooledClipDirector(director.Task):
   """Director fed one fixed random unit CLIP-like feature per caption: the peer's pooled text input."""
 
+  CAPTION_FEATURES = {
+    "caption_clip_seq": np.tile(_unit_feature(CLIP_WIDTH), (77, 1)),
+    "caption_clip_mask": np.ones(77, bool),
+  }
+
   def preprocess(self, example: dict) -> dict:
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(1, CLIP_WIDTH)).astype(np.float32)
-    features /= np.linalg.norm(features)
-    return super().preprocess(
-      {**example, "caption_clip_seq": np.resize(features, (77, CLIP_WIDTH)), "caption_clip_mask": np.ones(77, bool)}
-    )
+    return super().preprocess({**example, **self.CAPTION_FEATURES})
 
 
 def jax_config(size: dict):

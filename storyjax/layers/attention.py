@@ -6,7 +6,7 @@
            the only path with dropout on the attention probabilities.
   "fused": jax.nn.dot_product_attention: cuDNN's fused (flash) kernel on GPU where its dtype and shape rules
            allow (bf16/fp16), XLA elsewhere; the probabilities are never materialised by the kernel.
-Both mask keys the same way and agree to rounding (tests/test_layers.py).
+Both mask keys the same way and agree to rounding (tests/test_speed_switches.py).
 """
 
 from typing import Any
@@ -83,9 +83,7 @@ class MultiHeadAttention(nn.Module):
     if self.implementation == "fused":
       attended = fused_attention(query, key, value, key_mask)
     else:
-      dropout_fn = None
-      if self.dropout_rate > 0 and not deterministic:
-        dropout_fn = lambda probabilities: Dropout(self.dropout_rate)(probabilities, deterministic=False)
+      dropout_fn = lambda probabilities: Dropout(self.dropout_rate)(probabilities, deterministic)
       attended = xla_attention(query, key, value, key_mask, dropout_fn)
     attended = attended.reshape(attended.shape[:-2] + (width,))
     return dense(width, ("heads", "embed"), self.dtype, "out", nn.initializers.xavier_uniform())(attended)
