@@ -49,23 +49,25 @@ def fused_attention(query, key, value, key_mask=None):
 
 
 class MultiHeadAttention(nn.Module):
-  """Attention of queries (B, Lq, D) over context (B, Lk, D) → (B, Lq, D).
+  """Attention of queries (B, Lq, D) over context (B, Lk, Dc) → (B, Lq, D).
 
-  `key_mask` (B, Lk) bool marks valid context tokens; masked keys get no weight. Projection kernels are
-  (D, H·Dh) with the head-major output axis named `heads`, so tensor parallelism splits whole heads.
-  `dropout_rate` drops attention probabilities ("xla" only).
+  `key_mask` (B, Lk) bool marks valid context tokens; masked keys get no weight. Queries, keys and values are
+  projected to `inner_dim` = H·Dh (default D; RIN's read/write attend at min(D, Dc)), the output back to D.
+  Projection kernels are (D, H·Dh) with the head-major output axis named `heads`, so tensor parallelism
+  splits whole heads. `dropout_rate` drops attention probabilities ("xla" only).
   """
 
   num_heads: int
   dtype: Dtype = jnp.float32
   dropout_rate: float = 0.0
   implementation: str = "xla"
+  inner_dim: int | None = None
 
   @nn.compact
   def __call__(self, queries, context, key_mask=None, deterministic: bool = True):
-    width = queries.shape[-1]
+    width = self.inner_dim or queries.shape[-1]
     if width % self.num_heads:
-      raise ValueError(f"width {width} is not divisible by num_heads {self.num_heads}")
+      raise ValueError(f"attention width {width} is not divisible by num_heads {self.num_heads}")
     if self.implementation not in ATTENTION_IMPLEMENTATIONS:
       raise ValueError(f"attention implementation {self.implementation!r}; choose one of {ATTENTION_IMPLEMENTATIONS}")
     if self.implementation != "xla" and self.dropout_rate > 0:
@@ -86,4 +88,5 @@ class MultiHeadAttention(nn.Module):
       dropout_fn = lambda probabilities: Dropout(self.dropout_rate)(probabilities, deterministic)
       attended = xla_attention(query, key, value, key_mask, dropout_fn)
     attended = attended.reshape(attended.shape[:-2] + (width,))
-    return dense(width, ("heads", "embed"), self.dtype, "out", nn.initializers.xavier_uniform())(attended)
+    out = dense(queries.shape[-1], ("heads", "embed"), self.dtype, "out", nn.initializers.xavier_uniform())
+    return out(attended)

@@ -72,6 +72,8 @@ class TransformerBlock(nn.Module):
   Plain: x += SA(LN(x)); x += MLP(LN(x)). With `context` (B, Lc, D) and `context_mask` (B, Lc), a
   cross-attention sub-layer x += CA(LN(x), context) comes first. With `condition` (B, C), the LayerNorms lose
   their affine terms and adaLN-zero modulates each sub-layer: x += gate·F(LN(x)·(1 + scale) + shift).
+  `self_attention=False` leaves only the cross-attention and the MLP (RIN's read and write; a `context` is
+  then required); `attention_dim` is the attentions' inner width (default D).
   With `layer_scale_init` set, LayerScale (CaiT) multiplies each residual branch by a learned (D,) vector
   `<sub-layer>_layer_scale` starting at that value; None adds no parameters.
   `dropout_rate` drops the MLP's hidden layer and, unless options.residual_dropout is False, each residual
@@ -85,17 +87,26 @@ class TransformerBlock(nn.Module):
   stochastic_depth: float = 0.0
   layer_scale_init: float | None = None
   options: BlockOptions = BlockOptions()
+  self_attention: bool = True
+  attention_dim: int | None = None
 
   @nn.compact
   def __call__(
     self, tokens, key_mask=None, deterministic: bool = True, context=None, context_mask=None, condition=None
   ):
+    if not self.self_attention and (context is None or condition is not None):
+      raise ValueError("a block without self-attention needs a `context` and takes no adaLN `condition`")
     tokens = nn.with_logical_constraint(tokens, RESIDUAL_AXES)
     drop_path = StochasticDepth(self.stochastic_depth)
     dropout = Dropout(self.dropout_rate if self.options.residual_dropout else 0.0)
     width = tokens.shape[-1]
     attention = lambda name: MultiHeadAttention(
-      self.num_heads, self.dtype, self.options.attention_dropout_rate, self.options.attention, name=name
+      self.num_heads,
+      self.dtype,
+      self.options.attention_dropout_rate,
+      self.options.attention,
+      self.attention_dim,
+      name=name,
     )
 
     def residual(tokens, branch, sublayer):
@@ -116,9 +127,10 @@ class TransformerBlock(nn.Module):
         "cross_attention",
       )
     if condition is None:
-      normed = layer_norm(self.dtype, name="attention_norm")(tokens)
-      attended = attention("attention")(normed, normed, key_mask, deterministic)
-      tokens = residual(tokens, attended, "attention")
+      if self.self_attention:
+        normed = layer_norm(self.dtype, name="attention_norm")(tokens)
+        attended = attention("attention")(normed, normed, key_mask, deterministic)
+        tokens = residual(tokens, attended, "attention")
       normed = layer_norm(self.dtype, name="mlp_norm")(tokens)
       transformed = MlpBlock(self.mlp_dim, self.dtype, self.dropout_rate, name="mlp")(normed, deterministic)
       return nn.with_logical_constraint(residual(tokens, transformed, "mlp"), RESIDUAL_AXES)
