@@ -1,5 +1,6 @@
 """Optimizer, learning-rate schedule and EMA from the `optimizer.*` config keys."""
 
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -18,13 +19,36 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) 
   )
 
 
+OPTIMIZERS = ("adamw", "lamb")
+
+
+def matrices_and_embeddings(params):
+  """True for every parameter but biases and normalisation scales (named "bias" / "scale" by flax)."""
+  flat = flax.traverse_util.flatten_dict(params)
+  return flax.traverse_util.unflatten_dict({path: path[-1] not in ("bias", "scale") for path in flat})
+
+
+def lamb(learning_rate, b1: float, b2: float, eps: float, weight_decay: float) -> optax.GradientTransformation:
+  """LAMB as RIN and CAD train (facts cad-rin-cfg §1.9): the Adam step plus weight decay, scaled by the trust
+  ratio ‖w‖/‖update‖ (1 where either is 0); biases and LayerNorm parameters get neither decay nor the trust
+  ratio, as `exclude_from_weight_decay='bias,beta,gamma'` in pix2seq.
+  """
+  return optax.chain(
+    optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+    optax.add_decayed_weights(weight_decay, mask=matrices_and_embeddings),
+    optax.masked(optax.scale_by_trust_ratio(), matrices_and_embeddings),
+    optax.scale_by_learning_rate(learning_rate),
+  )
+
+
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-  """Gradient clipping by global norm, then AdamW on the schedule."""
-  if config.name != "adamw":
-    raise ValueError(f"Unknown optimizer.name {config.name!r}; supported: 'adamw'.")
+  """Gradient clipping by global norm, then AdamW or LAMB (`optimizer.name`) on the schedule."""
+  if config.name not in OPTIMIZERS:
+    raise ValueError(f"Unknown optimizer.name {config.name!r}; choose one of {OPTIMIZERS}.")
+  make = optax.adamw if config.name == "adamw" else lamb
   return optax.chain(
     optax.clip_by_global_norm(config.grad_clip_norm),
-    optax.adamw(
+    make(
       learning_rate_schedule(config, total_steps),
       b1=config.b1,
       b2=config.b2,

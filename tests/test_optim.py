@@ -1,0 +1,65 @@
+"""LAMB against a plain numpy LAMB (decay and trust ratio on matrices only), and the optimizer choice."""
+
+import flax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from storyjax import optim
+
+
+def _numpy_lamb(params, grads_per_step, lr, b1, b2, eps, weight_decay):
+  """Adam moments with bias correction; + wd·w and the trust ratio only for parameters not named bias/scale."""
+  params = {name: value.copy() for name, value in params.items()}
+  first = {name: np.zeros_like(value) for name, value in params.items()}
+  second = {name: np.zeros_like(value) for name, value in params.items()}
+  for step, grads in enumerate(grads_per_step, start=1):
+    for name, grad in grads.items():
+      first[name] = b1 * first[name] + (1 - b1) * grad
+      second[name] = b2 * second[name] + (1 - b2) * grad**2
+      update = (first[name] / (1 - b1**step)) / (np.sqrt(second[name] / (1 - b2**step)) + eps)
+      if name.split("/")[-1] not in ("bias", "scale"):
+        update = update + weight_decay * params[name]
+        weight_norm, update_norm = np.linalg.norm(params[name]), np.linalg.norm(update)
+        update = update * (weight_norm / update_norm if weight_norm > 0 and update_norm > 0 else 1.0)
+      params[name] = params[name] - lr * update
+  return params
+
+
+def test_lamb_matches_numpy():
+  rng = np.random.default_rng(0)
+  params = {
+    "dense/kernel": rng.normal(size=(3, 4)).astype(np.float32),
+    "dense/bias": rng.normal(size=(4,)).astype(np.float32),
+    "norm/scale": np.ones(4, np.float32),
+    "latents": rng.normal(size=(2, 4)).astype(np.float32),
+  }
+  grads_per_step = [{name: rng.normal(size=value.shape).astype(np.float32) for name, value in params.items()}]
+  grads_per_step.append({name: 3 * grad for name, grad in grads_per_step[0].items()})
+  nested = lambda flat: {
+    "dense": {"kernel": flat["dense/kernel"], "bias": flat["dense/bias"]},
+    "norm": {"scale": flat["norm/scale"]},
+    "latents": flat["latents"],
+  }
+  optimizer = optim.lamb(0.1, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.5)
+  state_params = nested({name: jnp.asarray(value) for name, value in params.items()})
+  opt_state = optimizer.init(state_params)
+  for grads in grads_per_step:
+    updates, opt_state = optimizer.update(nested(grads), opt_state, state_params)
+    state_params = optax.apply_updates(state_params, updates)
+  expected = nested(_numpy_lamb(params, grads_per_step, 0.1, 0.9, 0.99, 1e-8, 0.5))
+  flat_got = flax.traverse_util.flatten_dict(state_params)
+  flat_expected = flax.traverse_util.flatten_dict(expected)
+  for path, value in flat_expected.items():
+    np.testing.assert_allclose(flat_got[path], value, rtol=1e-5, atol=1e-6, err_msg=str(path))
+  # The trust ratio makes a matrix's step lr·‖w‖ whatever the gradient's scale: two steps move it by ≈ 2·lr·‖w‖.
+  moved = np.linalg.norm(flat_got[("latents",)] - params["latents"])
+  assert moved == pytest.approx(2 * 0.1 * np.linalg.norm(params["latents"]), rel=0.1)
+
+
+def test_unknown_optimizer_is_named():
+  config = ml_collections.ConfigDict({"name": "sgd"})
+  with pytest.raises(ValueError, match="optimizer.name 'sgd'"):
+    optim.make_optimizer(config, 10)
