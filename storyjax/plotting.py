@@ -1,4 +1,4 @@
-"""Camera trajectory figures, drawn with matplotlib's Agg canvas (no display, no pyplot global state)."""
+"""Figures: camera trajectories (matplotlib's Agg canvas, no display, no pyplot global state) and image grids."""
 
 import pathlib
 import textwrap
@@ -8,6 +8,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 import numpy as np
+from PIL import Image
 
 from storyjax.data.et.camera import FPS
 
@@ -118,3 +119,19 @@ def plot_camera_trajectory(
       color="0.3",
     )
   figure.savefig(pathlib.Path(path), dpi=100)
+
+
+def save_image_grid(path, images, columns: int = 8) -> None:
+  """Images (N, H, W, 3) in [−1, 1] → one PNG grid, `columns` wide, with a 1-pixel grey border between images."""
+  images = np.asarray(images, np.float32)
+  if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
+    raise ValueError(f"images must be (N, H, W, 3) with N ≥ 1, got {images.shape}")
+  count, height, width, _ = images.shape
+  columns = min(columns, count)
+  rows = -(-count // columns)
+  grid = np.full((rows * (height + 1) + 1, columns * (width + 1) + 1, 3), 128, np.uint8)
+  pixels = np.round((np.clip(images, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+  for index, image in enumerate(pixels):
+    top, left = 1 + (index // columns) * (height + 1), 1 + (index % columns) * (width + 1)
+    grid[top : top + height, left : left + width] = image
+  Image.fromarray(grid).save(path)
