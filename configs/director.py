@@ -70,7 +70,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       "sigma_max": 80.0,
       "rho": 40.0,
       "num_steps": 10,
-      "guidance_weight": 1.4,
+      "guidance_weight": 1.4,  # w in uncond + w·(cond − uncond): 1 = no guidance
+      "guidance_schedule": "static",  # ω = w − 1 per step: storyjax/diffusion/guidance.py ("linear", "cosine", …)
       "condition_dropout": 0.1,
     }
   )

@@ -12,8 +12,7 @@ import numpy as np
 from storyjax import plotting
 from storyjax.data.et import camera, tagging
 from storyjax.data.et.camera import CAMERA_FEATURES
-from storyjax.diffusion import edm
-from storyjax.diffusion.guidance import classifier_free_guidance
+from storyjax.diffusion import edm, guidance
 from storyjax.errors import CheckpointError, ConfigError
 from storyjax.layers.attention import ATTENTION_IMPLEMENTATIONS
 from storyjax.layers.transformer import REMAT_POLICIES
@@ -57,6 +56,10 @@ class Task(TrajectoryTask):
     ):
       if model[key] not in choices:
         raise ConfigError(f"model.{key}={model[key]!r}; choose one of {choices}.")
+    try:
+      guidance.validate_schedule(diffusion.guidance_schedule)
+    except ValueError as error:
+      raise ConfigError(f"diffusion config: {error}") from error
     if config.eval.protocol not in PROTOCOLS:
       raise ConfigError(f"eval.protocol={config.eval.protocol!r}; choose one of {PROTOCOLS}.")
     if model.attention != "xla" and model.attention_dropout_rate > 0:
@@ -153,13 +156,22 @@ class Task(TrajectoryTask):
     return jax.jit(self.generate, static_argnums=3)
 
   def generate(self, variables, batch, rng, guidance_weight: float):
-    """Guided Heun sampling → standardized camera features (B, T, 9), zero on padded frames."""
+    """Guided Heun sampling → standardized camera features (B, T, 9), zero on padded frames.
+
+    guidance_weight w is Director's (uncond + w·(cond − uncond)); diffusion.guidance_schedule spreads CAD's
+    ω = w − 1 over the noise levels σ_0 … σ_{N−1} with mean ω (storyjax/diffusion/guidance.py). The weight is a
+    function of σ: Heun's correction at σ_{i+1} uses σ_{i+1}'s weight.
+    """
     batch_size = batch["mask"].shape[0]
     noise = jax.random.normal(rng, (batch_size, self.num_frames, CAMERA_FEATURES))
     sigmas = edm.karras_sigmas(
       self.diffusion.num_steps, self.diffusion.sigma_min, self.diffusion.sigma_max, self.diffusion.rho
     )
     keep = jnp.zeros((batch_size,), bool)
+    omegas = guidance.schedule_weights(
+      self.diffusion.guidance_schedule, self.diffusion.num_steps, guidance_weight - 1.0
+    )
+    weights = jnp.asarray(guidance.to_convention(np.append(omegas, omegas[-1]), "director"))
 
     if guidance_weight == 1.0:  # uncond + 1·(cond − uncond) is the conditional model alone.
 
@@ -175,7 +187,8 @@ class Task(TrajectoryTask):
         both = edm.denoise(
           network_fn, jnp.concatenate([noisy, noisy]), jnp.full((2 * batch_size,), sigma), self.diffusion.sigma_data
         )
-        return classifier_free_guidance(both[:batch_size], both[batch_size:], guidance_weight)
+        weight = weights[jnp.argmin(jnp.abs(sigmas - sigma))]
+        return guidance.classifier_free_guidance(both[:batch_size], both[batch_size:], weight)
 
     samples = edm.heun_sample(denoise_fn, noise, sigmas) / self.diffusion.sigma_data
     return samples * batch["mask"][..., None]
@@ -231,6 +244,7 @@ class Task(TrajectoryTask):
       "num_samples": num_samples,
       "subset": self.config.data.subset,
       "guidance_weight": float(self.config.diffusion.guidance_weight),
+      "guidance_schedule": self.config.diffusion.guidance_schedule,
       "protocol": eval_config.protocol,
     }
     clatr_workdir = pathlib.Path(eval_config.clatr_workdir) if eval_config.clatr_workdir else None
