@@ -93,3 +93,22 @@ class ConvBlock(nn.Module):
         shortcut = conv(self.features, (1,) * spatial_dims, strides, dtype=self.dtype, name="shortcut")(inputs)
       features = features + shortcut
     return nn.with_logical_constraint(features, axes)
+
+
+def conv_stages(inputs, width: int, num_stages: int, train: bool, dtype: Dtype = jnp.float32) -> jnp.ndarray:
+  """(B, H, W, C) → (B, H/2^(n−1), W/2^(n−1), width·2^(n−1)): n = `num_stages` ConvBlocks "stage_0".."stage_{n−1}"
+  (3×3 conv → BatchNorm → ReLU), the i-th with width·2^i channels, each but the first halving the resolution.
+
+  A plain function so the blocks are named in the calling module (call it from a compact `__call__`).
+  """
+  features = inputs
+  for stage in range(num_stages):
+    features = ConvBlock(
+      width * 2**stage,
+      (3, 3),
+      norm="batch",
+      strides=(1, 1) if stage == 0 else (2, 2),
+      dtype=dtype,
+      name=f"stage_{stage}",
+    )(features, train)
+  return features

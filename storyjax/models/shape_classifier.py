@@ -9,7 +9,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from storyjax.layers.conv import ConvBlock
+from storyjax.layers.conv import conv_stages
 from storyjax.layers.mlp import dense
 
 Dtype = Any
@@ -18,7 +18,7 @@ Dtype = Any
 class ShapeClassifier(nn.Module):
   """images (B, S, S, 3) → class logits (B, num_classes) float32.
 
-  `num_stages` stages of 3×3 conv → BatchNorm → ReLU (layers.conv.ConvBlock), each but the first halving the
+  `num_stages` stages of 3×3 conv → BatchNorm → ReLU (layers.conv.conv_stages), each but the first halving the
   resolution, then a mean over positions and a linear classifier.
   """
 
@@ -29,15 +29,6 @@ class ShapeClassifier(nn.Module):
 
   @nn.compact
   def __call__(self, images, train: bool = False):
-    features = images.astype(self.dtype)
-    for stage in range(self.num_stages):
-      features = ConvBlock(
-        self.width * 2**stage,
-        (3, 3),
-        norm="batch",
-        strides=(1, 1) if stage == 0 else (2, 2),
-        dtype=self.dtype,
-        name=f"stage_{stage}",
-      )(features, train)
+    features = conv_stages(images.astype(self.dtype), self.width, self.num_stages, train, dtype=self.dtype)
     pooled = features.mean(axis=(1, 2))
     return dense(self.num_classes, ("conv_out", "io"), self.dtype, name="classifier")(pooled).astype(jnp.float32)

@@ -1,0 +1,75 @@
+"""Metrics of generated scene images (storyjax/data/images/scenes.py) read by a trained scene judge.
+
+The judge is a `scene_attributes` run (storyjax/tasks/scene_attributes.py): FID in its feature space, and the
+caption accuracy of images against the per-slot claims of the prompts they were generated from.
+"""
+
+import pathlib
+
+import numpy as np
+
+from storyjax.data.images.scenes import PER_SLOT_KEYS
+from storyjax.errors import CheckpointError
+from storyjax.metrics.distribution import frechet_distance
+from storyjax.tasks import load_trained_task
+
+
+class SceneJudge:
+  """The scene_attributes classifier trained in `workdir`, in eval mode; reads images (N, S, S, 3) in [-1, 1]."""
+
+  def __init__(self, workdir: str | pathlib.Path):
+    workdir = pathlib.Path(workdir).absolute()
+    try:
+      task, variables = load_trained_task(workdir, "scene_attributes")
+    except CheckpointError as error:
+      train_command = f"python -m storyjax.train --config=configs/scene_attributes.py --workdir={workdir}"
+      raise CheckpointError(f"no scene judge in {workdir}: {error}; train one with `{train_command}`") from error
+    self.image_size = task.image_size
+    self._predict = task.predictor(variables)
+
+  def features(self, images) -> np.ndarray:
+    """(N, S, S, 3) → (N, F) float32: SceneClassifier's quadrant-pooled last-stage features (the FID space)."""
+    return self._predict(images)["features"]
+
+  def attributes(self, images) -> dict[str, np.ndarray]:
+    """(N, S, S, 3) → {"present" (N, 4) bool, "colour", "shape", "size" (N, 4) int32}: the judge's reading of each
+    slot (values are given for every slot; they mean something where "present")."""
+    predicted = self._predict(images)
+    return {key: predicted[key] for key in PER_SLOT_KEYS}
+
+
+def _per_slot(values: dict, name: str) -> dict[str, np.ndarray]:
+  missing = set(PER_SLOT_KEYS) - set(values)
+  if missing:
+    raise ValueError(f"{name} lacks the per-slot keys {sorted(missing)}; it needs {PER_SLOT_KEYS}")
+  arrays = {key: np.asarray(values[key]) for key in PER_SLOT_KEYS}
+  shapes = {array.shape for array in arrays.values()}
+  if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+    raise ValueError(f"{name}'s {PER_SLOT_KEYS} must be (N, 4) arrays of one shape, got {sorted(shapes)}")
+  return arrays
+
+
+def caption_accuracy(predicted: dict, claims: dict) -> float:
+  """The mean over prompts of the fraction of each prompt's claims the judge finds in its image.
+
+  predicted: SceneJudge.attributes of the images; claims: the prompts' per-slot claims, keys "present", "colour",
+  "shape", "size" (N, 4) (a scene example's caption_* keys without the prefix, or its truth keys for its
+  true_caption). A prompt of n objects makes 3·n + 4 claims:
+    - per slot it fills, four: "present" is right iff the judge finds an object there; colour, shape and size
+      are each right iff the judge finds an object there with that value;
+    - per slot it leaves empty, one: right iff the judge finds that slot empty.
+  """
+  predicted, claims = _per_slot(predicted, "predicted"), _per_slot(claims, "claims")
+  if predicted["present"].shape != claims["present"].shape:
+    raise ValueError(f"predicted is {predicted['present'].shape} but claims {claims['present'].shape}; pair them")
+  claimed, found = claims["present"].astype(bool), predicted["present"].astype(bool)
+  right = (claimed == found).astype(np.float64)  # the present and empty claims
+  for key in ("colour", "shape", "size"):
+    right += claimed & found & (predicted[key] == claims[key])
+  num_claims = 4 * claimed.sum(1) + (~claimed).sum(1)
+  return float(np.mean(right.sum(1) / num_claims))
+
+
+def fid(real_features, fake_features) -> float:
+  """Fréchet distance of SceneJudge.features of real (N, F) and generated (M, F) images (distribution.py)."""
+  return frechet_distance(real_features, fake_features)
