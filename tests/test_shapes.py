@@ -179,5 +179,5 @@ def test_sample_says_the_task_cannot_generate(tmp_path):
   )
   assert result.returncode == 1
   assert result.stderr.strip().splitlines() == [
-    "error: task 'shapes' cannot generate (it has no `sample`); tasks that can: ['director']"
+    "error: task 'shapes' cannot generate (it has no `sample`); tasks that can: ['director', 'rin']"
   ]
