@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 
 def parse_spec(spec: str, families: Mapping[str, Mapping[str, object]], what: str) -> tuple[str, dict]:
-  """"name:key=value,…" → (name, parameters with the family's defaults filled in).
+  """'name:key=value,…' → (name, parameters with the family's defaults filled in).
 
   `families` maps each name to its parameters' defaults; a value is converted to its default's type (a str
   default keeps the text). Raises ValueError naming `what`, the bad part and the choices.
