@@ -24,7 +24,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.model.update({"conditioning": "text", "coherence": variant != "textrin" and variant != "filtered"})
   # CAD never drops its condition: the unconditional branch is the same prompt at coherence 0 (eq 3.4).
   config.diffusion.update({"condition_dropout": 0.0 if config.model.coherence else 0.1, "guidance_weight": 1.0})
-  if variant == "filtered":
+  if variant == "smoke":
+    config.data.coherence_bins = 4  # exercises the binning
+  elif variant == "filtered":
     config.data.min_coherence = 1.0
   elif variant == "paper":
     # CAD_256 (facts §2.3, §2.9): SD-VAE latents 4×32×32 of 256-pixel images, FLAN-T5-XL features.

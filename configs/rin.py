@@ -23,7 +23,8 @@ def rin_config(name: str, variant: str | None, variants: tuple) -> ml_collection
   config = base_config(name, variant, task="rin", variants=variants)
   if variant != "smoke":
     config.update({"total_steps": 3000, "eval_every": 500})
-  config.optimizer.update({"learning_rate": 1e-3, "warmup_steps": 200, "b2": 0.99})
+    config.optimizer.warmup_steps = 200
+  config.optimizer.update({"learning_rate": 1e-3, "b2": 0.99})
   config.model = ml_collections.ConfigDict(
     {
       "conditioning": "class",  # "none", "class" or "text" (TextRIN)
@@ -115,8 +116,6 @@ def rin_config(name: str, variant: str | None, variants: tuple) -> ml_collection
       }
     )
     config.data.update({"image_size": 16, "train_size": 64, "test_size": 8, "coherence_bin_samples": 64})
-    if config.model.conditioning == "text":
-      config.data.coherence_bins = 4  # exercises the binning
     config.diffusion.num_steps = 3
     config.eval.update(
       {"num_samples": 4, "quick_num_samples": 4, "batch_size": 4, "num_plots": 4, "schedules": ["linear"]}

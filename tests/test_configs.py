@@ -13,7 +13,7 @@ from storyjax.tasks.base import GenerativeTask, Task
 
 from conftest import REPO_ROOT
 
-CONFIG_FILES = sorted(path.stem for path in (REPO_ROOT / "configs").glob("*.py"))
+CONFIG_FILES = sorted(path.stem for path in (REPO_ROOT / "configs").glob("[!_]*.py"))
 
 
 def leaf_keys(config: ml_collections.ConfigDict, prefix: str = "") -> set[str]:
@@ -70,6 +70,10 @@ class KeyReads:
         self._index(value, f"{prefix}{name}.")
 
 
+# A prompt each generative task accepts (class-conditional RIN takes class names).
+PROMPTS = {"director": "The camera pushes in.", "rin": "a red circle at the top left", "rin_class": "red circle"}
+
+
 def exercise(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
   """Everything a user does with a config: train with evaluation during and after, evaluate, sample."""
   config.total_steps, config.eval_every, config.checkpoint_every = 2, 1, 2
@@ -79,7 +83,8 @@ def exercise(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
   _, variables, _ = trainer.restore_for_inference(task, config, workdir)
   task.evaluate(variables, workdir)
   if isinstance(task, GenerativeTask):
-    task.save_samples(task.sample(variables, ["The camera pushes in."], jax.random.PRNGKey(0)), workdir)
+    prompt = PROMPTS["rin_class" if config.get("model", {}).get("conditioning") == "class" else config.task]
+    task.save_samples(task.sample(variables, [prompt], jax.random.PRNGKey(0)), workdir)
 
 
 def test_to_json_reads_no_key_through_the_recorder(monkeypatch):
@@ -93,16 +98,19 @@ def test_to_json_reads_no_key_through_the_recorder(monkeypatch):
 
 @pytest.mark.slow
 def test_every_key_is_read(runs_dir, monkeypatch):
-  """Smoke runs of every config (Director's evaluation with a CLaTr run) read every key they define."""
+  """Smoke runs of every config (evaluations with the CLaTr and scene-judge runs they use) read every key."""
   unread = {}
-  clatr_workdir = runs_dir / "keys_clatr"
-  for name in ["clatr"] + [name for name in CONFIG_FILES if name != "clatr"]:
+  # Runs other configs' evaluations load: trained first.
+  helper_workdirs = {"clatr_workdir": runs_dir / "keys_clatr", "judge_workdir": runs_dir / "keys_scene_attributes"}
+  first = ["clatr", "scene_attributes"]
+  for name in first + [name for name in CONFIG_FILES if name not in first]:
     config = importlib.import_module(f"configs.{name}").get_config("smoke")
     config.mesh.update({"data": 1})
-    if "clatr_workdir" in config.eval:
-      config.eval.clatr_workdir = str(clatr_workdir)
+    for key, workdir in helper_workdirs.items():
+      if key in config.eval:
+        config.eval[key] = str(workdir)
     with monkeypatch.context() as patch:
       reads = KeyReads(patch, config)
-      exercise(config, clatr_workdir if name == "clatr" else runs_dir / f"keys_{name}")
+      exercise(config, runs_dir / f"keys_{name}")
     unread[name] = sorted(leaf_keys(config) - reads.read)
   assert unread == {name: [] for name in unread}

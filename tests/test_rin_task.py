@@ -1,0 +1,108 @@
+"""The RIN / CAD task: each model's unconditional branch, unguided sampling, coherence bins, CIFAR-10 via TFDS."""
+
+import json
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from configs import cad as cad_config
+from configs import rin as rin_config
+from storyjax import trainer
+from storyjax.diffusion import gaussian
+from storyjax.tasks import get_task
+
+
+def _task_and_variables(config):
+  task = get_task(config)
+  source = task.source("test")
+  batch = task.batch([source[index] for index in range(2)])
+  variables = nn.unbox(task.init(jax.random.PRNGKey(0), batch))
+  # Random parameters everywhere, so that conditions (zero-initialised paths included) reach the output.
+  leaves, treedef = jax.tree.flatten(variables)
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  variables = jax.tree.unflatten(treedef, [x + 0.2 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+  return task, variables, [source[index] for index in range(2)]
+
+
+@pytest.mark.parametrize("variant", [None, "textrin"])
+def test_unconditional_branch_and_unguided_sampling(variant):
+  config = cad_config.get_config("smoke")
+  if variant == "textrin":
+    config.model.coherence, config.diffusion.condition_dropout = False, 0.1
+  task, variables, examples = _task_and_variables(config)
+  batch = task._prompt_batch(examples)
+  uncond = task._uncond_batch(batch)
+  if variant is None:  # CA-CFG, eq 3.4: the same prompt at coherence 0
+    np.testing.assert_array_equal(uncond["text"], batch["text"])
+    np.testing.assert_array_equal(uncond["text_mask"], batch["text_mask"])
+    np.testing.assert_array_equal(batch["coherence"], 1.0)
+    np.testing.assert_array_equal(uncond["coherence"], 0.0)
+  else:  # plain CFG: the text masked out
+    assert not np.asarray(uncond["text_mask"]).any() and np.asarray(batch["text_mask"]).any()
+  # ω = 0 is the conditional model alone: the same as sampling it without any unconditional branch.
+  rng = jax.random.PRNGKey(3)
+  guided = task.generate(variables, batch, rng, "static", 0.0)
+  diffusion = config.diffusion
+  rng_noise, rng_sampler = jax.random.split(rng)
+
+  def model_fn(noisy, gamma, step_index, latents_prev):
+    return task._apply(variables, batch, noisy, gamma, latents_prev)
+
+  latents0 = jnp.zeros((2, task.model.num_latents, task.model.latent_dim))
+  alone, _ = gaussian.sample(
+    model_fn,
+    jax.random.normal(rng_noise, batch["image"].shape),
+    task.sample_schedule,
+    diffusion.num_steps,
+    diffusion.sampler,
+    rng=rng_sampler,
+    initial_state=latents0,
+  )
+  np.testing.assert_allclose(guided, jnp.clip(alone, -1, 1), atol=1e-5)
+  assert np.abs(task.generate(variables, batch, rng, "static", 3.0) - guided).max() > 1e-3
+
+
+def test_unconfident_prompt_and_class_label_branches():
+  config = cad_config.get_config("smoke")
+  config.diffusion.uncond = "unconfident_prompt"
+  task, _, examples = _task_and_variables(config)
+  batch = task._prompt_batch(examples)
+  uncond = task._uncond_batch(batch)
+  assert not np.array_equal(uncond["text"], batch["text"])
+  np.testing.assert_array_equal(uncond["coherence"], 0.0)
+  rin_task, _, rin_examples = _task_and_variables(rin_config.get_config("smoke"))
+  class_batch = rin_task._prompt_batch(rin_examples)
+  assert (np.asarray(class_batch["label"]) >= 0).all()
+  np.testing.assert_array_equal(rin_task._uncond_batch(class_batch)["label"], -1)
+
+
+def test_coherence_bins_are_stored_with_the_run(tmp_path):
+  config = cad_config.get_config("smoke")
+  task = get_task(config)
+  assert config.data.coherence_bins == 4
+  task.save_assets(tmp_path)
+  edges = json.loads((tmp_path / "coherence_bins.json").read_text())["edges"]
+  assert len(edges) == 5 and edges[0] == 0.0 and edges[-1] == 1.0
+  levels = {float(task.preprocess(task.source("train")[index])["coherence"]) for index in range(32)}
+  assert levels <= {float(np.float32(level)) for level in (0.0, 1 / 3, 2 / 3, 1.0)}
+  reloaded = get_task(config)
+  reloaded.load_assets(tmp_path)
+  np.testing.assert_array_equal(reloaded.bin_edges(), task.bin_edges())
+
+
+def test_class_conditional_rin_on_cifar10_through_tfds(runs_dir, tmp_path):
+  config = rin_config.get_config("smoke")
+  config.mesh.update({"data": 1})
+  config.total_steps, config.checkpoint_every = 2, 2
+  config.data.update({"source": "tfds", "tfds_name": "cifar10", "data_dir": str(tmp_path), "num_classes": 10})
+  with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
+    task = get_task(config)
+    example = task.preprocess(task.source("train")[0])
+    assert example["image"].shape == (16, 16, 3) and 0 <= example["label"] < 10
+    trainer.train(task, config, runs_dir / "rin_cifar10")
+  losses = [json.loads(line)["loss"] for line in (runs_dir / "rin_cifar10" / "metrics.jsonl").open()]
+  assert len(losses) == 2 and np.all(np.isfinite(losses))
