@@ -1,1 +1,2 @@
-"""Diffusion: EDM preconditioning, loss and samplers; classifier-free guidance."""
+"""Diffusion: EDM (Director) and Gaussian DDPM/DDIM (RIN, CAD) training and samplers; classifier-free guidance and
+its weight schedules."""

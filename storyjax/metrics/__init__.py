@@ -1,1 +1,1 @@
-"""Evaluation metrics shared across models: distribution distances (FD, PRDC) in `distribution.py`."""
+"""Evaluation metrics shared across models: distribution distances (FD, PRDC), CLaTr scores, the scene judge."""

@@ -431,7 +431,12 @@ class Task:
     return {"image": images, "prompt": np.array(prompts)}
 
   def save_samples(self, samples: dict, out_dir: pathlib.Path) -> None:
-    """One PNG per sample and a grid of all."""
+    """One PNG per sample and a grid of all (RGB only: SD-VAE latents stay in samples.npz, for the VAE decoder)."""
+    if samples["image"].shape[-1] != 3:
+      logging.info(
+        "samples are %d-channel latents: no PNGs (decode them with storyjax.models.sd_vae)", samples["image"].shape[-1]
+      )
+      return
     for index, image in enumerate(samples["image"]):
       plotting.save_image_grid(out_dir / f"sample_{index:03d}.png", image[None])
     plotting.save_image_grid(out_dir / "grid.png", samples["image"])

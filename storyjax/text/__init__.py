@@ -1,1 +1,1 @@
-"""Frozen pretrained text encoders (CLIP) in Flax, loaded from local Hugging Face checkpoints."""
+"""Frozen pretrained text encoders (CLIP, FLAN-T5) in Flax, loaded from local Hugging Face checkpoints."""
