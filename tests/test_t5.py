@@ -13,6 +13,8 @@ import safetensors.numpy
 import tokenizers
 import transformers
 
+from configs import cad
+from storyjax import train as train_lib
 from storyjax.errors import ConfigError, DataError
 from storyjax.text.t5 import T5Encoder, T5TextFeatures, load_t5_encoder, relative_position_bucket
 
@@ -305,3 +307,15 @@ def test_matches_transformers_t5_encoder_model(checkpoint):
   np.testing.assert_allclose(
     np.asarray(module.apply({"params": params}, IDS, KEY_MASK))[valid], reference[valid], atol=1e-5, rtol=1e-5
   )
+
+
+def test_cad_trains_on_frozen_t5_features(checkpoint, runs_dir):
+  """configs/cad.py with model.text_encoder='t5': captions → frozen T5 features (B, L, d_model) → TextRIN."""
+  path, _ = checkpoint
+  config = cad.get_config("smoke")
+  config.mesh.update({"data": 1})
+  config.total_steps, config.checkpoint_every = 2, 2
+  config.model.update({"text_encoder": "t5", "t5_path": str(path), "max_text_length": 12})
+  train_lib.train(config, runs_dir / "cad_t5")
+  losses = [json.loads(line)["loss"] for line in (runs_dir / "cad_t5" / "metrics.jsonl").open()]
+  assert len(losses) == 2 and np.all(np.isfinite(losses))
