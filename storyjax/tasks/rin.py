@@ -27,10 +27,11 @@ from storyjax import plotting
 from storyjax.base_config import compute_dtype
 from storyjax.data import coherence as coherence_lib
 from storyjax.data.images import scenes
+from storyjax.data.images.arrays import checked_image
 from storyjax.data.images.captioned import ImageFolderSource, WebDatasetSource
 from storyjax.data.images.tfds_images import TfdsImageSource
 from storyjax.diffusion import gaussian, guidance
-from storyjax.errors import CheckpointError, ConfigError, DataError
+from storyjax.errors import CheckpointError, ConfigError
 from storyjax.layers.attention import ATTENTION_IMPLEMENTATIONS
 from storyjax.layers.transformer import REMAT_POLICIES, BlockOptions
 from storyjax.metrics import scenes as scene_metrics
@@ -191,11 +192,8 @@ class Task:
 
   def preprocess(self, example: dict) -> dict:
     """One source example → image (S, S, C) float32, and label () int32 or text (L[, D]) + text_mask + coherence."""
-    key = "latents" if "latents" in example else "image"
-    expected = (self.image_size, self.image_size, self.config.data.channels)
-    if np.shape(example[key]) != expected:
-      raise DataError(f"{key} has shape {np.shape(example[key])}, expected {expected} (data.image_size, channels)")
-    features = {"image": np.asarray(example[key], np.float32)}
+    key = "latents" if self.config.data.channels == 4 else "image"
+    features = {"image": checked_image(example, self.image_size, self.config.data.channels, key)}
     if self.conditioning == "class":
       features["label"] = np.int32(self._label(example))
     elif self.conditioning == "text":

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from storyjax.base_config import compute_dtype
+from storyjax.data.images.arrays import checked_image
 from storyjax.data.images.scenes import PER_SLOT_KEYS, SIZES, SceneSource
 from storyjax.data.images.shapes import COLOURS, SHAPES
 from storyjax.errors import ConfigError, DataError
@@ -63,11 +64,8 @@ class Task:
       raise ConfigError(f"data config: {error}") from error
 
   def preprocess(self, example: dict) -> dict:
-    expected = (self.image_size, self.image_size, 3)
-    if np.shape(example["image"]) != expected:
-      raise DataError(f"image has shape {np.shape(example['image'])}, expected {expected} (data.image_size)")
     return {
-      "image": np.asarray(example["image"], np.float32),
+      "image": checked_image(example, self.image_size),
       **{key: np.asarray(example[key], np.int32) for key in PER_SLOT_KEYS},
     }
 

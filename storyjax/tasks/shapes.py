@@ -13,8 +13,9 @@ import numpy as np
 import optax
 
 from storyjax.base_config import compute_dtype
+from storyjax.data.images.arrays import checked_image
 from storyjax.data.images.shapes import SHAPES, ShapesSource
-from storyjax.errors import ConfigError, DataError
+from storyjax.errors import ConfigError
 from storyjax.models.shape_classifier import ShapeClassifier
 
 
@@ -42,10 +43,7 @@ class Task:
       raise ConfigError(f"data config: {error}") from error
 
   def preprocess(self, example: dict) -> dict:
-    expected = (self.image_size, self.image_size, 3)
-    if np.shape(example["image"]) != expected:
-      raise DataError(f"image has shape {np.shape(example['image'])}, expected {expected} (data.image_size)")
-    return {"image": np.asarray(example["image"], np.float32), "label": np.asarray(example["label"], np.int32)}
+    return {"image": checked_image(example, self.image_size), "label": np.asarray(example["label"], np.int32)}
 
   def init(self, rng, batch):
     return self.model.init({"params": rng}, batch["image"])

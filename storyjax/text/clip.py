@@ -19,6 +19,7 @@ import safetensors.numpy
 import transformers
 
 from storyjax.errors import ConfigError, DataError
+from storyjax.text.cached_features import CachedTextFeatures
 
 Dtype = Any
 ACTIVATIONS = {"quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x), "gelu": lambda x: jax.nn.gelu(x, False)}
@@ -214,7 +215,7 @@ def load_clip_text(path, dtype: Dtype = jnp.float32):
   return CLIPTextTransformer(**config, dtype=dtype), params, tokenizer
 
 
-class ClipTextFeatures:
+class ClipTextFeatures(CachedTextFeatures):
   """A frozen CLIP text encoder with a per-caption cache.
 
   encode(captions) → features (N, max_length, D) float32 with rows after end-of-text zeroed, and mask (N,
@@ -224,17 +225,14 @@ class ClipTextFeatures:
   """
 
   def __init__(self, path, max_length: int = CONTEXT_LENGTH, batch_size: int = 64):
+    super().__init__("CLIP", max_length, batch_size)
     self.module, self.params, self.tokenizer = load_clip_text(path)
     if not 2 <= max_length <= self.module.max_position_embeddings:
       raise ConfigError(
         f"CLIP max_length={max_length} must be in [2, {self.module.max_position_embeddings}] "
         f"(start and end tokens; the checkpoint's max_position_embeddings)"
       )
-    if batch_size < 1:
-      raise ConfigError(f"CLIP batch_size={batch_size} must be at least 1")
-    self.max_length, self.batch_size = max_length, batch_size
     self._forward = jax.jit(lambda params, token_ids: self.module.apply({"params": params}, token_ids))
-    self._cache: dict[str, np.ndarray] = {}  # caption → its features for tokens 0..EOT, (length, D) float32
 
   @property
   def width(self) -> int:
@@ -246,31 +244,9 @@ class ClipTextFeatures:
     token_ids = np.asarray(encoded["input_ids"], np.int32)
     return token_ids, eos_positions(token_ids, self.module.eos_token_id) + 1
 
-  def _compute(self, captions: list[str]) -> None:
-    token_ids, lengths = self.tokenize(captions)
-    padded = np.concatenate([token_ids, np.repeat(token_ids[-1:], -len(captions) % self.batch_size, axis=0)])
-    features = np.concatenate(
-      [
-        np.asarray(self._forward(self.params, padded[start : start + self.batch_size]))
-        for start in range(0, len(padded), self.batch_size)
-      ]
-    )
-    for caption, rows, length in zip(captions, features, lengths):
-      self._cache[caption] = rows[:length].astype(np.float32)
-
-  def encode(self, captions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """captions (N,) → features (N, max_length, D) float32 zero after EOT, mask (N, max_length) bool."""
-    if isinstance(captions, str):
-      raise TypeError("encode takes a sequence of captions, got a single string; wrap it in a list")
-    missing = list(dict.fromkeys(caption for caption in captions if caption not in self._cache))
-    if missing:
-      self._compute(missing)
-    features = np.zeros((len(captions), self.max_length, self.width), np.float32)
-    mask = np.zeros((len(captions), self.max_length), bool)
-    for index, caption in enumerate(captions):
-      rows = self._cache[caption]
-      features[index, : len(rows)], mask[index, : len(rows)] = rows, True
-    return features, mask
+  def _forward_batch(self, token_ids, mask):
+    del mask  # causal attention: the tokens after EOT never reach the rows kept
+    return self._forward(self.params, token_ids)
 
   @staticmethod
   def pooled(features: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ import transformers
 
 from storyjax.errors import ConfigError, DataError
 from storyjax.layers.norms import make_norm
+from storyjax.text.cached_features import CachedTextFeatures
 
 Dtype = Any
 # feed_forward_proj → (activation, gated), as transformers.T5Config reads it ("gated-gelu" means the tanh GELU)
@@ -240,7 +241,7 @@ def load_t5_encoder(path, dtype: Dtype = jnp.float32):
   return T5Encoder(**config, dtype=dtype), params, tokenizer
 
 
-class T5TextFeatures:
+class T5TextFeatures(CachedTextFeatures):
   """A frozen T5 encoder with a per-caption cache.
 
   encode(captions) → features (N, max_length, d_model) float32 with padded rows zeroed, and mask (N, max_length)
@@ -251,12 +252,9 @@ class T5TextFeatures:
   def __init__(self, path, max_length: int = MAX_LENGTH, batch_size: int = 64, dtype: Dtype = jnp.float32):
     if max_length < 1:
       raise ConfigError(f"T5 max_length={max_length} must be at least 1 (the closing </s>)")
-    if batch_size < 1:
-      raise ConfigError(f"T5 batch_size={batch_size} must be at least 1")
+    super().__init__("T5", max_length, batch_size)
     self.module, self.params, self.tokenizer = load_t5_encoder(path, dtype)
-    self.max_length, self.batch_size = max_length, batch_size
     self._forward = jax.jit(lambda params, token_ids, mask: self.module.apply({"params": params}, token_ids, mask))
-    self._cache: dict[str, np.ndarray] = {}  # caption → its features for its tokens, (length, d_model) float32
 
   @property
   def width(self) -> int:
@@ -269,32 +267,5 @@ class T5TextFeatures:
     )
     return np.asarray(encoded["input_ids"], np.int32), np.asarray(encoded["attention_mask"]).sum(-1)
 
-  def _compute(self, captions: list[str]) -> None:
-    token_ids, lengths = self.tokenize(captions)
-    # the last caption repeats to fill the last batch, so every call has one shape
-    rows = np.minimum(np.arange(len(captions) + -len(captions) % self.batch_size), len(captions) - 1)
-    token_ids, mask = token_ids[rows], np.arange(self.max_length) < lengths[rows, None]
-    features = np.concatenate(
-      [
-        np.asarray(
-          self._forward(self.params, token_ids[start : start + self.batch_size], mask[start : start + self.batch_size])
-        )
-        for start in range(0, len(rows), self.batch_size)
-      ]
-    )
-    for caption, rows, length in zip(captions, features, lengths):
-      self._cache[caption] = rows[:length].astype(np.float32)
-
-  def encode(self, captions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """captions (N,) → features (N, max_length, d_model) float32 zero on padding, mask (N, max_length) bool."""
-    if isinstance(captions, str):
-      raise TypeError("encode takes a sequence of captions, got a single string; wrap it in a list")
-    missing = list(dict.fromkeys(caption for caption in captions if caption not in self._cache))
-    if missing:
-      self._compute(missing)
-    features = np.zeros((len(captions), self.max_length, self.width), np.float32)
-    mask = np.zeros((len(captions), self.max_length), bool)
-    for index, caption in enumerate(captions):
-      rows = self._cache[caption]
-      features[index, : len(rows)], mask[index, : len(rows)] = rows, True
-    return features, mask
+  def _forward_batch(self, token_ids, mask):
+    return self._forward(self.params, token_ids, mask)
