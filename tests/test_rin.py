@@ -29,18 +29,24 @@ def cad():
   """A CAD TextRIN on frozen text features (B, L, 12) with its initial variables, and randomised parameters."""
   model = RIN(IMAGE, conditioning="text", coherence=True, text_encoder="t5", **SIZES)
   noisy, gamma, text, text_mask = _inputs(jax.random.PRNGKey(0), text_width=12)
+  zeros = _zero_latents()
   coherence = jnp.array([1.0, 0.0])
-  variables = model.init(jax.random.PRNGKey(1), noisy, gamma, None, None, text, text_mask, coherence)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(1), noisy, gamma, zeros, None, text, text_mask, coherence)
   # Random values everywhere, so that zero-initialised layers (self-conditioning's LayerNorm) are exercised too.
-  leaves, treedef = jax.tree.flatten(variables)
-  keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
-  randomised = jax.tree.unflatten(treedef, [0.3 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+  rng = np.random.default_rng(2)  # numpy draws: one jax.random call per shape would compile each
+  randomised = jax.tree.map(lambda x: jnp.asarray(0.3 * rng.normal(size=x.shape), jnp.float32), variables)
   return model, variables, randomised, (noisy, gamma, text, text_mask, coherence)
+
+
+def _zero_latents(batch=2):
+  """No previous latents (what None means to RIN), as an array so that one compiled program serves every call."""
+  return jnp.zeros((batch, SIZES["num_latents"], SIZES["latent_dim"]))
 
 
 def test_textrin_shapes_and_initialisation(cad):
   model, variables, _, (noisy, gamma, text, text_mask, coherence) = cad
-  prediction, latents = model.apply(variables, noisy, gamma, None, None, text, text_mask, coherence)
+  apply, zeros = jax.jit(model.apply), _zero_latents()
+  prediction, latents = apply(variables, noisy, gamma, zeros, None, text, text_mask, coherence)
   assert prediction.shape == noisy.shape and prediction.dtype == jnp.float32
   assert latents.shape == (2, SIZES["num_latents"], SIZES["latent_dim"])
   params = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables["params"]))
@@ -52,7 +58,7 @@ def test_textrin_shapes_and_initialisation(cad):
   registers = nn_unbox(params[("context", "registers")])
   assert registers.shape == (SIZES["num_registers"], SIZES["latent_dim"])
   # Self-conditioning enters through a LayerNorm with zero scale and bias: no effect at initialisation.
-  again, _ = model.apply(variables, noisy, gamma, 5.0 + latents, None, text, text_mask, coherence)
+  again, _ = apply(variables, noisy, gamma, 5.0 + latents, None, text, text_mask, coherence)
   np.testing.assert_array_equal(again, prediction)
 
 
@@ -62,51 +68,51 @@ def nn_unbox(value):
 
 def test_padded_text_cannot_change_the_output(cad):
   model, _, randomised, (noisy, gamma, text, text_mask, coherence) = cad
-  prediction, latents = model.apply(randomised, noisy, gamma, None, None, text, text_mask, coherence)
+  apply, zeros = jax.jit(model.apply), _zero_latents()
+  prediction, latents = apply(randomised, noisy, gamma, zeros, None, text, text_mask, coherence)
   changed_text = jnp.where(text_mask[..., None], text, 100.0 * jnp.ones_like(text))
-  changed, changed_latents = model.apply(randomised, noisy, gamma, None, None, changed_text, text_mask, coherence)
+  changed, changed_latents = apply(randomised, noisy, gamma, zeros, None, changed_text, text_mask, coherence)
   np.testing.assert_allclose(changed, prediction, atol=1e-5)
   np.testing.assert_allclose(changed_latents, latents, atol=1e-5)
   # ... while a valid text token, the coherence and the previous latents do change it.
   other_token = text.at[0, 0].add(1.0)
   assert (
-    np.abs(model.apply(randomised, noisy, gamma, None, None, other_token, text_mask, coherence)[0] - prediction).max()
-    > 1e-3
+    np.abs(apply(randomised, noisy, gamma, zeros, None, other_token, text_mask, coherence)[0] - prediction).max() > 1e-3
   )
-  flipped = model.apply(randomised, noisy, gamma, None, None, text, text_mask, 1.0 - coherence)[0]
+  flipped = apply(randomised, noisy, gamma, zeros, None, text, text_mask, 1.0 - coherence)[0]
   assert np.abs(flipped - prediction).max() > 1e-3
-  self_conditioned = model.apply(randomised, noisy, gamma, latents, None, text, text_mask, coherence)[0]
+  self_conditioned = apply(randomised, noisy, gamma, latents, None, text, text_mask, coherence)[0]
   assert np.abs(self_conditioned - prediction).max() > 1e-3
 
 
 def test_scratch_text_masking_and_baseline_without_coherence():
   model = RIN(IMAGE, conditioning="text", text_encoder="scratch", vocab_size=10, **SIZES)
   noisy, gamma, text, text_mask = _inputs(jax.random.PRNGKey(3))
-  variables = model.init(jax.random.PRNGKey(4), noisy, gamma, None, None, text, text_mask)
+  apply, zeros = jax.jit(model.apply), _zero_latents()
+  variables = jax.jit(model.init)(jax.random.PRNGKey(4), noisy, gamma, zeros, None, text, text_mask)
   params = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables["params"]))
   assert not any("coherence" in name for path in params for name in path)
-  prediction, _ = model.apply(variables, noisy, gamma, None, None, text, text_mask)
+  prediction, _ = apply(variables, noisy, gamma, zeros, None, text, text_mask)
   changed = jnp.where(text_mask, text, 9)
-  np.testing.assert_allclose(
-    model.apply(variables, noisy, gamma, None, None, changed, text_mask)[0], prediction, atol=1e-5
-  )
+  np.testing.assert_allclose(apply(variables, noisy, gamma, zeros, None, changed, text_mask)[0], prediction, atol=1e-5)
 
 
 def test_class_and_time_tokens():
   model = RIN(IMAGE, conditioning="class", num_classes=5, **SIZES)
   noisy, gamma, _, _ = _inputs(jax.random.PRNGKey(5))
+  apply, zeros = jax.jit(model.apply), _zero_latents()
   labels = jnp.array([2, -1])
-  variables = model.init(jax.random.PRNGKey(6), noisy, gamma, None, labels)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(6), noisy, gamma, zeros, labels)
   learned = nn_unbox(variables["params"]["latents"])
   assert learned.shape == (SIZES["num_latents"] - 2, SIZES["latent_dim"])  # time and class tokens are latents too
-  prediction, latents = model.apply(variables, noisy, gamma, None, labels)
+  prediction, latents = apply(variables, noisy, gamma, zeros, labels)
   assert latents.shape[1] == SIZES["num_latents"]
-  other = model.apply(variables, noisy, gamma, None, jnp.array([3, -1]))[0]
+  other = apply(variables, noisy, gamma, zeros, jnp.array([3, -1]))[0]
   assert np.abs(other[0] - prediction[0]).max() > 1e-4
   np.testing.assert_array_equal(other[1], prediction[1])  # samples are independent
-  # Label −1 (CFG's unconditional branch) is the zero one-hot: the class token is the embedding's bias.
   unconditional = RIN(IMAGE, conditioning="none", **SIZES)
-  assert nn_unbox(unconditional.init(jax.random.PRNGKey(6), noisy, gamma)["params"]["latents"]).shape[0] == 7
+  unconditional_params = jax.eval_shape(unconditional.init, jax.random.PRNGKey(6), noisy, gamma)["params"]
+  assert unconditional_params["latents"].unbox().shape[0] == SIZES["num_latents"] - 1  # the time token only
 
 
 @pytest.mark.parametrize(
@@ -122,4 +128,4 @@ def test_bad_settings_are_named(kwargs, message):
   noisy, gamma, _, _ = _inputs(jax.random.PRNGKey(0))
   model = RIN(IMAGE, **{**SIZES, **kwargs})
   with pytest.raises(ValueError, match=message):
-    model.init(jax.random.PRNGKey(0), noisy, gamma, None, jnp.zeros((2,), jnp.int32))
+    jax.eval_shape(model.init, jax.random.PRNGKey(0), noisy, gamma, None, jnp.zeros((2,), jnp.int32))

@@ -22,9 +22,8 @@ def _task_and_variables(config):
   batch = task.batch([source[index] for index in range(2)])
   variables = nn.unbox(task.init(jax.random.PRNGKey(0), batch))
   # Random parameters everywhere, so that conditions (zero-initialised paths included) reach the output.
-  leaves, treedef = jax.tree.flatten(variables)
-  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  variables = jax.tree.unflatten(treedef, [x + 0.2 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+  rng = np.random.default_rng(1)  # numpy draws: one jax.random call per shape would compile each
+  variables = jax.tree.map(lambda x: x + jnp.asarray(0.2 * rng.normal(size=x.shape), jnp.float32), variables)
   return task, variables, [source[index] for index in range(2)]
 
 
