@@ -95,12 +95,26 @@ class Task:
       raise ConfigError(f"data.coherence_bins={data.coherence_bins}: 0 (raw scores) or ≥ 2 levels.")
     if data.coherence_bin_samples < 1:
       raise ConfigError(f"data.coherence_bin_samples={data.coherence_bin_samples} must be ≥ 1.")
+    tfds_name, data_dir, path, t5_path = data.tfds_name, data.data_dir, data.path, model.t5_path
+    for key, value, used in (
+      ("data.path", path, data.source in ("webdataset", "folder")),
+      ("data.data_dir", data_dir, data.source == "tfds"),
+      ("data.tfds_name", tfds_name, data.source == "tfds"),
+    ):
+      if used and not value:
+        raise ConfigError(f"data.source={data.source!r} needs {key} (configs/rin.py says what it holds).")
+      if value and not used and key != "data.tfds_name":
+        raise ConfigError(f"{key}={value!r} is set but data.source={data.source!r} does not use it.")
+    if t5_path and model.text_encoder != "t5":
+      raise ConfigError(f"model.t5_path is set but model.text_encoder={model.text_encoder!r}; it is used with 't5'.")
+    if data.num_classes < 1:
+      raise ConfigError(f"data.num_classes={data.num_classes} must be ≥ 1.")
     self.dtype = compute_dtype(model.dtype)
     self.image_size = data.image_size
     self.num_classes = len(scenes.COLOURS) * len(scenes.SHAPES) if data.source == "scenes" else data.num_classes
     self.caption_inputs = CaptionInputs("scratch", model.max_text_length, scenes.SCENE_VOCABULARY)
     self._t5 = None
-    if model.text_encoder == "t5" and not model.t5_path and data.source != "webdataset":
+    if model.text_encoder == "t5" and not t5_path and data.source != "webdataset":
       raise ConfigError("model.text_encoder='t5' needs model.t5_path (a local FLAN-T5 checkpoint directory).")
     self._bin_edges = None  # computed on first use, or the run's own from load_assets
     self.model = RIN(
