@@ -55,6 +55,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.update(
       {
         "source": "webdataset",
+        "path": "data/cad_webdataset",  # train/ and test/ shards of CAD's preprocessing, latents from cache_latents
         "image_size": 32,
         "channels": 4,
         "coherence_bins": 8,  # CAD's 8 equally populated levels of the CLIP scores (facts §2.4)

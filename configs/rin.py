@@ -117,9 +117,7 @@ def rin_config(name: str, variant: str | None, variants: tuple) -> ml_collection
     )
     config.data.update({"image_size": 16, "train_size": 64, "test_size": 8, "coherence_bin_samples": 64})
     config.diffusion.num_steps = 3
-    config.eval.update(
-      {"num_samples": 4, "quick_num_samples": 4, "batch_size": 4, "num_plots": 4, "schedules": ["linear"]}
-    )
+    config.eval.update({"num_samples": 4, "quick_num_samples": 4, "batch_size": 4, "num_plots": 4, "schedules": []})
   return config
 
 
