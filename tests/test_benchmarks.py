@@ -11,9 +11,9 @@ from conftest import REPO_ROOT
 
 MODEL_CONFIGS = sorted(path.name for path in (REPO_ROOT / "configs").glob("*.py") if path.name != "__init__.py")
 SWEPT_CONFIG = "director.py"  # measured through --sweep below, the others one setting each
-# One config per kind of task: configs/cad.py runs the same task as configs/rin.py, scene_attributes.py a BatchNorm
-# classifier like shapes.py; the benchmark code path is the same.
-SAME_TASK_AS_ANOTHER = ("cad.py", "scene_attributes.py")
+# One config per kind of task (the benchmark code path is generic): cad.py and rin.py are one task, diffusion like
+# director.py; scene_attributes.py is a BatchNorm classifier like shapes.py.
+SAME_TASK_AS_ANOTHER = ("cad.py", "rin.py", "scene_attributes.py")
 
 
 def _run_json(*args) -> dict:

@@ -85,18 +85,6 @@ def test_padded_text_cannot_change_the_output(cad):
   assert np.abs(self_conditioned - prediction).max() > 1e-3
 
 
-def test_scratch_text_masking_and_baseline_without_coherence():
-  model = RIN(IMAGE, conditioning="text", text_encoder="scratch", vocab_size=10, **SIZES)
-  noisy, gamma, text, text_mask = _inputs(jax.random.PRNGKey(3))
-  apply, zeros = jax.jit(model.apply), _zero_latents()
-  variables = jax.jit(model.init)(jax.random.PRNGKey(4), noisy, gamma, zeros, None, text, text_mask)
-  params = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables["params"]))
-  assert not any("coherence" in name for path in params for name in path)
-  prediction, _ = apply(variables, noisy, gamma, zeros, None, text, text_mask)
-  changed = jnp.where(text_mask, text, 9)
-  np.testing.assert_allclose(apply(variables, noisy, gamma, zeros, None, changed, text_mask)[0], prediction, atol=1e-5)
-
-
 def test_class_and_time_tokens():
   model = RIN(IMAGE, conditioning="class", num_classes=5, **SIZES)
   noisy, gamma, _, _ = _inputs(jax.random.PRNGKey(5))
