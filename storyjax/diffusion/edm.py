@@ -8,8 +8,10 @@ import jax
 import jax.numpy as jnp
 
 
-def _per_sample(values, like):
-  """(B,) → (B, 1, ..., 1), broadcastable against `like` (B, ...)."""
+def broadcast_per_sample(values, like):
+  """(B,) or scalar → (B, 1, ..., 1) or (1, ..., 1) float32, broadcastable against `like` (B, ...); shared by
+  every diffusion module."""
+  values = jnp.asarray(values, jnp.float32)
   return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))
 
 
@@ -30,8 +32,8 @@ def denoise(network_fn, noisy, sigma, sigma_data):
   noisy (B, ...), sigma (B,); network_fn(scaled_noisy (B, ...), c_noise (B,)) → F (B, ...) in any dtype.
   """
   c_skip, c_out, c_in, c_noise = preconditioning(sigma, sigma_data)
-  network_out = network_fn(_per_sample(c_in, noisy) * noisy, c_noise).astype(jnp.float32)
-  return _per_sample(c_skip, noisy) * noisy + _per_sample(c_out, noisy) * network_out
+  network_out = network_fn(broadcast_per_sample(c_in, noisy) * noisy, c_noise).astype(jnp.float32)
+  return broadcast_per_sample(c_skip, noisy) * noisy + broadcast_per_sample(c_out, noisy) * network_out
 
 
 def sample_training_sigma(rng, batch_size: int, p_mean: float, p_std: float):
@@ -54,7 +56,7 @@ def edm_loss(network_fn, rng, clean, sigma_data, p_mean, p_std, weight_mask=None
   clean = clean.astype(jnp.float32)
   batch_size = clean.shape[0]
   sigma = sample_training_sigma(sigma_rng, batch_size, p_mean, p_std)
-  noisy = clean + _per_sample(sigma, clean) * jax.random.normal(noise_rng, clean.shape, jnp.float32)
+  noisy = clean + broadcast_per_sample(sigma, clean) * jax.random.normal(noise_rng, clean.shape, jnp.float32)
   squared_error = (denoise(network_fn, noisy, sigma, sigma_data) - clean) ** 2
   if weight_mask is None:
     mask = jnp.ones_like(clean)

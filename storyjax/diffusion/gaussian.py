@@ -13,6 +13,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from storyjax.diffusion.edm import broadcast_per_sample
 from storyjax.diffusion.spec import parse_spec
 
 # Each schedule family with its parameters' defaults; the parsing table for `noise_schedule`.
@@ -80,12 +81,6 @@ def noise_schedule(spec: str) -> Callable:
   return functools.partial(_SCHEDULE_FUNCTIONS[name], **parameters)
 
 
-def _per_sample(values, like):
-  """(B,) or scalar → (B, 1, ..., 1) or (1, ..., 1), broadcastable against `like` (B, ...)."""
-  values = jnp.asarray(values, jnp.float32)
-  return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))
-
-
 def _check_prediction(prediction: str) -> None:
   if prediction not in PREDICTION_TYPES:
     raise ValueError(f"Unknown diffusion prediction type {prediction!r}; choose one of {PREDICTION_TYPES}.")
@@ -99,7 +94,9 @@ def sample_time(rng, batch_size: int):
 def add_noise(clean, noise, gamma):
   """Forward process x_t = √γ·x₀ + √(1−γ)·ε: clean, noise (B, ...), gamma (B,) → x_t (B, ...) float32."""
   clean, noise = jnp.asarray(clean, jnp.float32), jnp.asarray(noise, jnp.float32)
-  return jnp.sqrt(_per_sample(gamma, clean)) * clean + jnp.sqrt(1.0 - _per_sample(gamma, clean)) * noise
+  return (
+    jnp.sqrt(broadcast_per_sample(gamma, clean)) * clean + jnp.sqrt(1.0 - broadcast_per_sample(gamma, clean)) * noise
+  )
 
 
 def training_target(clean, noise, gamma, prediction: str):
@@ -108,13 +105,15 @@ def training_target(clean, noise, gamma, prediction: str):
   clean, noise = jnp.asarray(clean, jnp.float32), jnp.asarray(noise, jnp.float32)
   if prediction == "eps":
     return noise
-  return jnp.sqrt(_per_sample(gamma, clean)) * noise - jnp.sqrt(1.0 - _per_sample(gamma, clean)) * clean
+  return (
+    jnp.sqrt(broadcast_per_sample(gamma, clean)) * noise - jnp.sqrt(1.0 - broadcast_per_sample(gamma, clean)) * clean
+  )
 
 
 def _eps_from_x0(x_t, x0_hat, gamma):
   """ε̂ = (x_t − √γ·x̂₀)/√(1−γ), with 1 − γ floored so that γ = 1 gives a finite ε̂."""
-  noise_variance = jnp.maximum(1.0 - _per_sample(gamma, x_t), _NOISE_VARIANCE_FLOOR)
-  return (x_t - jnp.sqrt(_per_sample(gamma, x_t)) * x0_hat) / jnp.sqrt(noise_variance)
+  noise_variance = jnp.maximum(1.0 - broadcast_per_sample(gamma, x_t), _NOISE_VARIANCE_FLOOR)
+  return (x_t - jnp.sqrt(broadcast_per_sample(gamma, x_t)) * x0_hat) / jnp.sqrt(noise_variance)
 
 
 def predicted_x0_and_eps(prediction_output, x_t, gamma, prediction: str, clip_x0: bool = True):
@@ -125,7 +124,10 @@ def predicted_x0_and_eps(prediction_output, x_t, gamma, prediction: str, clip_x0
   """
   _check_prediction(prediction)
   x_t, output = jnp.asarray(x_t, jnp.float32), jnp.asarray(prediction_output, jnp.float32)
-  signal_scale, noise_scale = jnp.sqrt(_per_sample(gamma, x_t)), jnp.sqrt(1.0 - _per_sample(gamma, x_t))
+  signal_scale, noise_scale = (
+    jnp.sqrt(broadcast_per_sample(gamma, x_t)),
+    jnp.sqrt(1.0 - broadcast_per_sample(gamma, x_t)),
+  )
   if prediction == "eps":
     eps_hat = output
     x0_hat = (x_t - noise_scale * eps_hat) / signal_scale
@@ -152,7 +154,10 @@ def sampling_times(num_steps: int):
 
 def ddim_step(eps_hat, x0_hat, gamma_next):
   """DDIM: x_next = √γ_next·x̂₀ + √(1−γ_next)·ε̂; eps_hat, x0_hat (B, ...), gamma_next (B,) or scalar."""
-  return jnp.sqrt(_per_sample(gamma_next, x0_hat)) * x0_hat + jnp.sqrt(1.0 - _per_sample(gamma_next, x0_hat)) * eps_hat
+  return (
+    jnp.sqrt(broadcast_per_sample(gamma_next, x0_hat)) * x0_hat
+    + jnp.sqrt(1.0 - broadcast_per_sample(gamma_next, x0_hat)) * eps_hat
+  )
 
 
 def ddpm_step(x, eps_hat, gamma_now, gamma_next, noise):
@@ -160,8 +165,8 @@ def ddpm_step(x, eps_hat, gamma_now, gamma_next, noise):
 
   α = clip(γ_now/γ_next, 0, 1); x_next = α^{−1/2}·(x − (1−α)·ε̂/√(1−γ_now)) + √(1−α)·noise.
   """
-  alpha = jnp.clip(_per_sample(gamma_now, x) / _per_sample(gamma_next, x), 0.0, 1.0)
-  noise_std_now = jnp.sqrt(jnp.maximum(1.0 - _per_sample(gamma_now, x), _NOISE_VARIANCE_FLOOR))
+  alpha = jnp.clip(broadcast_per_sample(gamma_now, x) / broadcast_per_sample(gamma_next, x), 0.0, 1.0)
+  noise_std_now = jnp.sqrt(jnp.maximum(1.0 - broadcast_per_sample(gamma_now, x), _NOISE_VARIANCE_FLOOR))
   mean = (x - (1.0 - alpha) * eps_hat / noise_std_now) / jnp.sqrt(alpha)
   return mean + jnp.sqrt(1.0 - alpha) * noise
 
