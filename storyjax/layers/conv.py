@@ -95,13 +95,13 @@ class ConvBlock(nn.Module):
     return nn.with_logical_constraint(features, axes)
 
 
-def conv_stages(inputs, width: int, num_stages: int, train: bool, dtype: Dtype = jnp.float32) -> jnp.ndarray:
-  """(B, H, W, C) → (B, H/2^(n−1), W/2^(n−1), width·2^(n−1)): n = `num_stages` ConvBlocks "stage_0".."stage_{n−1}"
-  (3×3 conv → BatchNorm → ReLU), the i-th with width·2^i channels, each but the first halving the resolution.
+def conv_pyramid(inputs, width: int, num_stages: int, train: bool, dtype: Dtype = jnp.float32) -> list[jnp.ndarray]:
+  """(B, H, W, C) → every stage's output, finest first, the i-th (B, H/2^i, W/2^i, width·2^i): n = `num_stages`
+  ConvBlocks "stage_0".."stage_{n−1}" (3×3 conv → BatchNorm → ReLU), each but the first halving the resolution.
 
   A plain function so the blocks are named in the calling module (call it from a compact `__call__`).
   """
-  features = inputs
+  features, stages = inputs, []
   for stage in range(num_stages):
     features = ConvBlock(
       width * 2**stage,
@@ -111,4 +111,10 @@ def conv_stages(inputs, width: int, num_stages: int, train: bool, dtype: Dtype =
       dtype=dtype,
       name=f"stage_{stage}",
     )(features, train)
-  return features
+    stages.append(features)
+  return stages
+
+
+def conv_stages(inputs, width: int, num_stages: int, train: bool, dtype: Dtype = jnp.float32) -> jnp.ndarray:
+  """(B, H, W, C) → (B, H/2^(n−1), W/2^(n−1), width·2^(n−1)): the last stage of `conv_pyramid`."""
+  return conv_pyramid(inputs, width, num_stages, train, dtype)[-1]
