@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from storyjax.errors import ConfigError
+
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
   """Linear warm-up to `learning_rate`, then cosine decay to `final_lr_fraction`·lr at `total_steps`."""
@@ -56,6 +58,17 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax
       weight_decay=config.weight_decay,
     ),
   )
+
+
+def turn_config(config: ml_collections.ConfigDict, turn: str) -> ml_collections.ConfigDict:
+  """The optimizer of one turn of a TurnTask: `optimizer` with the overrides of `optimizer.turns.<turn>`."""
+  merged = ml_collections.ConfigDict({name: config[name] for name in config if name != "turns"})
+  overrides = config.turns[turn] if "turns" in config and turn in config.turns else {}
+  for name in overrides:
+    if name not in merged or name == "ema_decay":
+      raise ConfigError(f"optimizer.turns.{turn}.{name} is not a per-turn optimizer key; use one of {sorted(merged)}.")
+    merged[name] = overrides[name]
+  return merged
 
 
 def update_ema(ema_params, params, step, decay: float):

@@ -2,8 +2,9 @@
 
 It imports no task: callers hand one in (storyjax/tasks/base.py is the contract). The train state is a plain dict
 {'step', 'params', 'ema_params', 'opt_state'} plus 'model_state' (the model's mutable collections, e.g. BatchNorm's
-'batch_stats') when it has any. It is created directly sharded (eval_shape → logical shardings → jit(init)); the
-step is jitted with explicit in/out shardings and donates the old state. Data order depends only on (seed, step),
+'batch_stats') when it has any; a TurnTask (a GAN) has one optimizer state per turn, {turn: opt_state}. It is
+created directly sharded (eval_shape → logical shardings → jit(init)); the step is jitted with explicit in/out
+shardings and donates the old state. Data order depends only on (seed, step),
 so a restart resumes exactly.
 """
 
@@ -106,15 +107,23 @@ class TrainSetup(ModelSetup):
     data_ways = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
     if config.batch_size % data_ways:
       raise ConfigError(f"batch_size={config.batch_size} is not divisible by data×fsdp={data_ways} devices.")
-    self.optimizer = optim.make_optimizer(config.optimizer, config.total_steps)
-    self.schedule = optim.learning_rate_schedule(config.optimizer, config.total_steps)
+    # A TurnTask gets one optimizer per turn, over its parameters; any other task one optimizer over all.
+    self.turns = _checked_turns(task, self.abstract_variables["params"])
+    turn_configs = {turn: optim.turn_config(config.optimizer, turn) for turn in self.turns or ("",)}
+    self.optimizers = {turn: optim.make_optimizer(turn_configs[turn], config.total_steps) for turn in turn_configs}
+    self.schedules = {
+      turn: optim.learning_rate_schedule(turn_configs[turn], config.total_steps) for turn in turn_configs
+    }
     abstract_state = jax.eval_shape(self._init_state, self.init_rng)
-    opt_shardings = optax.tree_map_params(
-      self.optimizer,
-      lambda _, param_sharding: param_sharding,
-      abstract_state["opt_state"],
+    opt_shardings = self._per_optimizer(
+      lambda turn, optimizer, params: optax.tree_map_params(
+        optimizer,
+        lambda _, param_sharding: param_sharding,
+        abstract_state["opt_state"][turn] if self.turns else abstract_state["opt_state"],
+        params,
+        transform_non_params=lambda _: self.replicated,
+      ),
       self.param_shardings,
-      transform_non_params=lambda _: self.replicated,
     )
     self.state_shardings = {
       "step": self.replicated,
@@ -136,13 +145,22 @@ class TrainSetup(ModelSetup):
       self.example_batch,
     )
 
+  def _per_optimizer(self, fn, params):
+    """fn(turn, optimizer, that optimizer's parameters) for each optimizer: {turn: …} for a TurnTask, else one."""
+    if not self.turns:
+      return fn("", self.optimizers[""], params)
+    return {
+      turn: fn(turn, self.optimizers[turn], {name: params[name] for name in names})
+      for turn, names in self.turns.items()
+    }
+
   def _init_state(self, rng):
     params, model_state = _split_variables(nn.unbox(self.task.init(rng, self.example_batch)))
     state = {
       "step": jnp.zeros((), jnp.int32),
       "params": params,
       "ema_params": params,
-      "opt_state": self.optimizer.init(params),
+      "opt_state": self._per_optimizer(lambda _, optimizer, turn_params: optimizer.init(turn_params), params),
     }
     if model_state:
       state["model_state"] = model_state
@@ -158,20 +176,51 @@ class TrainSetup(ModelSetup):
     every data-parallel shard), so they agree however the batch is split over devices.
     """
     step_rng = jax.random.fold_in(self.train_rng, state["step"])
+    if self.turns:
+      params, opt_state, model_state, metrics = self._turns_step(state, batch, step_rng)
+    else:
 
-    def loss_fn(params):
-      loss, metrics, model_state = self.task.loss({"params": params, **state.get("model_state", {})}, batch, step_rng)
-      return loss, (metrics, model_state)
+      def loss_fn(params):
+        variables = {"params": params, **state.get("model_state", {})}
+        loss, metrics, model_state = self.task.loss(variables, batch, step_rng)
+        return loss, (metrics, model_state)
 
-    (loss, (aux, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-    updates, opt_state = self.optimizer.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
+      (loss, (aux, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+      updates, opt_state = self.optimizers[""].update(grads, state["opt_state"], state["params"])
+      params = optax.apply_updates(state["params"], updates)
+      metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": self.schedules[""](state["step"]), **aux}
     ema_params = optim.update_ema(state["ema_params"], params, state["step"], self.config.optimizer.ema_decay)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": self.schedule(state["step"]), **aux}
     new_state = {"step": state["step"] + 1, "params": params, "ema_params": ema_params, "opt_state": opt_state}
     if self.has_model_state:
       new_state["model_state"] = model_state
     return new_state, metrics
+
+  def _turns_step(self, state, batch, step_rng):
+    """A TurnTask's turns in order, each differentiating its loss w.r.t. its own parameters and updating them
+    before the next turn runs; metrics are per turn ("<turn>/loss", ...) and "loss" is the sum of the turns'."""
+    params, model_state = state["params"], state.get("model_state", {})
+    opt_state, metrics, carry = {}, {"loss": 0.0}, None
+    for turn_index, (turn, names) in enumerate(self.turns.items()):
+      rng = jax.random.fold_in(step_rng, turn_index)
+      loss_fn = self._turn_loss_fn(turn, params, model_state, batch, rng, carry)
+      turn_params = {name: params[name] for name in names}
+      (loss, (aux, model_state, carry)), grads = jax.value_and_grad(loss_fn, has_aux=True)(turn_params)
+      updates, opt_state[turn] = self.optimizers[turn].update(grads, state["opt_state"][turn], turn_params)
+      params = {**params, **optax.apply_updates(turn_params, updates)}
+      metrics["loss"] += loss
+      turn_metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": self.schedules[turn](state["step"])}
+      metrics.update({f"{turn}/{name}": value for name, value in {**turn_metrics, **aux}.items()})
+    return params, opt_state, model_state, metrics
+
+  def _turn_loss_fn(self, turn, params, model_state, batch, rng, carry):
+    """turn_params → (loss, (metrics, model_state, carry)) with the other parameters held fixed."""
+
+    def loss_fn(turn_params):
+      variables = {"params": {**params, **turn_params}, **model_state}
+      loss, metrics, new_model_state, new_carry = self.task.turn_loss(turn, variables, batch, rng, carry)
+      return loss, (metrics, new_model_state, new_carry)
+
+    return loss_fn
 
   def lower_train_step(self) -> jax.stages.Lowered:
     """The step traced for the sharded state and global batch (donates the state); `.compile()` it."""
@@ -204,6 +253,19 @@ class TrainSetup(ModelSetup):
   def device_batch(self, local_batch: dict) -> dict:
     """Process-local numpy batch → global jax.Arrays split over the data axes."""
     return jax.tree.map(lambda leaf: jax.make_array_from_process_local_data(self.batch_sharding, leaf), local_batch)
+
+
+def _checked_turns(task: "Task", params: dict) -> dict[str, tuple[str, ...]] | None:
+  """A TurnTask's `turns`, checked to split the top-level parameters exactly; None for a one-loss task."""
+  turns = getattr(task, "turns", None)
+  if turns is None:
+    return None
+  assigned = [name for names in turns.values() for name in names]
+  if sorted(assigned) != sorted(params):
+    raise TypeError(
+      f"{type(task).__name__}.turns {turns} must assign each top-level parameter {sorted(params)} to one turn."
+    )
+  return dict(turns)
 
 
 def check_config_compatible(task: "Task", config: ml_collections.ConfigDict, config_path: pathlib.Path) -> None:

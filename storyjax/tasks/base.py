@@ -21,8 +21,8 @@ Variables = dict[str, Any]
 
 
 @runtime_checkable
-class Task(Protocol):
-  """What every task provides; see storyjax/tasks/shapes.py for the smallest complete one."""
+class TaskBase(Protocol):
+  """What every task provides besides its loss: `Task` (one loss) or `TurnTask` (losses taken in turns)."""
 
   config: ml_collections.ConfigDict
   # Config keys, per section, that do not shape the train state (where files are, evaluation sizes): a run may
@@ -39,14 +39,6 @@ class Task(Protocol):
 
   def init(self, rng: jax.Array, batch: Batch) -> Variables:
     """Flax variables for a batch of features, parameters boxed with logical axis names (`model.init(...)`)."""
-    ...
-
-  def loss(self, variables: Variables, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict, Variables]:
-    """Training loss on a global batch: (scalar loss, scalar metrics, updated mutable collections).
-
-    The updated collections are the model's non-parameter variables after the step (e.g. BatchNorm's
-    `batch_stats`, from `model.apply(..., mutable=[...])`), `{}` for a model without any.
-    """
     ...
 
   def evaluate(self, variables: Variables, workdir: pathlib.Path, quick: bool = False) -> dict:
@@ -66,7 +58,41 @@ class Task(Protocol):
 
 
 @runtime_checkable
-class GenerativeTask(Task, Protocol):
+class Task(TaskBase, Protocol):
+  """A task with one loss over all parameters; see storyjax/tasks/shapes.py for the smallest complete one."""
+
+  def loss(self, variables: Variables, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict, Variables]:
+    """Training loss on a global batch: (scalar loss, scalar metrics, updated mutable collections).
+
+    The updated collections are the model's non-parameter variables after the step (e.g. BatchNorm's
+    `batch_stats`, from `model.apply(..., mutable=[...])`), `{}` for a model without any.
+    """
+    ...
+
+
+@runtime_checkable
+class TurnTask(TaskBase, Protocol):
+  """A task whose parameters are updated in turns within each step, each turn by its own optimizer (a GAN: the
+  generator side, then the discriminator; storyjax/tasks/scam.py).
+
+  `turns` maps each turn, in update order, to the top-level parameter names it updates; every parameter belongs
+  to exactly one turn. The optimizer of turn t is `optimizer` with the overrides in `optimizer.turns.<t>`.
+  """
+
+  turns: dict[str, tuple[str, ...]]
+
+  def turn_loss(
+    self, turn: str, variables: Variables, batch: Batch, rng: jax.Array, carry: Any
+  ) -> tuple[jax.Array, dict, Variables, Any]:
+    """Turn `turn`'s loss, differentiated w.r.t. its parameters only: (loss, scalar metrics, updated mutable
+    collections, carry). `variables` hold the parameters as updated by the earlier turns of this step; `carry` is
+    what the previous turn returned (None for the first), e.g. the generator's images for the discriminator.
+    """
+    ...
+
+
+@runtime_checkable
+class GenerativeTask(TaskBase, Protocol):
   """A task that can generate from prompts (`python -m storyjax.sample`)."""
 
   def sample(self, variables: Variables, prompts: Sequence[str], rng: jax.Array) -> dict[str, np.ndarray]:
