@@ -42,3 +42,22 @@ def cosine_embedding(first, second, same, margin: float = 0.0):
   """torch's CosineEmbeddingLoss, mean over B: 1 − cos for same (B,) pairs, max(0, cos − margin) for the others."""
   cosine = jnp.sum(unit_rows(first) * unit_rows(second), axis=-1)
   return jnp.mean(jnp.where(same, 1.0 - cosine, jnp.maximum(cosine - margin, 0.0)))
+
+
+def perceptual_l1(features_a, features_b, weights=(1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)):
+  """Σ_l weights[l] · mean|features_a[l] − features_b[l]| in fp32 over L paired feature maps of any (equal) shapes.
+
+  SCAM's VGGLoss (facts B.6) with the default weights on VGG19Features' relu1_1 … relu5_1; any feature network
+  returning a list of maps can be used.
+  """
+  if not len(features_a) == len(features_b) == len(weights):
+    raise ValueError(
+      f"perceptual_l1 needs as many weights as feature maps: got {len(features_a)} and {len(features_b)} maps, "
+      f"{len(weights)} weights"
+    )
+  total = jnp.zeros((), jnp.float32)
+  for level, (weight, first, second) in enumerate(zip(weights, features_a, features_b)):
+    if first.shape != second.shape:
+      raise ValueError(f"perceptual_l1 feature maps {level} differ in shape: {first.shape} and {second.shape}")
+    total += weight * jnp.mean(jnp.abs(first.astype(jnp.float32) - second.astype(jnp.float32)))
+  return total
