@@ -14,6 +14,11 @@ def smooth_l1(prediction, target, mask=None):
   return (loss * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
+def masked_mean(values, mask):
+  """Mean of `values` over the True entries of `mask` (same shape); 0 when there are none."""
+  return jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+
+
 def gaussian_kl(mean, logvar, other_mean=None, other_logvar=None):
   """Mean over elements of KL(N(mean, e^logvar) ‖ N(other)), other = N(0, I) by default."""
   if other_mean is None:

@@ -20,14 +20,10 @@ from storyjax.data.images.arrays import checked_image
 from storyjax.data.images.scenes import PER_SLOT_KEYS, SIZES, SceneSource
 from storyjax.data.images.shapes import COLOURS, SHAPES
 from storyjax.errors import ConfigError, DataError
+from storyjax.losses import masked_mean
 from storyjax.models.scene_classifier import SceneClassifier
 
 VALUE_KEYS = ("colour", "shape", "size")  # the attributes of an object, read only where one is present
-
-
-def _masked_mean(values, mask):
-  """Mean of `values` over the True entries of `mask` (same shape); 0 when there are none."""
-  return jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
 
 
 class Task:
@@ -79,8 +75,8 @@ class Task:
     losses = {"present": optax.softmax_cross_entropy_with_integer_labels(logits["present"], batch["present"]).mean()}
     metrics = {"present_accuracy": (logits["present"].argmax(-1) == batch["present"]).mean()}
     for key in VALUE_KEYS:
-      losses[key] = _masked_mean(optax.softmax_cross_entropy_with_integer_labels(logits[key], batch[key]), on_objects)
-      metrics[f"{key}_accuracy"] = _masked_mean(logits[key].argmax(-1) == batch[key], on_objects)
+      losses[key] = masked_mean(optax.softmax_cross_entropy_with_integer_labels(logits[key], batch[key]), on_objects)
+      metrics[f"{key}_accuracy"] = masked_mean(logits[key].argmax(-1) == batch[key], on_objects)
     return sum(losses.values()), metrics, updated
 
   def _predict_batch(self, variables, images):
