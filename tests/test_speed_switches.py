@@ -9,7 +9,7 @@ import pytest
 from configs import director as director_config
 from storyjax import trainer
 from storyjax.errors import ConfigError
-from storyjax.layers.attention import ATTENTION_IMPLEMENTATIONS, fused_attention, xla_attention
+from storyjax.layers.attention import ATTENTION_IMPLEMENTATIONS, fused_attention, pallas_attention, xla_attention
 from storyjax.tasks import get_task
 
 
@@ -37,7 +37,7 @@ def _qkv(seed=0, batch=2, queries=5, keys=7, heads=3, head_dim=4):
 @pytest.mark.parametrize("implementation", ATTENTION_IMPLEMENTATIONS)
 def test_attention_implementations_match_numpy(implementation):
   q, k, v, key_mask = _qkv()
-  attend = {"xla": xla_attention, "fused": fused_attention}[implementation]
+  attend = {"xla": xla_attention, "fused": fused_attention, "pallas": pallas_attention}[implementation]
   ours = np.asarray(jax.jit(attend)(q, k, v, key_mask))
   np.testing.assert_allclose(ours, _numpy_attention(q, k, v, key_mask), rtol=1e-5, atol=1e-5)
 
@@ -74,7 +74,7 @@ def plain_director():
 # Each switch changes how the same loss is computed; remat also keeps the parameter tree (same `params` apply).
 SWITCHES = {
   "fused attention, remat dots": ({"attention": "fused", "remat": "dots"}, 1e-5),
-  "remat block": ({"remat": "block"}, 1e-5),
+  "pallas attention, remat block": ({"attention": "pallas", "remat": "block"}, 1e-5),
   "bfloat16 compute": ({"dtype": "bfloat16"}, 2e-2),
 }
 

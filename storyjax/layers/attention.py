@@ -6,7 +6,9 @@
            the only path with dropout on the attention probabilities.
   "fused": jax.nn.dot_product_attention: cuDNN's fused (flash) kernel on GPU where its dtype and shape rules
            allow (bf16/fp16), XLA elsewhere; the probabilities are never materialised by the kernel.
-Both mask keys the same way and agree to rounding (tests/test_speed_switches.py).
+  "pallas": storyjax.kernels.semantic_attention with one label for every token (flash attention): the Pallas
+           kernel, compiled through Triton on GPU, interpreted (slow, for tests) on CPU.
+All mask keys the same way and agree to rounding (tests/test_speed_switches.py).
 """
 
 from typing import Any
@@ -15,12 +17,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from storyjax.kernels import semantic_attention
 from storyjax.layers.dropout import Dropout
 from storyjax.layers.mlp import dense
 
 Dtype = Any
 HEAD_AXES = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
-ATTENTION_IMPLEMENTATIONS = ("xla", "fused")
+ATTENTION_IMPLEMENTATIONS = ("xla", "fused", "pallas")
 
 
 def xla_attention(query, key, value, key_mask=None, dropout_fn=None):
@@ -46,6 +49,20 @@ def fused_attention(query, key, value, key_mask=None):
   """jax.nn.dot_product_attention with the same shapes and masking as xla_attention (no dropout)."""
   mask = None if key_mask is None else key_mask[:, None, None, :]
   return jax.nn.dot_product_attention(query, key, value, mask=mask)
+
+
+def pallas_attention(query, key, value, key_mask=None):
+  """The Pallas SCA kernel with all labels equal, same shapes and masking as xla_attention (no dropout).
+
+  Masked keys get label 1 against the queries' 0 (not the padding label −1) with τ = the float32 minimum, so they
+  get no weight unless a query has no valid key, which then attends uniformly, as in xla_attention.
+  """
+  batch, num_queries, num_keys = query.shape[0], query.shape[1], key.shape[1]
+  query_labels = jnp.zeros((batch, num_queries), jnp.int32)
+  valid = jnp.ones((batch, num_keys), bool) if key_mask is None else jnp.broadcast_to(key_mask, (batch, num_keys))
+  key_labels = jnp.where(valid, 0, 1).astype(jnp.int32)
+  mask_value = float(jnp.finfo(jnp.float32).min)
+  return semantic_attention(query, key, value, query_labels, key_labels, mask_value=mask_value, implementation="pallas")
 
 
 class MultiHeadAttention(nn.Module):
@@ -84,6 +101,8 @@ class MultiHeadAttention(nn.Module):
     query, key, value = project("query", queries), project("key", context), project("value", context)
     if self.implementation == "fused":
       attended = fused_attention(query, key, value, key_mask)
+    elif self.implementation == "pallas":
+      attended = pallas_attention(query, key, value, key_mask)
     else:
       dropout_fn = lambda probabilities: Dropout(self.dropout_rate)(probabilities, deterministic)
       attended = xla_attention(query, key, value, key_mask, dropout_fn)
