@@ -75,3 +75,20 @@ class NoiseLevelEmbedding(nn.Module):
     features = (features - features.mean(-1, keepdims=True)) / (features.std(-1, keepdims=True) + 1e-6)
     hidden = nn.silu(dense(self.width, ("io", "mlp"), self.dtype, name="fc1")(features))
     return dense(self.width, ("mlp", "embed"), self.dtype, name="fc2")(hidden)
+
+
+def sinusoidal_grid_embedding(height: int, width: int, dim: int, max_period: float = 10_000.0):
+  """An (H, W) grid with coordinates linspace(−1, 1) → (H, W, dim) = [sin(w·f) ‖ sin(h·f) ‖ cos(w·f) ‖ cos(h·f)].
+
+  SCAM's SinusoidalPositionalEmbedding (shared/spec/facts/laeo-scam.md B.3): f_i = max_period^(−2i/(dim/2)),
+  i < dim/4, so dim must be a multiple of 4.
+  """
+  if dim % 4:
+    raise ValueError(f"sinusoidal grid embedding dim must be a multiple of 4, got {dim}")
+  half = dim // 2
+  frequencies = 1.0 / max_period ** (jnp.arange(0, half, 2, dtype=jnp.float32) / half)
+  rows = jnp.linspace(-1.0, 1.0, height, dtype=jnp.float32)[:, None] * frequencies  # (H, dim/4)
+  columns = jnp.linspace(-1.0, 1.0, width, dtype=jnp.float32)[:, None] * frequencies  # (W, dim/4)
+  rows = jnp.broadcast_to(rows[:, None], (height, width, dim // 4))
+  columns = jnp.broadcast_to(columns[None], (height, width, dim // 4))
+  return jnp.concatenate([jnp.sin(columns), jnp.sin(rows), jnp.cos(columns), jnp.cos(rows)], axis=-1)
