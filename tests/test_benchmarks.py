@@ -73,3 +73,23 @@ def test_memory_falls_with_fsdp():
   assert fsdp["argument_gib"] < data["argument_gib"] / 4  # the state is sharded 8 ways, the batch too
   assert fsdp["peak_gib"] < single["peak_gib"] / 4
   assert report["summary"]["peak_reduction_1_device_to_fsdp8"] == pytest.approx(single["peak_gib"] / fsdp["peak_gib"])
+
+
+def test_sca_benchmark_reports_time_and_memory():
+  report = _run_json(
+    "benchmarks/sca.py",
+    "--small",
+    "--cases=latents_to_pixels",
+    "--implementations=pallas,xla",
+    "--repeats=1",
+    "--batch=1",
+    "--head_dim=32",
+  )
+  assert (report["backend"], report["pallas_interpreted"], report["dtype"]) == ("cpu", True, "float32")
+  rows = {row["implementation"]: row for row in report["rows"]}
+  assert set(rows) == {"pallas", "xla"}
+  for row in rows.values():
+    assert (row["queries"], row["keys"]) == (64, 256)
+    for which in ("forward", "forward_backward"):
+      assert row[which]["ms"] > 0 and row[which]["peak_mib"] >= row[which]["temp_mib"] > 0
+  assert rows["xla"]["forward"]["temp_mib"] >= 64 * 256 * 4 / 2**20  # the reference materialises its fp32 logits
