@@ -28,11 +28,17 @@ import jax.numpy as jnp
 
 from storyjax.kernels.semantic_attention import DEFAULT_MASK_VALUE
 
-DEFAULT_BLOCK = 64
+MAX_BLOCK = 64
+TILE_BYTES = 32 * 1024  # one (block, Dp) tile of q, k or v; several (double-buffered) must fit in shared memory
 
 
-def _block_size(requested: int, tokens: int) -> int:
-  """A power of two ≥ 16: `requested`, shrunk to the next power of two above `tokens` for short sequences."""
+def _block_size(requested: int | None, tokens: int, width: int, itemsize: int) -> int:
+  """A power of two ≥ 16: `requested`, or the largest ≤ MAX_BLOCK whose (block, width) tile fits TILE_BYTES;
+  shrunk to the next power of two above `tokens` for short sequences."""
+  if requested is None:
+    requested = MAX_BLOCK
+    while requested > 16 and requested * width * itemsize > TILE_BYTES:
+      requested //= 2
   if requested < 16 or requested & (requested - 1):
     raise ValueError(f"block size {requested} must be a power of two ≥ 16 (Triton tiles)")
   return max(16, min(requested, pl.next_power_of_2(tokens)))
@@ -324,12 +330,18 @@ def _attention(query, key, value, query_tags, key_tags, *, mask_value, bitmask, 
       f"{value.dtype}; cast them first"
     )
   if interpret is None:
+    if jax.default_backend() not in ("cpu", "gpu"):
+      raise ValueError(
+        f"the pallas semantic attention compiles for GPU (Triton), not {jax.default_backend()}; use "
+        "implementation='xla' there, or interpret=True"
+      )
     interpret = jax.default_backend() == "cpu"
   _, num_queries, _, head_dim = query.shape
   num_keys = key.shape[1]
-  block_q, block_k = _block_size(block_q, num_queries), _block_size(block_k, num_keys)
-  padded_queries, padded_keys = pl.cdiv(num_queries, block_q) * block_q, pl.cdiv(num_keys, block_k) * block_k
   width = max(16, pl.next_power_of_2(head_dim))
+  block_q = _block_size(block_q, num_queries, width, query.dtype.itemsize)
+  block_k = _block_size(block_k, num_keys, width, query.dtype.itemsize)
+  padded_queries, padded_keys = pl.cdiv(num_queries, block_q) * block_q, pl.cdiv(num_keys, block_k) * block_k
   query = _pad_axis(_pad_axis(query, 3, width, 0), 1, padded_queries, 0)
   key, value = (_pad_axis(_pad_axis(array, 3, width, 0), 1, padded_keys, 0) for array in (key, value))
   # Padded queries are cropped below; padded keys are padding (label −1 / no bits).
@@ -356,14 +368,15 @@ def semantic_attention_pallas(
   key_labels,
   *,
   mask_value: float = DEFAULT_MASK_VALUE,
-  block_q: int = DEFAULT_BLOCK,
-  block_k: int = DEFAULT_BLOCK,
+  block_q: int | None = None,
+  block_k: int | None = None,
   interpret: bool | None = None,
 ):
   """SCA kernel: query (B, Nq, H, D), key/value (B, Nk, H, D), int labels (B, Nq), (B, Nk) → (B, Nq, H, D).
 
-  Same semantics as semantic_attention's reference (key label < 0 = padding). interpret=None: interpret mode on
-  CPU, compiled (Triton) elsewhere. Inputs are not validated here; call through semantic_attention.
+  Same semantics as semantic_attention's reference (key label < 0 = padding). Blocks (powers of two ≥ 16) default
+  to 64 tokens, halved while a (block, D) tile exceeds 32 KiB. interpret=None: interpret mode on CPU, Triton on
+  GPU. Inputs are not validated here; call through semantic_attention.
   """
   return _attention(
     query,
@@ -387,8 +400,8 @@ def semantic_attention_bitmask_pallas(
   key_bits,
   *,
   mask_value: float = DEFAULT_MASK_VALUE,
-  block_q: int = DEFAULT_BLOCK,
-  block_k: int = DEFAULT_BLOCK,
+  block_q: int | None = None,
+  block_k: int | None = None,
   interpret: bool | None = None,
 ):
   """SCA kernel with bit words (B, Nq, W), (B, Nk, W): i attends j where any(bits_i & bits_j != 0).
