@@ -19,6 +19,7 @@ precision, bf16 dots with fp32 accumulation); interpret mode on CPU. The (B, N, 
 axis do not meet TPU tiling rules, so TPU is not a target.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -195,20 +196,17 @@ def _query_grad_kernel(
   query_grad_ref[...] = query_grad.astype(query_grad_ref.dtype)
 
 
+@dataclasses.dataclass(frozen=True)
 class _Config:
-  """Static settings of one kernel launch (hashable: a custom_vjp non-differentiable argument)."""
+  """Static settings of one kernel launch (hashable: custom_vjp's non-differentiable argument)."""
 
-  def __init__(self, *, scale, mask_value, bitmask, block_q, block_k, interpret, dtype):
-    self.scale, self.mask_value, self.bitmask = scale, float(mask_value), bitmask
-    self.block_q, self.block_k, self.interpret = block_q, block_k, interpret
-    self.precision = lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else lax.Precision.DEFAULT
-    self._key = (scale, self.mask_value, bitmask, block_q, block_k, interpret, jnp.dtype(dtype).name)
-
-  def __hash__(self):
-    return hash(self._key)
-
-  def __eq__(self, other):
-    return isinstance(other, _Config) and self._key == other._key
+  scale: float
+  mask_value: float
+  bitmask: bool
+  block_q: int
+  block_k: int
+  interpret: bool
+  precision: lax.Precision  # HIGHEST (IEEE fp32 dots, not TF32) for fp32 inputs
 
   def logit_kw(self):
     return {"scale": self.scale, "mask_value": self.mask_value, "bitmask": self.bitmask, "precision": self.precision}
@@ -349,12 +347,12 @@ def _attention(query, key, value, query_tags, key_tags, *, mask_value, bitmask, 
   key_tags = _pad_axis(key_tags.astype(jnp.int32), 2, padded_keys, 0 if bitmask else -1)
   config = _Config(
     scale=head_dim**-0.5,
-    mask_value=mask_value,
+    mask_value=float(mask_value),
     bitmask=bitmask,
     block_q=block_q,
     block_k=block_k,
     interpret=interpret,
-    dtype=value.dtype,
+    precision=lax.Precision.HIGHEST if value.dtype == jnp.float32 else lax.Precision.DEFAULT,
   )
   out = _flash(config, query, key, value, query_tags, key_tags)
   return out[:, :num_queries, :, :head_dim]
