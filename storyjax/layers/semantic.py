@@ -11,6 +11,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from storyjax.kernels import semantic_attention
 from storyjax.layers.attention import HEAD_AXES
@@ -47,9 +48,9 @@ class SemanticOptions:
 def nearest_resize(array, size: tuple[int, int]):
   """(B, H, W, ...) → (B, h, w, ...): output pixel (i, j) takes input pixel (⌊i·H/h⌋, ⌊j·W/w⌋) (torch "nearest")."""
   height, width = array.shape[1:3]
-  rows = (jnp.arange(size[0]) * height) // size[0]
-  columns = (jnp.arange(size[1]) * width) // size[1]
-  return array[:, rows][:, :, columns]
+  rows = (np.arange(size[0]) * height) // size[0]  # static indices: numpy, so numpy inputs index too
+  columns = (np.arange(size[1]) * width) // size[1]
+  return jnp.asarray(array)[:, rows][:, :, columns]
 
 
 def latent_labels(num_labels: int, latents_per_label: int):
