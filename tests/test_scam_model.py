@@ -13,7 +13,14 @@ import pytest
 
 from storyjax.layers.embeddings import sinusoidal_grid_embedding
 from storyjax.layers.semantic import MaskedTransformer, SemanticOptions, latent_labels, nearest_resize
-from storyjax.models.scam import SCAM, SATEncoder, SCAMModulation, discriminator_input, gradient_normalised_logits
+from storyjax.models.scam import (
+  SCAM,
+  SATEncoder,
+  SCAMGenerator,
+  SCAMModulation,
+  discriminator_input,
+  gradient_normalised_logits,
+)
 
 NUM_LABELS, PER_LABEL, DIM = 3, 2, 16
 SUBJECT = 1  # the label whose pixels or latents change
@@ -91,7 +98,7 @@ def test_shapes_and_parameter_split(scam):
   assert [tuple(scale.shape) for scale in logits] == [(2, 5, 5, 1), (2, 4, 4, 1)]
   params = _flat_params(shapes)
   assert params[("encoder", "latents")].shape == (NUM_LABELS * PER_LABEL, DIM)
-  assert params[("encoder", "stem_1", "kernel")].shape == (3, 3, 3, 16)  # level 1: width·2
+  assert params[("encoder", "stem_1", "kernel")].shape == (3, 3, 3, 16)  # level 1: stem_width·2
   # Joint LayerNorm: an affine per (latent, channel).
   assert params[("encoder", "block_0_cross", "attention_norm", "scale")].shape == (NUM_LABELS * PER_LABEL, DIM)
   # Per up block: noise in mod_0 and mod_1; a simplex SCAM-op (latent MLP, no noise) before ToRGB but in the last.
@@ -103,6 +110,27 @@ def test_shapes_and_parameter_split(scam):
   assert params[("discriminator", "scale_0_conv_0", "kernel")].shape == (4, 4, 3 + NUM_LABELS, 8)
 
 
+def test_paper_sizes():
+  """Abstractly (eval_shape), the released CelebAMask-HQ model in bf16: 152 latents of 256 (B.2), stem channels
+  32…1024 (B.3), up blocks to 1024, 1024, 512, 256, 128, 64 channels (B.4), 35² and 19² logits at 256² (B.5).
+  A generator from a 3×2 start ends at the label map's size, as iDesigner's 96×64 → 256×170 last block does."""
+  model = SCAM(19, dtype=jnp.bfloat16)
+  image, labels = jax.ShapeDtypeStruct((1, 256, 256, 3), jnp.float32), jax.ShapeDtypeStruct((1, 256, 256), jnp.int32)
+  (reconstruction, logits), shapes = jax.eval_shape(model.init_with_output, jax.random.PRNGKey(0), image, labels)
+  params = _flat_params(shapes)
+  assert params[("encoder", "latents")].shape == (152, 256)
+  stem = [params[("encoder", f"stem_{level}", "kernel")].shape[-1] for level in range(1, 7)]
+  assert stem == [32, 64, 128, 256, 512, 1024]
+  blocks = [params[("generator", f"block_{index}", "conv_1", "kernel")].shape[-1] for index in range(6)]
+  assert blocks == [1024, 1024, 512, 256, 128, 64]
+  assert reconstruction.shape == (1, 256, 256, 3) and reconstruction.dtype == jnp.float32
+  assert [scale.shape for scale in logits] == [(1, 35, 35, 1), (1, 19, 19, 1)]
+  generator = SCAMGenerator(NUM_LABELS, PER_LABEL, (8, 8, 8), start_size=(3, 2), options=TOKEN_NORM)
+  labels, latents = jnp.zeros((1, 17, 11), jnp.int32), jnp.zeros((1, NUM_LABELS * PER_LABEL, DIM))
+  reconstruction, _ = jax.eval_shape(generator.init_with_output, jax.random.PRNGKey(0), labels, latents)
+  assert reconstruction.shape == (1, 17, 11, 3)
+
+
 def test_encoder_latents_of_a_label_see_only_its_pixels():
   """One level, per-token LayerNorm: a label's latents ignore the other labels' pixels exactly, and lose that
   without semantic masks. (With the joint LayerNorm as coded, every latent depends on all of them.)"""
@@ -110,7 +138,7 @@ def test_encoder_latents_of_a_label_see_only_its_pixels():
   image = _uniform_image((1, 8, 8, 3), seed=3)
   changed = jnp.where((labels[:1] != SUBJECT)[..., None], -image, image)
   images = jnp.concatenate([image, changed])
-  encoder = SATEncoder(NUM_LABELS, PER_LABEL, DIM, num_levels=1, width=8, position_dim=8, options=TOKEN_NORM)
+  encoder = SATEncoder(NUM_LABELS, PER_LABEL, DIM, num_levels=1, stem_width=8, position_dim=8, options=TOKEN_NORM)
   variables = jax.jit(encoder.init)(_key(4), images, labels)
   table = nn.unbox(variables)["params"]["latents"]
   assert 0.75 < float(table.std()) < 1.25  # learned queries start N(0, 1)

@@ -39,6 +39,11 @@ PAD_1 = ((1, 1), (1, 1))
 PAD_2 = ((2, 2), (2, 2))  # the PatchGAN's ⌈(4 − 1)/2⌉
 
 
+def torch_conv(features: int, kernel: int, stride: int, padding, dtype: Dtype, name: str) -> nn.Conv:
+  """A square conv (kernel × kernel, stride, explicit torch-style padding) with PyTorch's default init."""
+  return conv(features, (kernel,) * 2, (stride,) * 2, padding, dtype=dtype, name=name, kernel_init=TORCH_DEFAULT_INIT)
+
+
 def leaky_relu(features):
   return nn.leaky_relu(features, 0.2)
 
@@ -97,7 +102,7 @@ class SATEncoder(nn.Module):
 
   N_lat = num_labels·latents_per_label learned queries (normal(1) init). Level 0 is RGB ‖ a `position_dim`
   sinusoidal grid embedding at full resolution; level i ≥ 1 is Conv(k3, s2) + LReLU 0.2 of level i − 1's conv
-  output (the raw image for i = 1), width·2^i channels, plus an added grid embedding. Block i: the latents
+  output (the raw image for i = 1), stem_width·2^i channels, plus an added grid embedding. Block i: the latents
   cross-attend level i's pixels (SCA with the labels nearest-resized to that level), then self-attend (same label).
   """
 
@@ -105,7 +110,7 @@ class SATEncoder(nn.Module):
   latents_per_label: int = 8
   latent_dim: int = 256
   num_levels: int = 7
-  width: int = 16
+  stem_width: int = 16
   position_dim: int = 40
   options: SemanticOptions = SemanticOptions()
   dtype: Dtype = jnp.float32
@@ -113,6 +118,8 @@ class SATEncoder(nn.Module):
   @nn.compact
   def __call__(self, image, labels):
     _check_image_and_labels(image, labels)
+    if self.num_levels < 1:
+      raise ValueError(f"the SAT-Encoder needs at least one level, got num_levels={self.num_levels}")
     batch, height, width = labels.shape
     image = image.astype(self.dtype)
     table = self.param(
@@ -127,18 +134,8 @@ class SATEncoder(nn.Module):
     stem = image
     for level in range(self.num_levels):
       if level:
-        stem = leaky_relu(
-          conv(
-            self.width * 2**level,
-            (3, 3),
-            (2, 2),
-            PAD_1,
-            dtype=self.dtype,
-            name=f"stem_{level}",
-            kernel_init=TORCH_DEFAULT_INIT,
-          )(stem)
-        )
-        stem = nn.with_logical_constraint(stem, ACTIVATION_AXES[2])
+        stem_conv = torch_conv(self.stem_width * 2**level, 3, 2, PAD_1, self.dtype, f"stem_{level}")
+        stem = nn.with_logical_constraint(leaky_relu(stem_conv(stem)), ACTIVATION_AXES[2])
         level_tokens = stem + sinusoidal_grid_embedding(*stem.shape[1:]).astype(self.dtype)
       level_labels = nearest_resize(labels, level_tokens.shape[1:3]).reshape(batch, -1)
       pixels = level_tokens.reshape(batch, -1, level_tokens.shape[-1])
@@ -217,9 +214,7 @@ class SCAMResUpscale(nn.Module):
   def __call__(self, features, latents, labels, own_labels, previous_rgb, size, deterministic: bool = True):
     middle = min(features.shape[-1], self.features)
     modulation = lambda name, **kwargs: SCAMModulation(options=self.options, dtype=self.dtype, name=name, **kwargs)
-    conv3 = lambda width, name: conv(
-      width, (3, 3), padding=PAD_1, dtype=self.dtype, name=name, kernel_init=TORCH_DEFAULT_INIT
-    )
+    conv3 = lambda width, name: torch_conv(width, 3, 1, PAD_1, self.dtype, name)
     features, latents = modulation("mod_0")(
       features, latents, nearest_resize(labels, features.shape[1:3]), own_labels, deterministic
     )
@@ -233,7 +228,7 @@ class SCAMResUpscale(nn.Module):
       rgb_input, _ = modulation("to_rgb_mod", duplex=False, add_noise=False)(
         features, latents, pixel_labels, own_labels, deterministic
       )
-    rgb = conv(IMAGE_CHANNELS, (1, 1), dtype=self.dtype, name="to_rgb", kernel_init=TORCH_DEFAULT_INIT)(rgb_input)
+    rgb = torch_conv(IMAGE_CHANNELS, 1, 1, "VALID", self.dtype, "to_rgb")(rgb_input)
     if previous_rgb is not None:
       rgb = rgb + nearest_resize(previous_rgb, size)
     return features, latents, rgb
@@ -271,9 +266,7 @@ class SCAMGenerator(nn.Module):
         "generator widths or a larger image"
       )
     one_hot = jax.nn.one_hot(nearest_resize(labels, start), self.num_labels, dtype=self.dtype)
-    features = conv(
-      self.widths[0], (3, 3), padding=PAD_1, dtype=self.dtype, name="start_conv", kernel_init=TORCH_DEFAULT_INIT
-    )(one_hot)
+    features = torch_conv(self.widths[0], 3, 1, PAD_1, self.dtype, "start_conv")(one_hot)
     latents = latents.astype(self.dtype)
     own_labels = jnp.broadcast_to(latent_labels(self.num_labels, self.latents_per_label), (batch, num_latents))
     rgb = None
@@ -314,15 +307,7 @@ class PatchDiscriminator(nn.Module):
     return logits
 
   def _scale(self, features, name):
-    strided = lambda width, stride, layer: conv(
-      width,
-      (4, 4),
-      (stride, stride),
-      PAD_2,
-      dtype=self.dtype,
-      name=f"{name}_conv_{layer}",
-      kernel_init=TORCH_DEFAULT_INIT,
-    )
+    strided = lambda width, stride, layer: torch_conv(width, 4, stride, PAD_2, self.dtype, f"{name}_conv_{layer}")
     features = leaky_relu(strided(self.widths[0], 2, 0)(features))
     for layer, width in enumerate(self.widths[1:], start=1):
       features = strided(width, 1 if layer == len(self.widths) - 1 else 2, layer)(features)
@@ -337,6 +322,14 @@ class SCAM(nn.Module):
   deterministic) → image (B, H, W, 3) in [−1, 1]; discriminate(image, labels) → per-scale logits (B, h_s, w_s, 1);
   discriminate_input(inputs (B, H, W, 3 + num_labels)) the same from `discriminator_input`'s concatenation (for
   GN-GAN); __call__ runs all three (init).
+
+  Fields: num_labels (background included); latents_per_label (N_lat = num_labels·latents_per_label); latent_dim;
+  heads and attention_dim (None: latent_dim) of every semantic attention; encoder_levels, encoder_width (the conv
+  stem's nf: level i has nf·2^i channels), position_dim (level 0's grid embedding); generator_widths (start conv,
+  then each up block), start_size (None: (H, W) // 2^(len − 1)); discriminator_widths, discriminator_scales;
+  semantic_masks (False: plain attention, the baseline, same parameters); mask_value (masked logit after the
+  1/√d scaling); transformer_norm ("joint" over latents and channels as coded, or "token"); attention ("xla",
+  "pallas", "auto": storyjax/kernels); dtype (compute; parameters stay fp32).
   """
 
   num_labels: int
@@ -359,25 +352,30 @@ class SCAM(nn.Module):
 
   def setup(self):
     options = SemanticOptions(
-      self.heads,
-      self.attention_dim or self.latent_dim,
-      self.mask_value,
-      self.attention,
-      self.semantic_masks,
-      self.transformer_norm,
+      num_heads=self.heads,
+      inner_dim=self.attention_dim or self.latent_dim,
+      mask_value=self.mask_value,
+      implementation=self.attention,
+      semantic_masks=self.semantic_masks,
+      norm=self.transformer_norm,
     )
     self.encoder = SATEncoder(
       self.num_labels,
       self.latents_per_label,
       self.latent_dim,
-      self.encoder_levels,
-      self.encoder_width,
-      self.position_dim,
-      options,
-      self.dtype,
+      num_levels=self.encoder_levels,
+      stem_width=self.encoder_width,
+      position_dim=self.position_dim,
+      options=options,
+      dtype=self.dtype,
     )
     self.generator = SCAMGenerator(
-      self.num_labels, self.latents_per_label, tuple(self.generator_widths), self.start_size, options, self.dtype
+      self.num_labels,
+      self.latents_per_label,
+      tuple(self.generator_widths),
+      start_size=self.start_size,
+      options=options,
+      dtype=self.dtype,
     )
     self.discriminator = PatchDiscriminator(tuple(self.discriminator_widths), self.discriminator_scales, self.dtype)
 
@@ -391,6 +389,11 @@ class SCAM(nn.Module):
     return self.discriminator(discriminator_input(image, labels, self.num_labels))
 
   def discriminate_input(self, inputs):
+    if inputs.ndim != 4 or inputs.shape[-1] != IMAGE_CHANNELS + self.num_labels:
+      raise ValueError(
+        f"discriminator inputs must be image ‖ one-hot labels (B, H, W, {IMAGE_CHANNELS + self.num_labels}) "
+        f"(discriminator_input), got shape {inputs.shape}"
+      )
     return self.discriminator(inputs)
 
   def __call__(self, image, labels, deterministic: bool = True):
