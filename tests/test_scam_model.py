@@ -1,6 +1,7 @@
-"""SCAM model: shapes and the parameter split, label locality of the encoder's latents and of the generator's
-modulation (lost without semantic masks), the MaskedTransformer against a numpy transcription of the authors' block,
-GN-GAN's normalised logits, the noise switch, the grid embedding and nearest resize against the torch formulas."""
+"""SCAM model: shapes and the parameter split (also at the paper's sizes), label locality of the encoder's latents
+(lost without semantic masks) and of a SCAM-op's modulation, the MaskedTransformer against a numpy transcription of
+the authors' block, GN-GAN's normalised logits, the noise switch, the grid embedding and nearest resize against the
+torch formulas."""
 
 import functools
 
