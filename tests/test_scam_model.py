@@ -68,12 +68,12 @@ def _numpy_variables(shapes, seed):
 
 @pytest.fixture(scope="module")
 def scam():
-  """A 2-level encoder, 2-block generator (16² from 4²) SCAM with random parameters, a batch and its outputs."""
+  """A 1-level encoder, 2-block generator (16² from 4²) SCAM with random parameters, a batch and its outputs."""
   model = SCAM(
     NUM_LABELS,
     PER_LABEL,
     DIM,
-    encoder_levels=2,
+    encoder_levels=1,
     encoder_width=8,
     position_dim=8,
     generator_widths=(16, 16, 8),
@@ -99,7 +99,6 @@ def test_shapes_and_parameter_split(scam):
   assert [tuple(scale.shape) for scale in logits] == [(2, 5, 5, 1), (2, 4, 4, 1)]
   params = _flat_params(shapes)
   assert params[("encoder", "latents")].shape == (NUM_LABELS * PER_LABEL, DIM)
-  assert params[("encoder", "stem_1", "kernel")].shape == (3, 3, 3, 16)  # level 1: stem_width·2
   # Joint LayerNorm: an affine per (latent, channel).
   assert params[("encoder", "block_0_cross", "attention_norm", "scale")].shape == (NUM_LABELS * PER_LABEL, DIM)
   # Per up block: noise in mod_0 and mod_1; a simplex SCAM-op (latent MLP, no noise) before ToRGB but in the last.
