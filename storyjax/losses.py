@@ -49,7 +49,10 @@ def cosine_embedding(first, second, same, margin: float = 0.0):
   return jnp.mean(jnp.where(same, 1.0 - cosine, jnp.maximum(cosine - margin, 0.0)))
 
 
-def perceptual_l1(features_a, features_b, weights=(1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)):
+PERCEPTUAL_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)  # SCAM's VGGLoss on relu1_1 … relu5_1 (facts B.6)
+
+
+def perceptual_l1(features_a, features_b, weights=PERCEPTUAL_WEIGHTS):
   """Σ_l weights[l] · mean|features_a[l] − features_b[l]| in fp32 over L paired feature maps of any (equal) shapes.
 
   SCAM's VGGLoss (facts B.6) with the default weights on VGG19Features' relu1_1 … relu5_1; any feature network

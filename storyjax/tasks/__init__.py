@@ -14,7 +14,7 @@ from storyjax import trainer
 from storyjax.errors import CheckpointError, ConfigError
 from storyjax.tasks.base import Task
 
-TASKS = ("director", "clatr", "shapes", "scene_attributes", "region_attributes", "rin")
+TASKS = ("director", "clatr", "shapes", "scene_attributes", "region_attributes", "rin", "scam")
 
 
 def task_class(name: str) -> type:
