@@ -9,7 +9,7 @@ import pytest
 
 from storyjax import trainer
 from storyjax.tasks import get_task
-from storyjax.tasks.base import GenerativeTask, Task
+from storyjax.tasks.base import GenerativeTask, Task, TurnTask
 
 from conftest import REPO_ROOT
 
@@ -44,7 +44,7 @@ def test_every_variant_loads_with_the_smoke_key_set(name):
     config = module.get_config(variant)
     assert leaf_keys(config) == smoke_keys, variant
     assert config.name == (name if variant is None else f"{name}_{variant}")
-    assert isinstance(get_task(config), Task)
+    assert isinstance(get_task(config), (Task, TurnTask))
 
 
 class KeyReads:

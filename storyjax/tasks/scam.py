@@ -80,7 +80,7 @@ class Task:
     )
     self.loss_weights = {name: config.loss[name] for name in ("adversarial", "l1", "perceptual")}
     self.gradient_normalisation = config.loss.gradient_normalisation
-    self.perceptual_features, self.perceptual_weights = self._perceptual_network(config.loss.perceptual_network)
+    self.perceptual_spec = self._parse_perceptual_network(config.loss.perceptual_network)
     self._reconstruct = jax.jit(self._reconstruct_batch)
     self._generate = jax.jit(functools.partial(self.model.apply, method=SCAM.generate, deterministic=True))
     self.probe_workdir = config.eval.probe_workdir
@@ -90,18 +90,26 @@ class Task:
       if config.eval[name] < 1:
         raise ConfigError(f"eval.{name}={config.eval[name]} must be ≥ 1.")
 
-  def _perceptual_network(self, spec: str):
-    """ "probe:<workdir>" | "vgg19:<file>" | "none" → images (B, S, S, 3) in [−1, 1] → feature maps, or None."""
+  def _parse_perceptual_network(self, spec: str) -> tuple[str, str]:
+    """loss.perceptual_network → (kind, path), checked without reading anything."""
     kind, _, path = spec.partition(":")
     if kind not in PERCEPTUAL_NETWORKS or (kind != "none") != bool(path):
       raise ConfigError(
         f"loss.perceptual_network={spec!r}; use 'probe:<region_attributes workdir>', 'vgg19:<file.safetensors>' "
         f"or 'none'."
       )
+    if kind == "none" and self.loss_weights["perceptual"]:
+      raise ConfigError("loss.perceptual > 0 needs a loss.perceptual_network; set the weight to 0 or a network.")
+    return kind, path
+
+  @functools.cached_property
+  def perceptual_network(self):
+    """(features: images (B, S, S, 3) in [−1, 1] → feature maps, their loss weights), or None for "none"; read
+    when the loss is first traced. VGG19's five maps weigh 1/32 … 1 (B.6); the probe's n stage maps the last n
+    rungs of that ladder (finest 2^−(n−1), coarsest 1)."""
+    kind, path = self.perceptual_spec
     if kind == "none":
-      if self.loss_weights["perceptual"]:
-        raise ConfigError("loss.perceptual > 0 needs a loss.perceptual_network; set the weight to 0 or a network.")
-      return None, None
+      return None
     if kind == "probe":
       features = self._region_probe(path).features
       num_maps = len(jax.eval_shape(features, jnp.zeros((1, self.image_size, self.image_size, 3))))
@@ -156,9 +164,9 @@ class Task:
       )
       l1 = jnp.abs(fakes - images).mean()
       terms = {"adversarial": adversarial, "l1": l1}
-      if self.perceptual_features is not None:
-        fake_features, real_features = self.perceptual_features(fakes), self.perceptual_features(images)
-        terms["perceptual"] = losses.perceptual_l1(fake_features, real_features, self.perceptual_weights)
+      if self.perceptual_network is not None:
+        features, weights = self.perceptual_network
+        terms["perceptual"] = losses.perceptual_l1(features(fakes), features(images), weights)
       loss = sum(self.loss_weights[name] * value for name, value in terms.items())
       return loss, terms, {}, jax.lax.stop_gradient(fakes)
     real_logits = self._discriminator_logits(variables, images, labels)
