@@ -110,11 +110,12 @@ class Task:
     kind, path = self.perceptual_spec
     if kind == "none":
       return None
-    if kind == "probe":
-      features = self._region_probe(path).features
-      num_maps = len(jax.eval_shape(features, jnp.zeros((1, self.image_size, self.image_size, 3))))
-      return features, tuple(2.0 ** -(num_maps - 1 - index) for index in range(num_maps))
-    network, variables = load_vgg19(path)
+    with jax.ensure_compile_time_eval():  # read eagerly, also when first asked for inside the step's trace
+      if kind == "probe":
+        features = self._region_probe(path).features
+        num_maps = len(jax.eval_shape(features, jnp.zeros((1, self.image_size, self.image_size, 3))))
+        return features, tuple(2.0 ** -(num_maps - 1 - index) for index in range(num_maps))
+      network, variables = load_vgg19(path)
     return (lambda images: network.apply(variables, images)), losses.PERCEPTUAL_WEIGHTS
 
   def _region_probe(self, workdir) -> regions.RegionJudge:
