@@ -43,6 +43,9 @@ def test_every_variant_loads_with_the_smoke_key_set(name):
   for variant in found:
     config = module.get_config(variant)
     assert leaf_keys(config) == smoke_keys, variant
+    if config.get("loss", {}).get("perceptual_network", "none") != "none":
+      # SCAM reads its perceptual network (a trained probe run, a VGG19 file) when built: absent in a clean clone.
+      config.loss.update({"perceptual": 0.0, "perceptual_network": "none"})
     assert config.name == (name if variant is None else f"{name}_{variant}")
     assert isinstance(get_task(config), (Task, TurnTask))
 

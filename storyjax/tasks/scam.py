@@ -80,7 +80,8 @@ class Task:
     )
     self.loss_weights = {name: config.loss[name] for name in ("adversarial", "l1", "perceptual")}
     self.gradient_normalisation = config.loss.gradient_normalisation
-    self.perceptual_spec = self._parse_perceptual_network(config.loss.perceptual_network)
+    # Read now (a trained probe or a VGG19 file), not inside the step's trace.
+    self.perceptual_network = self._perceptual_network(*self._parse_perceptual_network(config.loss.perceptual_network))
     self._reconstruct = jax.jit(self._reconstruct_batch)
     self._generate = jax.jit(functools.partial(self.model.apply, method=SCAM.generate, deterministic=True))
     self.probe_workdir = config.eval.probe_workdir
@@ -102,21 +103,19 @@ class Task:
       raise ConfigError("loss.perceptual > 0 needs a loss.perceptual_network; set the weight to 0 or a network.")
     return kind, path
 
-  @functools.cached_property
-  def perceptual_network(self):
-    """(features: images (B, S, S, 3) in [−1, 1] → feature maps, their loss weights), or None for "none"; read
-    when the loss is first traced. VGG19's five maps weigh 1/32 … 1 (B.6); the probe's n stage maps the last n
-    rungs of that ladder (finest 2^−(n−1), coarsest 1)."""
-    kind, path = self.perceptual_spec
+  def _perceptual_network(self, kind: str, path: str):
+    """(features: images (B, S, S, 3) in [−1, 1] → feature maps, their loss weights), or None for "none". VGG19's
+    five maps weigh 1/32 … 1 (B.6); the probe's n stage maps the last n rungs of that ladder (finest 2^−(n−1),
+    coarsest 1)."""
     if kind == "none":
       return None
-    with jax.ensure_compile_time_eval():  # read eagerly, also when first asked for inside the step's trace
-      if kind == "probe":
-        features = self._region_probe(path).features
-        num_maps = len(jax.eval_shape(features, jnp.zeros((1, self.image_size, self.image_size, 3))))
-        return features, tuple(2.0 ** -(num_maps - 1 - index) for index in range(num_maps))
+    if kind == "vgg19":
       network, variables = load_vgg19(path)
-    return (lambda images: network.apply(variables, images)), losses.PERCEPTUAL_WEIGHTS
+      return (lambda images: network.apply(variables, images)), losses.PERCEPTUAL_WEIGHTS
+    features = self._region_probe(path).features
+    image = jax.ShapeDtypeStruct((1, self.image_size, self.image_size, 3), jnp.float32)
+    num_maps = len(jax.eval_shape(features, image))
+    return features, tuple(2.0 ** -(num_maps - 1 - index) for index in range(num_maps))
 
   def _region_probe(self, workdir) -> regions.RegionJudge:
     judge = regions.RegionJudge.load(workdir)
