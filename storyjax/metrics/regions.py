@@ -9,7 +9,6 @@ import pathlib
 
 import numpy as np
 
-from storyjax.errors import CheckpointError
 from storyjax.tasks import load_trained_task
 
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03  # Wang et al. 2004, skimage and torchmetrics
@@ -26,13 +25,7 @@ class RegionJudge:
   @classmethod
   def load(cls, workdir: str | pathlib.Path) -> "RegionJudge":
     """The probe of the `region_attributes` run in `workdir` (its EMA variables)."""
-    workdir = pathlib.Path(workdir).absolute()
-    try:
-      task, variables = load_trained_task(workdir, "region_attributes")
-    except CheckpointError as error:
-      train_command = f"python -m storyjax.train --config=configs/region_attributes.py --workdir={workdir}"
-      raise CheckpointError(f"no region probe in {workdir}: {error}; train one with `{train_command}`") from error
-    return cls(task, variables)
+    return cls(*load_trained_task(workdir, "region_attributes"))
 
   def region_attributes(self, images, labels) -> tuple[np.ndarray, np.ndarray]:
     """images (N, S, S, 3), labels (N, S, S) int → (colour_ids, texture_ids), each (N, L) int32: per label, the

@@ -9,7 +9,6 @@ import pathlib
 import numpy as np
 
 from storyjax.data.images.scenes import PER_SLOT_KEYS
-from storyjax.errors import CheckpointError
 from storyjax.metrics.distribution import frechet_distance
 from storyjax.tasks import load_trained_task
 
@@ -18,12 +17,7 @@ class SceneJudge:
   """The scene_attributes classifier trained in `workdir`, in eval mode; reads images (N, S, S, 3) in [-1, 1]."""
 
   def __init__(self, workdir: str | pathlib.Path):
-    workdir = pathlib.Path(workdir).absolute()
-    try:
-      task, variables = load_trained_task(workdir, "scene_attributes")
-    except CheckpointError as error:
-      train_command = f"python -m storyjax.train --config=configs/scene_attributes.py --workdir={workdir}"
-      raise CheckpointError(f"no scene judge in {workdir}: {error}; train one with `{train_command}`") from error
+    task, variables = load_trained_task(workdir, "scene_attributes")
     self.image_size = task.image_size
     self._predict = task.predictor(variables)
 

@@ -28,17 +28,25 @@ def get_task(config: ml_collections.ConfigDict) -> Task:
 
 
 def load_trained_task(workdir: str | pathlib.Path, expected_task: str) -> tuple[Task, dict]:
-  """(task, EMA variables) of the run in `workdir`, built from its own config.json; for inference only."""
+  """(task, EMA variables) of the run in `workdir`, built from its own config.json; for inference only.
+
+  A missing, foreign or unreadable run is a CheckpointError that ends with the command training one
+  (configs/<expected_task>.py: the judges and feature extractors other tasks load are named like their configs).
+  """
   workdir = pathlib.Path(workdir).absolute()
   config_path = workdir / "config.json"
-  if not config_path.is_file():
-    raise CheckpointError(f"no {expected_task} run in {workdir} (missing {config_path})")
   try:
-    config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-  except json.JSONDecodeError as error:
-    raise CheckpointError(f"{config_path} is not valid JSON ({error})") from error
-  if config.get("task") != expected_task:
-    raise CheckpointError(f"{workdir} holds a {config.get('task')!r} run, not {expected_task!r}")
-  task = get_task(config)
-  _, variables, _ = trainer.restore_for_inference(task, config, workdir)
+    if not config_path.is_file():
+      raise CheckpointError(f"no {expected_task} run in {workdir} (missing {config_path})")
+    try:
+      config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+    except json.JSONDecodeError as error:
+      raise CheckpointError(f"{config_path} is not valid JSON ({error})") from error
+    if config.get("task") != expected_task:
+      raise CheckpointError(f"{workdir} holds a {config.get('task')!r} run, not {expected_task!r}")
+    task = get_task(config)
+    _, variables, _ = trainer.restore_for_inference(task, config, workdir)
+  except CheckpointError as error:
+    command = f"python -m storyjax.train --config=configs/{expected_task}.py --workdir={workdir}"
+    raise CheckpointError(f"{error}; train one with `{command}`") from error
   return task, variables

@@ -13,7 +13,7 @@ from storyjax import plotting
 from storyjax.data.et import camera, tagging
 from storyjax.data.et.camera import CAMERA_FEATURES
 from storyjax.diffusion import edm, guidance
-from storyjax.errors import CheckpointError, ConfigError
+from storyjax.errors import ConfigError
 from storyjax.layers.attention import ATTENTION_IMPLEMENTATIONS
 from storyjax.layers.transformer import REMAT_POLICIES
 from storyjax.metrics import clatr as clatr_metrics
@@ -282,11 +282,7 @@ class Task(TrajectoryTask):
   def _load_clatr(self):
     """The CLaTr trained in eval.clatr_workdir as a feature extractor (see storyjax/tasks/clatr.py)."""
     workdir = pathlib.Path(self.config.eval.clatr_workdir).absolute()
-    train_command = f"`python -m storyjax.train --config=configs/clatr.py --workdir={workdir}`"
-    try:
-      clatr, variables = load_trained_task(workdir, "clatr")
-    except CheckpointError as error:
-      raise CheckpointError(f"cannot load CLaTr from {workdir}: {error} (to train it: {train_command})") from error
+    clatr, variables = load_trained_task(workdir, "clatr")
     encoder = clatr.feature_extractor(variables)
     if encoder.max_frames != self.num_frames:
       raise ConfigError(
