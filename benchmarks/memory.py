@@ -3,13 +3,13 @@
   python benchmarks/memory.py --config=configs/director.py:paper --device_counts=1,8,64,256
 
 Runs on the CPU with as many host-platform devices as the largest count, AOT-compiles the sharded step
-for data-parallel, fsdp and fsdp+model meshes on the first N of them, and prints one JSON object with
-XLA's per-device memory analysis (arguments = state + batch shards, temporaries, peak) for each. The
-global batch stays `batch_size` unless the data axes do not divide it; then it is raised to the next
-multiple (the row says so). Figures are XLA:CPU's; an accelerator's scheduler can differ somewhat. XLA:CPU's
-default scheduler orders for speed, not memory, and hoists rematerialised work next to the forward pass (so
-`model.remat` would show no saving); `--memory_scheduler` (on by default) compiles with its memory-optimised
-scheduler instead, closer to the memory-aware schedulers of GPU and TPU.
+for data-parallel, fsdp and fsdp+model meshes (or those in `--layouts`) on the first N of them, and prints
+one JSON object with XLA's per-device memory analysis (arguments = state + batch shards, temporaries, peak)
+for each. The global batch stays `batch_size` unless the data axes do not divide it; then it is raised to
+the next multiple (the row says so). Figures are XLA:CPU's; an accelerator's scheduler can differ somewhat.
+XLA:CPU's default scheduler orders for speed, not memory, and hoists rematerialised work next to the forward
+pass (so `model.remat` would show no saving); `--memory_scheduler` (on by default) compiles with its
+memory-optimised scheduler instead, closer to the memory-aware schedulers of GPU and TPU.
 """
 
 import json
@@ -24,6 +24,8 @@ from storyjax import cli, profiling, trainer
 from storyjax.tasks import get_task
 
 _DEVICE_COUNTS = flags.DEFINE_list("device_counts", ["1", "8", "64", "256"], "Mesh sizes to compile for.")
+LAYOUTS = ("single", "data", "fsdp", "fsdp+model")
+_LAYOUTS = flags.DEFINE_list("layouts", list(LAYOUTS), f"Mesh layouts to compile, of {LAYOUTS} (each count has some).")
 _MEMORY_SCHEDULER = flags.DEFINE_bool("memory_scheduler", True, "Compile with XLA:CPU's memory-optimised scheduler.")
 MEMORY_SCHEDULER_FLAG = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"
 
@@ -66,6 +68,8 @@ def measure(config, mesh: dict[str, int]) -> dict:
 def main(argv):
   del argv
   device_counts = sorted({int(count) for count in _DEVICE_COUNTS.value})
+  if unknown := set(_LAYOUTS.value) - set(LAYOUTS):
+    raise app.UsageError(f"--layouts: unknown {sorted(unknown)}; choose from {LAYOUTS}.")
   if _MEMORY_SCHEDULER.value:  # read when the CPU backend starts, below
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {MEMORY_SCHEDULER_FLAG}"
   jax.config.update("jax_platforms", "cpu")
@@ -73,7 +77,8 @@ def main(argv):
   config = cli.CONFIG_FLAG.value
   rows = []
   for num_devices in device_counts:
-    for layout, mesh in mesh_layouts(num_devices).items():
+    layouts = {layout: mesh for layout, mesh in mesh_layouts(num_devices).items() if layout in _LAYOUTS.value}
+    for layout, mesh in layouts.items():
       rows.append({"layout": layout, **measure(config, mesh)})
       print(f"{num_devices} devices, {layout}: {rows[-1]['peak_gib']:.3f} GiB peak per device", file=sys.stderr)
   peaks = {(row["num_devices"], row["layout"]): row["peak_gib"] for row in rows}
