@@ -1,5 +1,6 @@
 """The RIN / CAD task: each model's unconditional branch, unguided sampling, coherence bins, CIFAR-10 via TFDS."""
 
+import functools
 import json
 
 import flax.linen as nn
@@ -14,16 +15,25 @@ from configs import rin as rin_config
 from storyjax.diffusion import gaussian
 from storyjax.tasks import get_task
 
+# XLA:CPU without LLVM's optimisations for this file's own jits: less than half the compile time, most of each test.
+fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 
-def _task_and_variables(config):
+
+def _task_and_examples(config):
   task = get_task(config)
   source = task.source("test")
-  batch = task.batch([source[index] for index in range(2)])
-  variables = nn.unbox(task.init(jax.random.PRNGKey(0), batch))
+  return task, [source[index] for index in range(2)]
+
+
+def _random_variables(task, examples):
+  variables = nn.unbox(fast_jit(task.init)(jax.random.PRNGKey(0), task.batch(examples)))  # one compile in all
   # Random parameters everywhere, so that conditions (zero-initialised paths included) reach the output.
-  rng = np.random.default_rng(1)  # numpy draws: one jax.random call per shape would compile each
-  variables = jax.tree.map(lambda x: x + jnp.asarray(0.2 * rng.normal(size=x.shape), jnp.float32), variables)
-  return task, variables, [source[index] for index in range(2)]
+  rng = np.random.default_rng(1)  # numpy draws and sums: jax ops, one per shape, would each compile
+
+  def perturbed(leaf):
+    return jnp.asarray(np.asarray(leaf) + (0.2 * rng.normal(size=leaf.shape)).astype(np.float32))
+
+  return jax.tree.map(perturbed, variables)
 
 
 @pytest.mark.parametrize("variant", [None, "textrin"])
@@ -31,7 +41,7 @@ def test_unconditional_branch_and_unguided_sampling(variant):
   config = cad_config.get_config("smoke")
   if variant == "textrin":
     config.model.coherence, config.diffusion.condition_dropout = False, 0.1
-  task, variables, examples = _task_and_variables(config)
+  task, examples = _task_and_examples(config)
   batch = task._prompt_batch(examples)
   uncond = task._uncond_batch(batch)
   if variant is None:  # CA-CFG, eq 3.4: the same prompt at coherence 0
@@ -42,39 +52,48 @@ def test_unconditional_branch_and_unguided_sampling(variant):
   else:  # plain CFG: the text masked out
     assert not np.asarray(uncond["text_mask"]).any() and np.asarray(batch["text_mask"]).any()
     return  # the sampling below is the same code for both
+  variables = _random_variables(task, examples)
   # ω = 0 is the conditional model alone: the same as sampling it without any unconditional branch.
+  # Both samplers jitted (ω traced, so ω = 0 and 3 share one compile).
+  generate = fast_jit(task.generate, static_argnums=(3,))
   rng = jax.random.PRNGKey(3)
-  guided = task.generate(variables, batch, rng, "static", 0.0)
+  guided = generate(variables, batch, rng, "static", 0.0)
   diffusion = config.diffusion
-  rng_noise, rng_sampler = jax.random.split(rng)
 
-  def model_fn(noisy, gamma, step_index, latents_prev):
-    return task._apply(variables, batch, noisy, gamma, latents_prev)
+  @fast_jit
+  def sample_alone(variables, batch, rng):
+    rng_noise, rng_sampler = jax.random.split(rng)
 
-  latents0 = jnp.zeros((2, task.model.num_latents, task.model.latent_dim))
-  alone, _ = gaussian.sample(
-    model_fn,
-    jax.random.normal(rng_noise, batch["image"].shape),
-    task.sample_schedule,
-    diffusion.num_steps,
-    diffusion.sampler,
-    rng=rng_sampler,
-    initial_state=latents0,
-  )
+    def model_fn(noisy, gamma, step_index, latents_prev):
+      return task._apply(variables, batch, noisy, gamma, latents_prev)
+
+    latents0 = jnp.zeros((2, task.model.num_latents, task.model.latent_dim))
+    alone, _ = gaussian.sample(
+      model_fn,
+      jax.random.normal(rng_noise, batch["image"].shape),
+      task.sample_schedule,
+      diffusion.num_steps,
+      diffusion.sampler,
+      rng=rng_sampler,
+      initial_state=latents0,
+    )
+    return alone
+
+  alone = sample_alone(variables, batch, rng)
   # Equal up to float32 rounding: the guided call runs a batch of 4 (cond and uncond), this one a batch of 2.
   np.testing.assert_allclose(guided, jnp.clip(alone, -1, 1), atol=1e-4)
-  assert np.abs(task.generate(variables, batch, rng, "static", 3.0) - guided).max() > 1e-3
+  assert np.abs(generate(variables, batch, rng, "static", 3.0) - guided).max() > 1e-3
 
 
 def test_unconfident_prompt_and_class_label_branches():
   config = cad_config.get_config("smoke")
   config.diffusion.uncond = "unconfident_prompt"
-  task, _, examples = _task_and_variables(config)
+  task, examples = _task_and_examples(config)
   batch = task._prompt_batch(examples)
   uncond = task._uncond_batch(batch)
   assert not np.array_equal(uncond["text"], batch["text"])
   np.testing.assert_array_equal(uncond["coherence"], 0.0)
-  rin_task, _, rin_examples = _task_and_variables(rin_config.get_config("smoke"))
+  rin_task, rin_examples = _task_and_examples(rin_config.get_config("smoke"))
   class_batch = rin_task._prompt_batch(rin_examples)
   assert (np.asarray(class_batch["label"]) >= 0).all()
   np.testing.assert_array_equal(rin_task._uncond_batch(class_batch)["label"], -1)
