@@ -21,6 +21,8 @@ from storyjax.tasks import get_task
 
 from conftest import REPO_ROOT, train_crashing_at_step
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 def smoke_config(**mesh):
   config = shapes_config.get_config("smoke")
@@ -140,7 +142,7 @@ def test_shapes_data_is_reproducible_and_labelled():
 
 def test_trains_through_the_cli_with_overrides(tmp_path):
   """`python -m storyjax.train` with --config.* overrides: they reach the run (config.json, steps, model size)."""
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}  # as fast_compile
   workdir = tmp_path / "run"
   overrides = ["--config.total_steps=4", "--config.model.width=4", "--config.eval.at_end=True"]
   result = subprocess.run(
