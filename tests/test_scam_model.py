@@ -23,6 +23,7 @@ from storyjax.models.scam import (
   gradient_normalised_logits,
 )
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
 NUM_LABELS, PER_LABEL, DIM = 3, 2, 16
 SUBJECT = 1  # the label whose pixels or latents change
 TOKEN_NORM = SemanticOptions(inner_dim=DIM, norm="token")

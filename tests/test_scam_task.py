@@ -17,6 +17,8 @@ from storyjax.tasks import get_task
 
 from conftest import train_crashing_at_step
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 # In this order: SCAM's smoke run reads the probe trained first.
 SEGMENTATION_CONFIGS = ("region_attributes", "scam")
 
