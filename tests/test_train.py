@@ -21,6 +21,8 @@ from storyjax.tasks.director import Task as DirectorTask
 
 from conftest import REPO_ROOT, train_crashing_at_step
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 def smoke_config(**mesh):
   config = director_config.get_config("smoke")
@@ -142,7 +144,7 @@ def test_incompatible_and_corrupt_checkpoints(runs_dir):
 
 
 def _run_cli(*args):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}  # as fast_compile
   return subprocess.run(
     [sys.executable, "-m", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
   )
