@@ -12,6 +12,8 @@ from storyjax.errors import ConfigError
 from storyjax.layers.attention import ATTENTION_IMPLEMENTATIONS, fused_attention, pallas_attention, xla_attention
 from storyjax.tasks import get_task
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 def _numpy_attention(q, k, v, key_mask, drop_mask=None, keep=1.0):
   """Materialised softmax(q·kᵀ/√d)·v in float64; rows with no valid key attend uniformly."""
