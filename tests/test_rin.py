@@ -8,6 +8,8 @@ import pytest
 
 from storyjax.models.rin import RIN
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 IMAGE = (16, 16)
 SIZES = {"interface_dim": 16, "num_latents": 8, "latent_dim": 32, "num_blocks": 2, "block_depth": 1}
 SIZES.update({"latent_heads": 2, "read_write_heads": 2, "num_registers": 3, "context_heads": 2})
