@@ -1,5 +1,6 @@
 """Test-wide setup: 8 fake CPU devices (for sharding tests) and one shared compilation cache."""
 
+import os
 import pathlib
 
 import jax
@@ -33,6 +34,13 @@ def fast_compile():
   yield
   jax.config.update("jax_disable_most_optimizations", before)
   jax.clear_caches()
+
+
+def fast_compile_env() -> dict[str, str]:
+  """The environment for a CPU subprocess that compiles in about a quarter of the time: `fast_compile`'s setting, and
+  XLA:CPU's older fusion emitters (half the time again; XLA aborts on unknown flags: drop it if XLA drops it)."""
+  xla_flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_use_fusion_emitters=false".strip()
+  return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1", "XLA_FLAGS": xla_flags}
 
 
 def train_crashing_at_step(config, workdir, crash_step: int) -> None:

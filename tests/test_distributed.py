@@ -1,19 +1,15 @@
 """Multi-process training over localhost (launch/local.sh): same losses as one process, resumable across."""
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, fast_compile_env
 
 SMOKE = ["-m", "storyjax.train", "--config=configs/director.py:smoke", "--config.mesh.data=-1"]
-# XLA:CPU compiles without LLVM's optimisations (about 40% less compile time, most of each run): every run here
-# compiles with the same flags, and what is compared, layouts and resumes, does not depend on the machine code.
-FAST_COMPILE = "--xla_backend_optimization_level=0"
 
 
 def _losses(workdir) -> list[float]:
@@ -23,8 +19,9 @@ def _losses(workdir) -> list[float]:
 def _train(workdir, num_processes: int, total_steps: int, log_dir) -> None:
   """Director smoke on 4 CPU devices in all: 1 process × 4 or 2 processes × 2."""
   args = [sys.executable, *SMOKE, f"--workdir={workdir}", f"--config.total_steps={total_steps}"]
-  xla_flags = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}"
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "LOG_DIR": str(log_dir), "XLA_FLAGS": xla_flags}
+  # Compiling is most of each run. Every run here compiles alike, and what is compared, layouts and resumes, does
+  # not depend on the machine code.
+  env = {**fast_compile_env(), "LOG_DIR": str(log_dir)}
   if num_processes == 1:
     command = args
     env["JAX_NUM_CPU_DEVICES"] = "4"
