@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, fast_compile_env
 
 MODEL_CONFIGS = sorted(path.name for path in (REPO_ROOT / "configs").glob("*.py") if path.name != "__init__.py")
 SWEPT_CONFIG = "director.py"  # measured through --sweep below, the others one setting each
@@ -15,15 +15,12 @@ SWEPT_CONFIG = "director.py"  # measured through --sweep below, the others one s
 # director.py; scene_attributes.py and region_attributes.py are BatchNorm classifiers like shapes.py; scam.py is
 # timed separately.
 SAME_TASK_AS_ANOTHER = ("cad.py", "rin.py", "scene_attributes.py", "region_attributes.py", "scam.py")
-# XLA:CPU without LLVM's optimisations: 35-60% less compile time, most of each run. Memory (buffer assignment) and
-# FLOPs (counted on the HLO before optimisation) do not depend on it, and no timing is asserted.
-FAST_COMPILE = "--xla_backend_optimization_level=0"
 
 
 def _run_json(*args, fast_compile: bool = False) -> dict:
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  if fast_compile:
-    env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}"
+  """The last line of a benchmark script's output as JSON. `fast_compile`: compiling is most of each run; FLOPs are
+  counted on the HLO before optimisation, memory changes by bytes, and no timing is asserted."""
+  env = fast_compile_env() if fast_compile else {**os.environ, "JAX_PLATFORMS": "cpu"}
   result = subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   return json.loads(result.stdout.strip().splitlines()[-1])
