@@ -19,7 +19,7 @@ from storyjax import train as train_lib
 from storyjax.data.images.shapes import SHAPES, ShapesSource, shape_mask
 from storyjax.tasks import get_task
 
-from conftest import REPO_ROOT, train_crashing_at_step
+from conftest import REPO_ROOT, fast_compile_env, train_crashing_at_step
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
@@ -142,13 +142,12 @@ def test_shapes_data_is_reproducible_and_labelled():
 
 def test_trains_through_the_cli_with_overrides(tmp_path):
   """`python -m storyjax.train` with --config.* overrides: they reach the run (config.json, steps, model size)."""
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}  # as fast_compile
   workdir = tmp_path / "run"
   overrides = ["--config.total_steps=4", "--config.model.width=4", "--config.eval.at_end=True"]
   result = subprocess.run(
     [sys.executable, "-m", "storyjax.train", "--config=configs/shapes.py:smoke", f"--workdir={workdir}", *overrides],
     cwd=REPO_ROOT,
-    env=env,
+    env=fast_compile_env(),
     capture_output=True,
     text=True,
     timeout=300,

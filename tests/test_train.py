@@ -1,7 +1,6 @@
 """The generic train loop on Director `smoke`: resume, sharding, failures, outputs."""
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from storyjax.errors import CheckpointError, ConfigError, DataError, DivergenceE
 from storyjax.tasks import get_task
 from storyjax.tasks.director import Task as DirectorTask
 
-from conftest import REPO_ROOT, train_crashing_at_step
+from conftest import REPO_ROOT, fast_compile_env, train_crashing_at_step
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
@@ -144,9 +143,8 @@ def test_incompatible_and_corrupt_checkpoints(runs_dir):
 
 
 def _run_cli(*args):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}  # as fast_compile
   return subprocess.run(
-    [sys.executable, "-m", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    [sys.executable, "-m", *args], cwd=REPO_ROOT, env=fast_compile_env(), capture_output=True, text=True, timeout=300
   )
 
 
