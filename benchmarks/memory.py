@@ -25,7 +25,7 @@ from storyjax.tasks import get_task
 
 _DEVICE_COUNTS = flags.DEFINE_list("device_counts", ["1", "8", "64", "256"], "Mesh sizes to compile for.")
 LAYOUTS = ("single", "data", "fsdp", "fsdp+model")
-_LAYOUTS = flags.DEFINE_list("layouts", list(LAYOUTS), f"Mesh layouts to compile, of {LAYOUTS} (each count has some).")
+_LAYOUTS = flags.DEFINE_list("layouts", list(LAYOUTS), f"Of {LAYOUTS}: those to compile where a count has them.")
 _MEMORY_SCHEDULER = flags.DEFINE_bool("memory_scheduler", True, "Compile with XLA:CPU's memory-optimised scheduler.")
 MEMORY_SCHEDULER_FLAG = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"
 
