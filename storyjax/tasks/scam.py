@@ -80,12 +80,12 @@ class Task:
     )
     self.loss_weights = {name: config.loss[name] for name in ("adversarial", "l1", "perceptual")}
     self.gradient_normalisation = config.loss.gradient_normalisation
+    self._probes = {}  # region probes by workdir: the perceptual network and the evaluation share one
     # Read now (a trained probe or a VGG19 file), not inside the step's trace.
     self.perceptual_network = self._perceptual_network(*self._parse_perceptual_network(config.loss.perceptual_network))
     self._reconstruct = jax.jit(self._reconstruct_batch)
     self._generate = jax.jit(functools.partial(self.model.apply, method=SCAM.generate, deterministic=True))
     self.probe_workdir = config.eval.probe_workdir
-    self._judge = None  # the region probe, read at the first evaluation that uses it
     self.swap_label = config.eval.swap_label
     for name in ("num_examples", "quick_num_examples", "batch_size"):
       if config.eval[name] < 1:
@@ -118,7 +118,10 @@ class Task:
     return features, tuple(2.0 ** -(num_maps - 1 - index) for index in range(num_maps))
 
   def _region_probe(self, workdir) -> regions.RegionJudge:
-    judge = regions.RegionJudge.load(workdir)
+    workdir = str(pathlib.Path(workdir).absolute())
+    if workdir in self._probes:
+      return self._probes[workdir]
+    judge = self._probes[workdir] = regions.RegionJudge.load(workdir)
     if judge.image_size != self.image_size:
       raise ConfigError(
         f"the region probe in {workdir} reads {judge.image_size}² images, SCAM makes {self.image_size}² "
@@ -203,7 +206,8 @@ class Task:
     if count < 2:
       raise ConfigError(f"evaluation needs at least 2 test images to swap between, got {count} (data.test_size)")
     examples = [test_source[index] for index in range(count)]
-    batch = {key: np.stack([self.preprocess(example)[key] for example in examples]) for key in ("image", "labels")}
+    features = [self.preprocess(example) for example in examples]
+    batch = {key: np.stack([feature[key] for feature in features]) for key in ("image", "labels")}
     reconstructions, latents = self._batched(
       lambda images, labels: self._reconstruct(variables, images, labels), batch["image"], batch["labels"]
     )
@@ -222,10 +226,10 @@ class Task:
     if self.probe_workdir and "colour_ids" in examples[0]:
       colours = np.stack([example["colour_ids"] for example in examples])[donors]
       textures = np.stack([example["texture_ids"] for example in examples])[donors]
-      self._judge = self._judge or self._region_probe(self.probe_workdir)
+      judge = self._region_probe(self.probe_workdir)
       kept = (colours[:, self.swap_label] >= 0) & region.any(axis=(1, 2))  # the label in both images
       accuracy = regions.swap_accuracy(
-        self._judge, swapped[kept], batch["labels"][kept], colours[kept], textures[kept], self.swap_label
+        judge, swapped[kept], batch["labels"][kept], colours[kept], textures[kept], self.swap_label
       )
       results.update({f"swap_{name}" if name != "swap_accuracy" else name: value for name, value in accuracy.items()})
     if not quick and jax.process_index() == 0:
