@@ -1,4 +1,4 @@
-"""Losses shared by the models: robust regression, Gaussian KL, contrastive (InfoNCE) and cosine embedding."""
+"""Shared losses: robust regression, Gaussian KL, contrastive (InfoNCE, NT-Xent, CLIP), cosine embedding, perceptual."""
 
 import jax
 import jax.numpy as jnp
@@ -69,3 +69,33 @@ def perceptual_l1(features_a, features_b, weights=PERCEPTUAL_WEIGHTS):
       raise ValueError(f"perceptual_l1 feature maps {level} differ in shape: {first.shape} and {second.shape}")
     total += weight * jnp.mean(jnp.abs(first.astype(jnp.float32) - second.astype(jnp.float32)))
   return total
+
+
+def nt_xent(first, second, temperature):
+  """SimCLR's NT-Xent over the 2B views of (B, D) pairs: mean over anchors of −log softmax of the positive.
+
+  Logits are cosine similarities / temperature; each view's positive is its pair, its negatives the other 2B − 2
+  views (its similarity with itself is excluded).
+  """
+  views = unit_rows(jnp.concatenate([first, second]).astype(jnp.float32))
+  logits = views @ views.T / temperature
+  logits = jnp.where(jnp.eye(len(views), dtype=bool), -jnp.inf, logits)
+  batch = len(first)
+  pair = jnp.concatenate([jnp.arange(batch, 2 * batch), jnp.arange(batch)])
+  log_probabilities = jax.nn.log_softmax(logits, axis=1)
+  return -jnp.mean(jnp.take_along_axis(log_probabilities, pair[:, None], axis=1))
+
+
+def clip_contrastive(image_features, text_features, logit_scale):
+  """CLIP's loss on (B, D) pairs: ½[CE(L, arange) + CE(Lᵀ, arange)], L = exp(logit_scale) · unit(I) · unit(T)ᵀ.
+
+  This is info_nce with temperature exp(−logit_scale) and no duplicates; logit_scale may be a learned scalar.
+  """
+  no_duplicates = jnp.zeros((len(image_features), len(text_features)), bool)
+  return info_nce(image_features, text_features, no_duplicates, jnp.exp(-logit_scale))
+
+
+def noisy_unit_rows(features, rng, noise_scale: float):
+  """ADAPT's augmentation before InfoNCE: (B, D) rows l2-normalised, plus N(0, 1) · noise_scale, l2-normalised again."""
+  unit = unit_rows(features)
+  return unit_rows(unit + noise_scale * jax.random.normal(rng, unit.shape, unit.dtype))
