@@ -100,7 +100,7 @@ def test_conv_matches_numpy(shape, kernel_size, strides):
 
 def test_conv_rejects_other_ranks():
   with pytest.raises(ValueError, match="2 \\(H, W\\) or 3"):
-    conv(4, (3,))
+    conv(4, (3, 3, 3, 3))
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,9 @@
   "pallas": storyjax.kernels.semantic_attention with one label for every token (flash attention): the Pallas
            kernel, compiled through Triton on GPU, interpreted (slow, for tests) on CPU.
 All mask keys the same way and agree to rounding (tests/test_speed_switches.py).
+
+`masking`: "key" (masked keys get no weight: softmax over the valid keys only, what every paper describes) or
+"adapt_code", ADAPT's masked self-attention as its authors coded it (adapt_code_attention, for parity; "xla" only).
 """
 
 from typing import Any
@@ -24,6 +27,7 @@ from storyjax.layers.mlp import dense
 Dtype = Any
 HEAD_AXES = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
 ATTENTION_IMPLEMENTATIONS = ("xla", "fused", "pallas")
+MASKINGS = ("key", "adapt_code")
 
 
 def xla_attention(query, key, value, key_mask=None, dropout_fn=None):
@@ -43,6 +47,24 @@ def xla_attention(query, key, value, key_mask=None, dropout_fn=None):
     unnormalised = dropout_fn(unnormalised)
   attended = jnp.einsum("bhqk,bkhd->bqhd", unnormalised.astype(value.dtype), value)
   return (attended / jnp.moveaxis(row_sums, 1, 2)[..., None]).astype(value.dtype)
+
+
+def adapt_code_attention(query, key, value, present):
+  """ADAPT's masked self-attention as coded (facts funnynet-medical-sfd (c)) for q/k/v (B, L, H, Dh), present (B, L).
+
+  With m = presentᵢ·presentⱼ and logits S = q·kᵀ/√Dh: A = softmax(S + (1 − m)·(−max S)) ⊙ m. The shift is one
+  scalar, the maximum over the whole (B, H, L, L) tensor (so one example's logits move another's), masked logits
+  stay in the softmax's denominator, and the rows are not renormalised after ⊙ m. A missing token therefore
+  changes the others' outputs unless its input is a fixed placeholder, which is how ADAPT feeds missing
+  modalities (storyjax/models/multimodal.py does the same).
+  """
+  if query.shape[1] != key.shape[1]:
+    raise ValueError(f"adapt_code masking is for self-attention; got {query.shape[1]} queries, {key.shape[1]} keys")
+  scaled_query = query * jnp.asarray(query.shape[-1] ** -0.5, query.dtype)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", scaled_query, key).astype(jnp.float32)
+  pair_mask = present[:, None, :, None] & present[:, None, None, :]
+  weights = jax.nn.softmax(jnp.where(pair_mask, logits, logits - logits.max()), axis=-1) * pair_mask
+  return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
 
 
 def fused_attention(query, key, value, key_mask=None):
@@ -71,7 +93,9 @@ class MultiHeadAttention(nn.Module):
   `key_mask` (B, Lk) bool marks valid context tokens; masked keys get no weight. Queries, keys and values are
   projected to `inner_dim` = H·Dh (default D; RIN's read/write attend at min(D, Dc)), the output back to D.
   Projection kernels are (D, H·Dh) with the head-major output axis named `heads`, so tensor parallelism
-  splits whole heads. `dropout_rate` drops attention probabilities ("xla" only).
+  splits whole heads. `dropout_rate` drops attention probabilities ("xla" only). `masking` is one of MASKINGS
+  ("adapt_code": self-attention only, `key_mask` then being each token's presence); `use_bias=False` drops the
+  projections' biases (ADAPT's q/k/v).
   """
 
   num_heads: int
@@ -79,6 +103,8 @@ class MultiHeadAttention(nn.Module):
   dropout_rate: float = 0.0
   implementation: str = "xla"
   inner_dim: int | None = None
+  masking: str = "key"
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, queries, context, key_mask=None, deterministic: bool = True):
@@ -87,6 +113,10 @@ class MultiHeadAttention(nn.Module):
       raise ValueError(f"attention width {width} is not divisible by num_heads {self.num_heads}")
     if self.implementation not in ATTENTION_IMPLEMENTATIONS:
       raise ValueError(f"attention implementation {self.implementation!r}; choose one of {ATTENTION_IMPLEMENTATIONS}")
+    if self.masking not in MASKINGS:
+      raise ValueError(f"attention masking {self.masking!r}; choose one of {MASKINGS}")
+    if self.masking == "adapt_code" and (self.implementation != "xla" or key_mask is None or self.dropout_rate > 0):
+      raise ValueError("adapt_code masking needs the 'xla' attention, a key_mask and no probability dropout")
     if self.implementation != "xla" and self.dropout_rate > 0:
       raise ValueError(
         f"dropout on attention probabilities ({self.dropout_rate}) runs only with the 'xla' attention, "
@@ -95,11 +125,14 @@ class MultiHeadAttention(nn.Module):
     head_dim = width // self.num_heads
 
     def project(name, inputs):  # (B, L, D) → (B, L, H, Dh)
-      projected = dense(width, ("embed", "heads"), self.dtype, name, nn.initializers.xavier_uniform())(inputs)
+      init = nn.initializers.xavier_uniform()
+      projected = dense(width, ("embed", "heads"), self.dtype, name, init, self.use_bias)(inputs)
       return nn.with_logical_constraint(projected.reshape(inputs.shape[:-1] + (self.num_heads, head_dim)), HEAD_AXES)
 
     query, key, value = project("query", queries), project("key", context), project("value", context)
-    if self.implementation == "fused":
+    if self.masking == "adapt_code":
+      attended = adapt_code_attention(query, key, value, key_mask)
+    elif self.implementation == "fused":
       attended = fused_attention(query, key, value, key_mask)
     elif self.implementation == "pallas":
       attended = pallas_attention(query, key, value, key_mask)

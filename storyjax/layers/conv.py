@@ -6,16 +6,19 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from storyjax.layers.mlp import ACTIVATIONS
 from storyjax.layers.norms import make_norm
 
 Dtype = Any
-# Kernel taps and activation axes by number of spatial dims: (H, W) images, (T or D, H, W) clips and volumes.
-KERNEL_AXES = {2: ("conv_height", "conv_width"), 3: ("conv_depth", "conv_height", "conv_width")}
+# Kernel taps and activation axes by number of spatial dims: (T,) signals, (H, W) images, (T or D, H, W) clips
+# and volumes.
+KERNEL_AXES = {1: ("conv_width",), 2: ("conv_height", "conv_width"), 3: ("conv_depth", "conv_height", "conv_width")}
+LAYOUTS = {1: "(B, T, C)", 2: "(B, H, W, C)", 3: "(B, T, H, W, C)"}
 ACTIVATION_AXES = {
+  1: ("activation_batch", "activation_length", "activation_channels"),
   2: ("activation_batch", "activation_height", "activation_width", "activation_channels"),
   3: ("activation_batch", "activation_depth", "activation_height", "activation_width", "activation_channels"),
 }
-ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu, "none": lambda inputs: inputs}
 
 
 def conv(
@@ -29,13 +32,14 @@ def conv(
   use_bias: bool = True,
   kernel_init=nn.initializers.lecun_normal(),
 ) -> nn.Conv:
-  """A channels-last Conv, 2-D or 3-D by len(kernel_size): (B, H, W, C) or (B, T, H, W, C) → (..., features).
+  """A channels-last Conv, 1-, 2- or 3-D by len(kernel_size): (B, T, C), (B, H, W, C) or (B, T, H, W, C) →
+  (..., features).
 
   The kernel (*kernel_size, C, features) carries logical axes KERNEL_AXES + `axes` = (input, output channels).
   """
   kernel_size = tuple(kernel_size)
   if len(kernel_size) not in KERNEL_AXES:
-    raise ValueError(f"conv kernel_size {kernel_size} must have 2 (H, W) or 3 (T, H, W) entries.")
+    raise ValueError(f"conv kernel_size {kernel_size} must have 1 (T,), 2 (H, W) or 3 (T, H, W) entries.")
   return nn.Conv(
     features,
     kernel_size,
@@ -70,9 +74,9 @@ class ConvBlock(nn.Module):
   def __call__(self, inputs, train: bool = False):
     spatial_dims = len(self.kernel_size)
     if inputs.ndim != spatial_dims + 2:
-      layout = "(B, H, W, C)" if spatial_dims == 2 else "(B, T, H, W, C)"
       raise ValueError(
-        f"ConvBlock with kernel_size {tuple(self.kernel_size)} expects {layout} inputs, got shape {inputs.shape}"
+        f"ConvBlock with kernel_size {tuple(self.kernel_size)} expects {LAYOUTS.get(spatial_dims)} inputs, "
+        f"got shape {inputs.shape}"
       )
     if self.activation not in ACTIVATIONS:
       raise ValueError(f"Unknown activation {self.activation!r}; choose one of {tuple(ACTIVATIONS)}.")

@@ -17,12 +17,14 @@ def dense(
   dtype: Dtype = jnp.float32,
   name: str | None = None,
   kernel_init=nn.initializers.lecun_normal(),
+  use_bias: bool = True,
 ) -> nn.Dense:
   """A Dense layer whose kernel carries logical axis names `axes` = (input axis, output axis)."""
   return nn.Dense(
     features,
     dtype=dtype,
     name=name,
+    use_bias=use_bias,
     kernel_init=nn.with_logical_partitioning(kernel_init, axes),
     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)),
   )
@@ -33,17 +35,21 @@ def layer_norm(dtype: Dtype = jnp.float32, name: str | None = None, affine: bool
   return make_norm("layer", dtype, name, affine=affine)
 
 
+ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu, "none": lambda inputs: inputs}
+
+
 class MlpBlock(nn.Module):
-  """Dense → GELU → dropout → Dense: (..., D) → (..., D)."""
+  """Dense → activation (one of ACTIVATIONS) → dropout → Dense: (..., D) → (..., D)."""
 
   hidden_dim: int
   dtype: Dtype = jnp.float32
   dropout_rate: float = 0.0
+  activation: str = "gelu"
 
   @nn.compact
   def __call__(self, inputs, deterministic: bool = True):
     hidden = dense(self.hidden_dim, ("embed", "mlp"), self.dtype, name="fc1")(inputs)
     hidden_axes = ("activation_batch",) + ("activation_length",) * (hidden.ndim - 2) + ("activation_mlp",)
-    hidden = nn.gelu(nn.with_logical_constraint(hidden, hidden_axes))
+    hidden = ACTIVATIONS[self.activation](nn.with_logical_constraint(hidden, hidden_axes))
     hidden = Dropout(self.dropout_rate)(hidden, deterministic=deterministic)
     return dense(inputs.shape[-1], ("mlp", "embed"), self.dtype, name="fc2")(hidden)
