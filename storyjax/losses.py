@@ -43,10 +43,12 @@ def info_nce(queries, keys, duplicates, temperature: float):
   return 0.5 * (query_to_key + key_to_query)
 
 
-def cosine_embedding(first, second, same, margin: float = 0.0):
-  """torch's CosineEmbeddingLoss, mean over B: 1 − cos for same (B,) pairs, max(0, cos − margin) for the others."""
+def cosine_embedding(first, second, same, margin: float = 0.0, mask=None):
+  """torch's CosineEmbeddingLoss, mean over B: 1 − cos for same (B,) pairs, max(0, cos − margin) for the others;
+  with `mask` (B,) bool, the mean over the masked-in pairs only."""
   cosine = jnp.sum(unit_rows(first) * unit_rows(second), axis=-1)
-  return jnp.mean(jnp.where(same, 1.0 - cosine, jnp.maximum(cosine - margin, 0.0)))
+  losses = jnp.where(same, 1.0 - cosine, jnp.maximum(cosine - margin, 0.0))
+  return jnp.mean(losses) if mask is None else masked_mean(losses, mask)
 
 
 PERCEPTUAL_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)  # SCAM's VGGLoss on relu1_1 … relu5_1 (facts B.6)

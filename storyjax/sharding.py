@@ -30,6 +30,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
   ("vocab", None),
   ("length", None),
   ("io", None),
+  ("folds", None),  # the k-fold ensemble axis of stacked models (storyjax/models/multimodal.py)
   # Conv kernels (depth, height, width, in, out): the few taps stay replicated, channels shard like embed/mlp.
   ("conv_depth", None),
   ("conv_height", None),

@@ -8,6 +8,7 @@ from typing import Protocol, runtime_checkable
 
 import grain
 import jax
+import numpy as np
 
 from storyjax.errors import ConfigError
 
@@ -113,3 +114,22 @@ class Prefetcher:
       self._thread.join()
     if hasattr(self._iterator, "close"):
       self._iterator.close()
+
+
+class ArraySource:
+  """A random-access source over in-memory rows: `arrays` maps names to arrays with one leading (N,) axis."""
+
+  def __init__(self, arrays: dict[str, np.ndarray]):
+    lengths = {name: len(array) for name, array in arrays.items()}
+    if len(set(lengths.values())) != 1:
+      raise ValueError(f"ArraySource arrays differ in length: {lengths}")
+    self.arrays = arrays
+    self._length = next(iter(lengths.values()))
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, index: int) -> dict:
+    if not 0 <= index < self._length:
+      raise IndexError(f"example {index} out of range for {self._length}")
+    return {name: array[index] for name, array in self.arrays.items()}

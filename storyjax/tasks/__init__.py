@@ -14,7 +14,19 @@ from storyjax import trainer
 from storyjax.errors import CheckpointError, ConfigError
 from storyjax.tasks.base import Task
 
-TASKS = ("director", "clatr", "shapes", "scene_attributes", "region_attributes", "rin", "scam")
+TASKS = (
+  "director",
+  "clatr",
+  "shapes",
+  "scene_attributes",
+  "region_attributes",
+  "rin",
+  "scam",
+  "cosemb_pretrain",
+  "medimp_pretrain",
+  "exam_sequence",
+  "adapt",
+)
 
 
 def task_class(name: str) -> type:

@@ -614,3 +614,48 @@ class PatientSource:
       "label": np.int32(record["label"]),
       "patient": np.int32(index),
     }
+
+
+class VolumePairSource:
+  """Grain random-access source of `num_pairs` volume pairs for CosEmb's contrastive pretraining, 1 in
+  `1/positive_fraction` of them (the published CustomSampler's 1 : 3) from one patient (two different (exam,
+  sequence) volumes), the others from two patients; pair i is a pure function of (seed, i).
+
+  Item: {"volume_a", "volume_b": (S, S, S, 1) float32, "same_patient", "same_exam": bool, and per side "gfr_a",
+  "gfr_b", "donor_age_a", "donor_age_b": float32, "label_a", "label_b": int32}. Which pairs count as positive (same
+  patient, or close values, with the curriculum) is the loss's choice (storyjax/tasks/cosemb_pretrain.py).
+  """
+
+  def __init__(self, cohort: Cohort, num_pairs: int, positive_fraction: float = 0.25, seed: int = 0):
+    if num_pairs < 1 or not 0.0 < positive_fraction < 1.0:
+      raise ConfigError(f"num_pairs={num_pairs} must be >= 1 and positive_fraction={positive_fraction} in (0, 1)")
+    self.volumes = VolumeSource(cohort)
+    self.num_pairs, self.positive_fraction, self.seed = num_pairs, positive_fraction, seed
+    by_patient: dict[int, list[int]] = {}
+    for item, (patient, _, _) in enumerate(self.volumes._items):
+      by_patient.setdefault(patient, []).append(item)
+    self._by_patient = by_patient
+    self._with_pairs = [patient for patient, items in by_patient.items() if len(items) > 1]
+    if not self._with_pairs or len(by_patient) < 2:
+      raise ConfigError("the cohort needs two patients and one with two volumes to form pairs; use more patients")
+
+  def __len__(self) -> int:
+    return self.num_pairs
+
+  def __getitem__(self, index: int) -> dict:
+    _check_index(index, self.num_pairs, "pair")
+    rng = np.random.default_rng([self.seed, 7, index])
+    if rng.random() < self.positive_fraction:
+      patient = self._with_pairs[rng.integers(len(self._with_pairs))]
+      first, second = rng.choice(self._by_patient[patient], 2, replace=False)
+    else:
+      first_patient, second_patient = rng.choice(list(self._by_patient), 2, replace=False)
+      first = rng.choice(self._by_patient[first_patient])
+      second = rng.choice(self._by_patient[second_patient])
+    first, second = self.volumes[int(first)], self.volumes[int(second)]
+    pair = {"volume_a": first["volume"], "volume_b": second["volume"]}
+    pair["same_patient"] = np.bool_(first["patient"] == second["patient"])
+    pair["same_exam"] = np.bool_(pair["same_patient"] and first["exam"] == second["exam"])
+    for name in ("gfr", "donor_age", "label"):
+      pair[f"{name}_a"], pair[f"{name}_b"] = first[name], second[name]
+    return pair
