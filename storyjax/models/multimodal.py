@@ -98,8 +98,9 @@ class AdaptModel(nn.Module):
   Inputs (dict): "ecg", "eda", "rr" (B, T) signals, "audio" (B, mels, frames) log-mel, "video" (B, Dv) features,
   and "present" (B, 5) bool in MODALITIES order (physiological signals always present). Methods, one per training
   stage: `embed` → tokens (B, 5, width) (stage 1 aligns them to the anchor's); `fuse` → CLS (B, width) (stage 2);
-  `__call__` → logits (B, 2) (stage 3). A missing modality enters its encoder as zeros (ADAPT's placeholder)
-  and is masked as a key.
+  `__call__` → logits (B, 2) (stage 3); `late_fusion` → per-modality logits (B, 5, 2) of the late-fusion
+  baseline (one classifier per modality on its own token, no transformer). A missing modality enters its encoder
+  as zeros (ADAPT's placeholder) and is masked as a key.
   """
 
   width: int = 64
@@ -137,6 +138,7 @@ class AdaptModel(nn.Module):
     )
     self.classifier = dense(2, ("embed", "io"), self.dtype)
     self.classifier_dropout = Dropout(self.dropout_rate)
+    self.late_classifiers = {name: dense(2, ("embed", "io"), self.dtype) for name in MODALITIES}
 
   def embed(self, inputs: dict, train: bool = False):
     """→ tokens (B, 5, width), each modality's encoder and head (BatchNorm in train mode when `train`)."""
@@ -161,3 +163,8 @@ class AdaptModel(nn.Module):
     cls = self.fuse(self.embed(inputs, train), inputs["present"], not train)
     logits = self.classifier(cls).astype(jnp.float32)
     return self.classifier_dropout(logits, deterministic=not train)
+
+  def late_fusion(self, inputs: dict, train: bool = False):
+    tokens = self.embed(inputs, train)
+    logits = [self.late_classifiers[name](tokens[:, index]) for index, name in enumerate(MODALITIES)]
+    return self.classifier_dropout(jnp.stack(logits, axis=1).astype(jnp.float32), deterministic=not train)
