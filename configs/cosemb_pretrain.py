@@ -19,7 +19,7 @@ from storyjax.base_config import base_config
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config = base_config("cosemb_pretrain", variant)
   if variant != "smoke":
-    config.update({"total_steps": 1500, "batch_size": 16, "log_every": 50, "eval_every": 500, "checkpoint_every": 500})
+    config.update({"total_steps": 800, "batch_size": 16, "log_every": 50, "eval_every": 400, "checkpoint_every": 400})
   # SGD 1e-2 with warm-up-cosine as published is replaced by AdamW (the loop's optimizer); grad clip 1 as published.
   config.optimizer.update(
     {"learning_rate": 1e-3, "warmup_steps": 100 if variant != "smoke" else 2, "weight_decay": 0.0}

@@ -26,7 +26,7 @@ import optax
 from storyjax.base_config import compute_dtype
 from storyjax.data.medical.stress import StressIDRecordings, StressRecordings, StressWindowSource
 from storyjax.data.pipeline import SubsetSource
-from storyjax.errors import ConfigError
+from storyjax.errors import CheckpointError, ConfigError
 from storyjax.losses import info_nce, noisy_unit_rows
 from storyjax.metrics.classification import multiclass_report
 from storyjax.models.multimodal import MODALITIES, AdaptModel
@@ -82,8 +82,16 @@ class Task:
     if unknown:
       raise ConfigError(f"data.modalities has unknown {sorted(unknown)}; choose among {MODALITIES}")
     self.kept = np.array([name in config.data.modalities.split(",") for name in MODALITIES])
-    if config.loss.anchor not in MODALITIES:
-      raise ConfigError(f"loss.anchor={config.loss.anchor!r}; choose one of {MODALITIES}")
+    loss = config.loss
+    if loss.anchor not in MODALITIES:
+      raise ConfigError(f"loss.anchor={loss.anchor!r}; choose one of {MODALITIES}")
+    if (
+      min(loss.temperature, loss.noise_scale + 1, loss.noise_sigma + 1) <= 0
+      or min(loss.noise_scale, loss.noise_sigma) < 0
+    ):
+      raise ConfigError("loss.temperature must be positive and loss.noise_scale, loss.noise_sigma non-negative")
+    # The earlier stages' runs (read here so a stage that ignores one still checks every key it was given).
+    self.earlier_runs = {"anchor": model.anchor_run, "contrastive": model.contrastive_run}
     self.model = AdaptModel(
       width=model.width,
       num_layers=model.num_layers,
@@ -146,14 +154,20 @@ class Task:
     """The earlier stages' variables this stage starts from or keeps frozen (loaded once, outside any trace)."""
     if self._frozen is not None:
       return
-    model, frozen = self.config.model, {}
-    if self.config.stage != "anchor" and model.fusion == "transformer":
-      if model.anchor_run:
-        frozen["anchor"] = load_trained_task(model.anchor_run, "adapt")[1]
-      elif self.config.stage == "contrastive":
+    frozen, runs = {}, {}
+    if self.config.stage != "anchor" and self.config.model.fusion == "transformer":
+      if not self.earlier_runs["anchor"] and self.config.stage == "contrastive":
         raise ConfigError("the contrastive stage needs model.anchor_run (a run of configs/adapt_anchor.py)")
-      if self.config.stage == "classify" and model.contrastive_run:
-        frozen["contrastive"] = load_trained_task(model.contrastive_run, "adapt")[1]
+      runs["anchor"] = self.earlier_runs["anchor"]
+      if self.config.stage == "classify":
+        runs["contrastive"] = self.earlier_runs["contrastive"]
+    for stage, workdir in runs.items():
+      if not workdir:
+        continue
+      try:
+        frozen[stage] = load_trained_task(workdir, "adapt")[1]
+      except CheckpointError as error:
+        raise CheckpointError(f"model.{stage}_run: {error} (stage {stage}: configs/adapt_{stage}.py)") from error
     self._frozen = jax.tree.map(np.asarray, frozen)
 
   # Model.
