@@ -15,11 +15,11 @@ def kidney_data(config: ml_collections.ConfigDict, variant: str | None) -> None:
       "root": "",
       "train_patients": 400,
       "test_patients": 200,
-      "volume_size": 32,
+      "volume_size": 16,
       "missing_rate": 0.25,
       "num_sequences": 2,
       "seed": 0,
     }
   )
   if variant == "smoke":
-    config.data.update({"train_patients": 24, "test_patients": 12, "volume_size": 16})
+    config.data.update({"train_patients": 24, "test_patients": 12})

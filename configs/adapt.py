@@ -9,7 +9,7 @@
 
 Keys: stage ("anchor" | "contrastive" | "classify"); model: the transformer (width, 1 block, 4 heads, mlp_dim,
 dropout, masking "key" | "adapt_code" = the authors' coded attention), the encoders' sizes (signal_channels,
-signal_kernel_sizes — the published (200, 101, 51) at 500 Hz, scaled here to data.sample_rate — audio_width,
+signal_kernel_sizes — the published (16, 32, 32) channels and (200, 101, 51) taps at 500 Hz; here 25 Hz — audio_width,
 audio_dim), fusion ("transformer" | "late": the late-fusion baseline), anchor_run / contrastive_run (earlier
 stages' workdirs, "" = none); loss: anchor modality, temperature (initial, learnable), noise_scale (γ on the
 normalised features), noise_sigma (input noise of stage 2's views); data: root ("" = embedded procedural
@@ -44,8 +44,8 @@ def get_config(variant: str | None = None, stage: str = "classify", name: str = 
       "mlp_dim": 256,
       "dropout_rate": 0.2,
       "masking": "key",
-      "signal_channels": (16, 32, 32),
-      "signal_kernel_sizes": (20, 11, 5),
+      "signal_channels": (8, 16, 16),
+      "signal_kernel_sizes": (9, 5, 3),
       "audio_width": 16,
       "audio_dim": 64,
       "fusion": "transformer",
@@ -64,7 +64,7 @@ def get_config(variant: str | None = None, stage: str = "classify", name: str = 
       "train_subjects": 40,
       "test_subjects": 20,
       "seconds": 60,
-      "sample_rate": 50,
+      "sample_rate": 25,
       "audio_rate": 4000,
       "num_mels": 16,
       "video_dim": 32,
@@ -78,7 +78,8 @@ def get_config(variant: str | None = None, stage: str = "classify", name: str = 
   )
   config.eval.update({"quick_num_samples": 60})
   if variant == "paper":  # the published sizes at 500 Hz / 16 kHz, 64 mels, Hiera's 768-d video, batch 128
-    config.model.update({"signal_kernel_sizes": (200, 101, 51), "audio_width": 64, "audio_dim": 512})
+    config.model.update({"signal_channels": (16, 32, 32), "signal_kernel_sizes": (200, 101, 51)})
+    config.model.update({"audio_width": 64, "audio_dim": 512})
     config.data.update({"sample_rate": 500, "audio_rate": 16000, "num_mels": 64, "video_dim": 768})
     config.batch_size = 128
   if variant == "smoke":

@@ -133,16 +133,3 @@ class ArraySource:
     if not 0 <= index < self._length:
       raise IndexError(f"example {index} out of range for {self._length}")
     return {name: array[index] for name, array in self.arrays.items()}
-
-
-class SubsetSource:
-  """The examples `indices` (in that order) of another random-access source."""
-
-  def __init__(self, source, indices):
-    self.source, self.indices = source, [int(index) for index in indices]
-
-  def __len__(self) -> int:
-    return len(self.indices)
-
-  def __getitem__(self, index: int) -> dict:
-    return self.source[self.indices[index]]

@@ -25,7 +25,7 @@ import optax
 
 from storyjax.base_config import compute_dtype
 from storyjax.data.medical.stress import StressIDRecordings, StressRecordings, StressWindowSource
-from storyjax.data.pipeline import SubsetSource
+from storyjax.data.pipeline import ArraySource
 from storyjax.errors import CheckpointError, ConfigError
 from storyjax.losses import info_nce, noisy_unit_rows
 from storyjax.metrics.classification import multiclass_report
@@ -106,6 +106,7 @@ class Task:
       dtype=compute_dtype(model.dtype),
     )
     self._frozen = None
+    self._sources: dict[str, ArraySource] = {}
     self._probabilities = jax.jit(self._predict)
 
   # Data.
@@ -129,20 +130,24 @@ class Task:
       data.seed,
     )
 
-  def source(self, split: str):
+  def source(self, split: str) -> ArraySource:
     """Train: windows (complete ones only in the anchor and contrastive stages, as coded); test: whole recordings
-    (the published test, no sliding window)."""
-    data = self.config.data
+    (the published test, no sliding window). Generated or read once and kept in memory (the epochs revisit them)."""
     self._load_frozen()
-    recordings = self._recordings(split)
-    whole = split == "test"
-    windows = StressWindowSource(recordings, data.window_seconds, data.stride_seconds, whole_recording=whole)
-    if split == "test" or self.config.stage == "classify":
-      return windows
-    complete = [index for index, (recording, _) in enumerate(windows.windows) if recordings.present(recording).all()]
-    if not complete:
-      raise ConfigError(f"the {self.config.stage} stage trains on complete recordings and the data has none")
-    return SubsetSource(windows, complete)
+    if split not in self._sources:
+      data = self.config.data
+      recordings = self._recordings(split)
+      whole = split == "test"
+      windows = StressWindowSource(recordings, data.window_seconds, data.stride_seconds, whole_recording=whole)
+      indices = range(len(windows))
+      if split == "train" and self.config.stage != "classify":
+        indices = [index for index, (recording, _) in enumerate(windows.windows) if recordings.present(recording).all()]
+        if not indices:
+          raise ConfigError(f"the {self.config.stage} stage trains on complete recordings and the data has none")
+      examples = [windows[index] for index in indices]
+      keys = (*MODALITIES, "present", "label")
+      self._sources[split] = ArraySource({key: np.stack([example[key] for example in examples]) for key in keys})
+    return self._sources[split]
 
   def preprocess(self, example: dict) -> dict:
     features = {name: np.asarray(example[name], np.float32) for name in MODALITIES}
