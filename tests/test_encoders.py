@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from storyjax.models.resnet3d import ProjectionHead, ResNet3D
-from storyjax.models.signal_encoders import LogMelCNN, TimeSeriesResNet
+from storyjax.layers.resnet3d import ProjectionHead, ResNet3D
+from storyjax.layers.signal_encoders import LogMelCNN, TimeSeriesResNet
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 EPS = 1e-6  # make_norm's BatchNorm epsilon

@@ -7,7 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from storyjax.models.resnet3d import ProjectionHead, ResNet3D
+from storyjax.layers.resnet3d import ProjectionHead, ResNet3D
 
 Dtype = Any
 

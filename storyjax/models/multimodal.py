@@ -15,7 +15,7 @@ from storyjax.layers.dropout import Dropout
 from storyjax.layers.mlp import dense
 from storyjax.layers.multimodal import MaskedModalityTransformer
 from storyjax.layers.norms import make_norm
-from storyjax.models.signal_encoders import LogMelCNN, TimeSeriesResNet
+from storyjax.layers.signal_encoders import LogMelCNN, TimeSeriesResNet
 
 Dtype = Any
 XAVIER = nn.initializers.xavier_uniform()

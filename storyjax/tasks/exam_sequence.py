@@ -26,10 +26,10 @@ from storyjax.base_config import compute_dtype
 from storyjax.data.medical.kidney import EXAMS, NUM_EXAMS, PatientSource, cohort_from_config
 from storyjax.data.pipeline import ArraySource
 from storyjax.errors import ConfigError
+from storyjax.layers.resnet3d import ResNet3D
 from storyjax.losses import masked_mean
 from storyjax.metrics.classification import binary_report, roc_auc, stratified_folds
 from storyjax.models.multimodal import FoldEnsemble
-from storyjax.models.resnet3d import ResNet3D
 from storyjax.tasks import load_trained_task
 
 FEATURE_INPUTS = ("image", "creatinine", "image_creatinine")
