@@ -71,6 +71,8 @@ def test_every_key_of_the_medical_configs_is_read(key_runs, runs_dir):
   for name in MEDICAL_CONFIGS:
     assert np.isfinite(logged(runs_dir / f"keys_{name}")[2]["loss"]), name
   assert "eval/auc" in logged(runs_dir / "keys_cosemb")[1]
+  assert "eval/gfr_band_accuracy" in logged(runs_dir / "keys_medimp_pretrain")[1]
+  assert "eval/only_audio_weighted_f1" not in logged(runs_dir / "keys_adapt")[1]  # quick: the full pattern only
 
 
 @pytest.mark.slow

@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 
 from configs import medimp_pretrain as medimp_config
-from storyjax import train as train_lib
-from storyjax import trainer
 from storyjax.data.medical.kidney import EXAMS
 from storyjax.data.medical.prompts import EXAM_WORDS, gfr_word
 from storyjax.errors import ConfigError
@@ -102,25 +100,6 @@ def test_clip_text_features_are_projected_at_the_last_valid_token():
   others[0, [0, 1, 3, 4, 5]] += 1.0
   others[1, :5] += 1.0
   np.testing.assert_array_equal(encode(variables, others), encode(variables, features))
-
-
-def test_smoke_run_restores_and_evaluates(runs_dir):
-  config = smoke_config()
-  workdir = runs_dir / "medimp_smoke"
-  train_lib.train(config, workdir)
-  task = get_task(config)
-  _, variables, step = trainer.restore_for_inference(task, config, workdir)
-  assert step == config.total_steps
-  running_means = jax.tree.leaves(jax.device_get(variables["batch_stats"]))
-  assert max(np.abs(leaf).max() for leaf in running_means) > 1e-3, "BatchNorm statistics never moved"
-  results = task.evaluate(variables, workdir, quick=True)
-  expected = {"image_text_top1", "image_text_chance", "num_samples"}
-  expected |= {"gfr_band_accuracy", "gfr_sentence_band_accuracy", "gfr_band_chance"}
-  assert set(results) == expected and results["num_samples"] == config.eval.quick_num_samples
-  assert 0.0 <= results["gfr_band_accuracy"] <= 1.0 and results["gfr_band_chance"] >= 1 / 5
-  volumes = np.stack([task.source("test")[index]["volume"] for index in range(3)])
-  features = task.volume_features(variables)(volumes)
-  assert features.shape == (3, 8 * config.model.width) and features.dtype == np.float32
 
 
 @pytest.mark.parametrize(
