@@ -44,6 +44,12 @@ PATTERNS = {
 }
 
 
+def model_variables(variables: dict) -> dict:
+  """A stage's variables without its learnable InfoNCE temperature: what AdaptModel.apply takes."""
+  params = {name: value for name, value in variables["params"].items() if name != "log_temperature"}
+  return {**variables, "params": params}
+
+
 def modality_dropout(rng, present):
   """ADAPT's MoldalityDropout on present (B, M) bool: where more than one modality is present, hide nb ~ U{1..M−1}
   distinct slots (already missing ones may be drawn, as coded)."""
@@ -85,10 +91,7 @@ class Task:
     loss = config.loss
     if loss.anchor not in MODALITIES:
       raise ConfigError(f"loss.anchor={loss.anchor!r}; choose one of {MODALITIES}")
-    if (
-      min(loss.temperature, loss.noise_scale + 1, loss.noise_sigma + 1) <= 0
-      or min(loss.noise_scale, loss.noise_sigma) < 0
-    ):
+    if loss.temperature <= 0 or min(loss.noise_scale, loss.noise_sigma) < 0:
       raise ConfigError("loss.temperature must be positive and loss.noise_scale, loss.noise_sigma non-negative")
     # The earlier stages' runs (read here so a stage that ignores one still checks every key it was given).
     self.earlier_runs = {"anchor": model.anchor_run, "contrastive": model.contrastive_run}
@@ -213,10 +216,7 @@ class Task:
     return variables
 
   def _anchor_variables(self):
-    loaded = self._frozen["anchor"]
-    return {"params": {k: v for k, v in loaded["params"].items() if k != "log_temperature"}, **{
-      k: v for k, v in loaded.items() if k != "params"
-    }}  # fmt: skip
+    return model_variables(self._frozen["anchor"])
 
   def _info_nce(self, first, second, log_temperature, rng):
     """Symmetric InfoNCE of ADAPT's InfoNCEAnchor on (B, D) pairs: noisy unit rows, learnable temperature."""
@@ -231,10 +231,13 @@ class Task:
     inputs = {name: batch[name] for name in (*MODALITIES, "present")}
     stage = self.config.stage
     if stage == "anchor":
-      model_variables = {"params": {k: v for k, v in params.items() if k != "log_temperature"}}
-      model_variables["batch_stats"] = variables["batch_stats"]
       tokens, updated = self.model.apply(
-        model_variables, inputs, True, method=AdaptModel.embed, mutable=["batch_stats"], rngs={"dropout": rng}
+        model_variables(variables),
+        inputs,
+        True,
+        method=AdaptModel.embed,
+        mutable=["batch_stats"],
+        rngs={"dropout": rng},
       )
       anchor = MODALITIES.index(self.config.loss.anchor)
       losses = [
@@ -252,7 +255,7 @@ class Task:
       first_tokens = encode(gaussian_noise(first_rng, inputs, self.config.loss.noise_sigma))
       second_tokens = encode(gaussian_noise(second_rng, inputs, self.config.loss.noise_sigma))
       dropped = modality_dropout(view_rng, batch["present"])
-      transformer = {"params": {k: v for k, v in params.items() if k != "log_temperature"}}
+      transformer = model_variables(variables)
       fuse = lambda tokens, present, key: self.model.apply(
         transformer, tokens, present, False, method=AdaptModel.fuse, rngs={"dropout": key}
       )
@@ -323,11 +326,7 @@ class Task:
     inputs = {name: batch[name] for name in (*MODALITIES, "present")}
     complete = batch["present"].all(-1)
     if self.config.stage == "anchor":
-      model_variables = {
-        "params": {k: v for k, v in variables["params"].items() if k != "log_temperature"},
-        "batch_stats": variables["batch_stats"],
-      }
-      tokens = np.asarray(self.model.apply(model_variables, inputs, method=AdaptModel.embed))[complete]
+      tokens = np.asarray(self.model.apply(model_variables(variables), inputs, method=AdaptModel.embed))[complete]
       anchor = MODALITIES.index(self.config.loss.anchor)
       top1 = {
         name: _top1(tokens[:, index], tokens[:, anchor])
@@ -336,7 +335,7 @@ class Task:
       }
       return {**{f"{name}_to_anchor_top1": value for name, value in top1.items()}, "chance": 1 / max(complete.sum(), 1)}
     tokens = self.model.apply(self._anchor_variables(), inputs, method=AdaptModel.embed)
-    transformer = {"params": {k: v for k, v in variables["params"].items() if k != "log_temperature"}}
+    transformer = model_variables(variables)
     full = self.model.apply(transformer, tokens, batch["present"], method=AdaptModel.fuse)
     dropped = modality_dropout(jax.random.PRNGKey(0), jnp.asarray(batch["present"]))
     partial = self.model.apply(transformer, tokens, dropped, method=AdaptModel.fuse)

@@ -86,8 +86,7 @@ class Task:
       task_name = json.loads(config_path.read_text()).get("task")
     except (OSError, json.JSONDecodeError):
       task_name = None  # load_trained_task names the problem
-    if task_name not in ENCODER_TASKS:
-      task_name = ENCODER_TASKS[0] if task_name is None else task_name
+    task_name = task_name or ENCODER_TASKS[0]
     if task_name not in ENCODER_TASKS:
       raise ConfigError(
         f"features.encoder={features.encoder!r} holds a {task_name!r} run; give a run of one of {ENCODER_TASKS} "
