@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from storyjax.errors import ConfigError, DataError
-from storyjax.metrics import classification
+from storyjax.metrics import average_precision, classification
 
 
 def _confusion(predicted, labels):
@@ -116,6 +116,8 @@ def test_reports():
     "f1": pytest.approx(_reference_f1(predicted, labels, 1)),
     "weighted_f1": pytest.approx(_reference_weighted_f1(predicted, labels)),
     "auc": pytest.approx(_reference_auc(probabilities, labels)),
+    # ranked 0.9+ 0.6− 0.5+ 0.4+ 0.2− 0.1−: (1/1 + 2/3 + 3/4) / 3
+    "ap": pytest.approx(29 / 36),
   }
   assert all(type(value) is float for value in report.values())
   assert classification.binary_report(probabilities, labels, threshold=0.95)["f1"] == 0.0
@@ -164,3 +166,45 @@ def test_stratified_folds_errors():
     classification.stratified_folds([0, 1, 0, 1], 1, seed=0)
   with pytest.raises(ConfigError, match="class 1 has 2 examples, fewer than num_folds=3"):
     classification.stratified_folds([0, 0, 0, 1, 1], 3, seed=0)
+
+
+def test_average_precision_matches_scikit_learn():
+  metrics = pytest.importorskip("sklearn.metrics")
+  rng = np.random.default_rng(5)
+  for trial in range(30):
+    size = 5 + trial * 7
+    labels = (rng.random(size) < 0.1 + 0.8 * rng.random()).astype(int)
+    labels[trial % size] = 1  # at least one positive
+    # Scores on a coarse grid so that many are tied, positives a little higher on average.
+    scores = np.round(0.3 * labels + rng.random(size), 1 if trial % 2 else 2)
+    np.testing.assert_allclose(
+      average_precision(labels, scores), metrics.average_precision_score(labels, scores), rtol=1e-12
+    )
+  for scores in ([0.4, 0.4, 0.4, 0.4], [0.9, 0.8, 0.2, 0.1], [0.2, 0.5, 0.5, 0.5]):
+    labels = [0, 1, 1, 0]
+    np.testing.assert_allclose(
+      average_precision(labels, scores), metrics.average_precision_score(labels, scores), rtol=1e-12
+    )
+
+
+def test_average_precision_hand_cases():
+  labels = np.array([0, 1, 1, 0, 1])
+  # Perfect ranking, with or without ties inside each class.
+  assert average_precision(labels, [0.1, 0.9, 0.8, 0.2, 0.7]) == 1.0
+  assert average_precision(labels, [0.1, 0.9, 0.9, 0.1, 0.9]) == 1.0
+  # All scores equal: one threshold, recall 1 at the positive rate.
+  assert average_precision(labels, np.full(5, 0.3)) == pytest.approx(3 / 5)
+  # Worst ranking: positives at ranks 3, 4, 5.
+  assert average_precision(labels, [0.9, 0.1, 0.2, 0.8, 0.3]) == pytest.approx((1 / 3 + 2 / 4 + 3 / 5) / 3)
+  # A tie between a positive and a negative at the top: both enter at once, precision 1/2 for the first third.
+  assert average_precision(labels, [0.9, 0.9, 0.5, 0.1, 0.4]) == pytest.approx((1 / 2 + 2 / 3 + 3 / 4) / 3)
+  # Infinite scores rank like any other (scikit-learn rejects them): +inf⁺, then 3⁺ tied with 3⁻, then −inf⁻.
+  assert average_precision([0, 1, 1, 0], [-np.inf, 3.0, np.inf, 3.0]) == pytest.approx(1 / 2 + 1 / 2 * 2 / 3)
+  # Booleans are labels too; no positive → nan (scikit-learn warns and returns 0.0); a nan score → nan.
+  assert average_precision(labels.astype(bool), [0.1, 0.9, 0.8, 0.2, 0.7]) == 1.0
+  assert np.isnan(average_precision([0, 0, 0], [0.2, 0.5, 0.1]))
+  assert np.isnan(average_precision(labels, [0.1, np.nan, 0.8, 0.2, 0.7]))
+  with pytest.raises(DataError, match="0/1"):
+    average_precision([0, 2, 1], [0.2, 0.5, 0.1])
+  with pytest.raises(DataError, match="one length"):
+    average_precision([0, 1], [0.2, 0.5, 0.1])

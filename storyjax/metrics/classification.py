@@ -1,7 +1,9 @@
-"""Classification metrics on host numpy: accuracy, balanced accuracy, F1, ROC AUC, stratified folds and reports.
+"""Classification metrics on host numpy: accuracy, balanced accuracy, F1, ROC AUC, average precision, stratified
+folds and reports.
 
 Definitions follow scikit-learn's (balanced_accuracy_score, f1_score with zero_division=0, roc_auc_score,
-StratifiedKFold(shuffle=True)'s fold sizes), written here so that nothing beyond numpy and scipy is needed.
+average_precision_score, StratifiedKFold(shuffle=True)'s fold sizes), written here so that nothing beyond numpy and
+scipy is needed.
 """
 
 import numpy as np
@@ -79,6 +81,30 @@ def roc_auc(scores, labels) -> float:
   return float(mann_whitney_u / (num_positive * num_negative))
 
 
+def average_precision(labels, scores) -> float:
+  """Average precision of (N,) scores for 0/1 labels (N,), as scikit-learn's average_precision_score.
+
+  AP = Σ_n (R_n − R_{n−1}) · P_n over the distinct scores taken as thresholds from the highest down (R_0 = 0), where
+  P_n and R_n are the precision and recall of predicting positive every example scored >= the n-th threshold; tied
+  scores therefore enter together. No interpolation (unlike VOC AP). nan when labels hold no positive: recall is
+  undefined there (scikit-learn warns and returns 0.0, which would read as a worst-possible ranking); nan too when a
+  score is nan, as roc_auc (scikit-learn raises).
+  Note the argument order, scikit-learn's (y_true, y_score), not roc_auc's (scores, labels).
+  """
+  scores, labels = _pair(scores, labels, "scores")
+  positive = _binary_labels(labels)
+  scores = scores.astype(np.float64)
+  if not positive.any() or np.isnan(scores).any():
+    return float("nan")
+  order = np.argsort(-scores, kind="stable")
+  ranked_scores, ranked_positive = scores[order], positive[order]
+  last_of_tie = np.append(ranked_scores[1:] != ranked_scores[:-1], True)
+  true_positives = np.cumsum(ranked_positive)[last_of_tie]
+  precision = true_positives / (np.flatnonzero(last_of_tie) + 1)
+  recall_gain = np.diff(true_positives, prepend=0) / true_positives[-1]
+  return float(np.sum(recall_gain * precision))
+
+
 def stratified_folds(labels, num_folds: int, seed: int) -> np.ndarray:
   """(N,) int32 fold in [0, num_folds) of each example, class proportions kept in every fold.
 
@@ -109,9 +135,11 @@ def stratified_folds(labels, num_folds: int, seed: int) -> np.ndarray:
 
 
 def binary_report(probabilities, labels, threshold: float = 0.5) -> dict[str, float]:
-  """accuracy, balanced_accuracy, f1, weighted_f1 and auc of (N,) positive-class probabilities for 0/1 labels (N,).
+  """accuracy, balanced_accuracy, f1, weighted_f1, auc and ap of (N,) positive-class probabilities for 0/1 labels
+  (N,).
 
-  An example is predicted positive when its probability is >= threshold; auc uses the probabilities themselves.
+  An example is predicted positive when its probability is >= threshold; auc and ap (average precision) use the
+  probabilities themselves.
   """
   probabilities, labels = _pair(probabilities, labels, "probabilities")
   labels = _binary_labels(labels).astype(np.int64)
@@ -122,6 +150,7 @@ def binary_report(probabilities, labels, threshold: float = 0.5) -> dict[str, fl
     "f1": f1_binary(predicted, labels),
     "weighted_f1": f1_weighted(predicted, labels),
     "auc": roc_auc(probabilities, labels),
+    "ap": average_precision(labels, probabilities),
   }
 
 
