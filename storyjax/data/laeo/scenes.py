@@ -223,8 +223,7 @@ def laeo_labels(
   angle = np.arccos(np.clip(cosine, -1.0, 1.0))
   looks_at = angle <= gaze_tolerance + np.arcsin(np.clip(radius / safe_distance, 0.0, 1.0))
   mutual = looks_at & looks_at.transpose(0, 2, 1)
-  from_first = positions[:, None, :, :] - positions[:, :, None, :]  # [f, i, k] = p_k − p_i
-  along = np.einsum("fijd,fikd->fijk", offsets, from_first) / safe_distance[..., None] ** 2  # t of k on i→j
+  along = np.einsum("fijd,fikd->fijk", offsets, offsets) / safe_distance[..., None] ** 2  # where k is on i→j
   closest = positions[:, :, None, None, :] + along[..., None] * offsets[:, :, :, None, :]
   miss = np.linalg.norm(positions[:, None, None, :, :] - closest, axis=-1)  # [f, i, j, k]
   people = np.arange(scene.num_people)
@@ -506,6 +505,7 @@ class _Layout:
     self.yaw[person], self.pitch[person] = yaw + _plant_error(rng), pitch + _plant_error(rng)
 
   def random_position(self, rng: np.random.Generator, depth_range=DEPTH_RANGE) -> np.ndarray:
+    """A head centre (3,) at a depth in `depth_range` and a height in HEIGHT_RANGE, its box inside the image."""
     depth = rng.uniform(*depth_range)
     half_width = (self.image_size[1] / 2 - BOX_MARGIN) * depth / self.focal - HEAD_RADIUS
     half_height = (self.image_size[0] / 2 - BOX_MARGIN) * depth / self.focal - HEAD_RADIUS
