@@ -463,7 +463,9 @@ def head_maps(scene: Scene, left: int, right: int, frames) -> np.ndarray:
   ).astype(np.float32)
 
 
-def pair_window(scene: Scene, tracks: Mapping[int, np.ndarray], first: int, second: int, start: int, window: int):
+def pair_window(
+  scene: Scene, tracks: Mapping[int, np.ndarray], first: int, second: int, start: int, window: int
+) -> dict:
   """The LAEO-Net++ inputs of persons `first`, `second` over frames [start, start + window).
 
   tracks: person → that person's crops over all F frames (F, 64, 64, 3) (`render_track`, `render_shot_tracks`).
