@@ -12,7 +12,8 @@ Keys (all read by storyjax/trainer.py unless noted):
   checkpoint_every, keep_checkpoints
   profile_steps     > 0: a jax.profiler trace of that many steps (from the 2nd) into <workdir>/profile
   mesh              device mesh sizes {data, fsdp, model}; one may be -1 (all remaining devices)
-  optimizer         AdamW with warm-up + cosine decay, global-norm clipping and parameter EMA (storyjax/optim.py)
+  optimizer         AdamW with warm-up + cosine decay (or the "plateau" schedule), global-norm clipping and
+                    parameter EMA (storyjax/optim.py)
   data.num_threads  example-reading threads per loader process; data.num_workers: loader processes (0 = inline);
                     data.prefetch_to_device: batches transferred to the devices ahead of the step (0 = none)
   eval.at_end       run the task's full evaluation after the last step
@@ -51,6 +52,7 @@ def base_config(
   config.optimizer = ml_collections.ConfigDict(
     {
       "name": "adamw",
+      "schedule": "warmup_cosine",
       "learning_rate": 3e-4,
       "warmup_steps": 200,
       "final_lr_fraction": 0.01,

@@ -1,4 +1,13 @@
-"""Optimizer, learning-rate schedule and EMA from the `optimizer.*` config keys."""
+"""Optimizer, learning-rate schedule and EMA from the `optimizer.*` config keys.
+
+`optimizer.schedule` (default "warmup_cosine"): linear warm-up then cosine decay over the run; or "plateau": linear
+warm-up to a constant rate that is multiplied by `optimizer.plateau.factor` whenever the quick evaluation's
+`optimizer.plateau.metric` has not improved for `patience` evaluations (from step `start_step` on; never below
+`min_learning_rate`), as LAEO-Net++ trains (facts laeo-scam A.4). The plateau's scale, best value and count live in
+the optimizer state, so a resumed run continues where it stopped.
+"""
+
+from typing import NamedTuple
 
 import flax
 import jax
@@ -8,10 +17,19 @@ import optax
 
 from storyjax.errors import ConfigError
 
+SCHEDULES = ("warmup_cosine", "plateau")
+
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """Linear warm-up to `learning_rate`, then cosine decay to `final_lr_fraction`·lr at `total_steps`."""
+  """Linear warm-up to `learning_rate`, then cosine decay to `final_lr_fraction`·lr at `total_steps` ("warmup_cosine")
+  or constant ("plateau", scaled further by `scale_by_plateau`)."""
+  if config.schedule not in SCHEDULES:
+    raise ConfigError(f"optimizer.schedule={config.schedule!r}; choose one of {SCHEDULES}.")
   warmup = min(config.warmup_steps, max(total_steps - 1, 0))
+  if config.schedule == "plateau" and warmup:
+    return optax.linear_schedule(0.0, config.learning_rate, warmup)
+  if config.schedule == "plateau":
+    return optax.constant_schedule(config.learning_rate)
   return optax.warmup_cosine_decay_schedule(
     init_value=0.0,
     peak_value=config.learning_rate,
@@ -43,21 +61,61 @@ def lamb(learning_rate, b1: float, b2: float, eps: float, weight_decay: float) -
   )
 
 
+class PlateauState(NamedTuple):
+  """The "plateau" schedule's state: the factor on the learning rate, the best metric so far, the evaluations since."""
+
+  plateau_scale: jax.Array
+  plateau_best: jax.Array
+  plateau_waited: jax.Array
+
+
+def scale_by_plateau() -> optax.GradientTransformation:
+  """Multiplies the updates by the state's plateau_scale (1 at first; lowered by `plateau_step`)."""
+
+  def init(params):
+    del params
+    return PlateauState(jnp.ones((), jnp.float32), jnp.full((), -jnp.inf, jnp.float32), jnp.zeros((), jnp.int32))
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda update: update * state.plateau_scale.astype(update.dtype), updates), state
+
+  return optax.GradientTransformation(init, update)
+
+
+def plateau_step(opt_state, value: float, step: int, config: ml_collections.ConfigDict):
+  """The optimizer state after a quick evaluation measured `value` of `optimizer.plateau.metric` at `step`: a new
+  best resets the count; `patience` evaluations without one (from `start_step` on) multiply the scale by `factor`,
+  down to min_learning_rate / learning_rate. Higher is better unless plateau.mode is "min"."""
+  plateau = config.plateau
+  scale, best, waited = (optax.tree_utils.tree_get(opt_state, name) for name in PlateauState._fields)
+  value = value if plateau.mode == "max" else -value
+  improved = value > float(best)
+  best, waited = (value, 0) if improved else (float(best), int(waited) + 1)
+  if not improved and waited >= plateau.patience and step >= plateau.start_step:
+    scale, waited = max(float(scale) * plateau.factor, plateau.min_learning_rate / config.learning_rate), 0
+  new = {"plateau_scale": scale, "plateau_best": best, "plateau_waited": waited}
+  old = {name: optax.tree_utils.tree_get(opt_state, name) for name in new}
+  return optax.tree_utils.tree_set(opt_state, **{name: jnp.asarray(new[name], old[name].dtype) for name in new})
+
+
+def learning_rate_scale(opt_state) -> jax.Array:
+  """The plateau schedule's current factor on the learning rate (1 for the other schedules)."""
+  return optax.tree_utils.tree_get(opt_state, "plateau_scale", jnp.ones((), jnp.float32))
+
+
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
   """Gradient clipping by global norm, then AdamW or LAMB (`optimizer.name`) on the schedule."""
   if config.name not in OPTIMIZERS:
     raise ValueError(f"Unknown optimizer.name {config.name!r}; choose one of {OPTIMIZERS}.")
   make = optax.adamw if config.name == "adamw" else lamb
-  return optax.chain(
-    optax.clip_by_global_norm(config.grad_clip_norm),
-    make(
-      learning_rate_schedule(config, total_steps),
-      b1=config.b1,
-      b2=config.b2,
-      eps=config.eps,
-      weight_decay=config.weight_decay,
-    ),
-  )
+  schedule = learning_rate_schedule(config, total_steps)
+  optimizer = make(schedule, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay)
+  if config.schedule == "plateau":
+    if config.plateau.mode not in ("max", "min"):
+      raise ConfigError(f"optimizer.plateau.mode={config.plateau.mode!r}; choose 'max' or 'min'.")
+    optimizer = optax.chain(optimizer, scale_by_plateau())
+  return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), optimizer)
 
 
 def turn_config(config: ml_collections.ConfigDict, turn: str) -> ml_collections.ConfigDict:

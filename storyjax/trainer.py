@@ -109,6 +109,11 @@ class TrainSetup(ModelSetup):
       raise ConfigError(f"batch_size={config.batch_size} is not divisible by data×fsdp={data_ways} devices.")
     # A TurnTask gets one optimizer per turn, over its parameters; any other task one optimizer over all.
     self.turns = _checked_turns(task, self.abstract_variables["params"])
+    if config.optimizer.schedule == "plateau" and (self.turns or config.eval_every <= 0):
+      raise ConfigError(
+        "optimizer.schedule='plateau' follows the quick evaluations: it needs eval_every > 0 and one optimizer "
+        "(not a task trained in turns)."
+      )
     turn_configs = {turn: optim.turn_config(config.optimizer, turn) for turn in self.turns or ("",)}
     self.optimizers = {turn: optim.make_optimizer(turn_configs[turn], config.total_steps) for turn in turn_configs}
     self.schedules = {
@@ -188,7 +193,8 @@ class TrainSetup(ModelSetup):
       (loss, (aux, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
       updates, opt_state = self.optimizers[""].update(grads, state["opt_state"], state["params"])
       params = optax.apply_updates(state["params"], updates)
-      metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": self.schedules[""](state["step"]), **aux}
+      learning_rate = self.schedules[""](state["step"]) * optim.learning_rate_scale(opt_state)
+      metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": learning_rate, **aux}
     ema_params = optim.update_ema(state["ema_params"], params, state["step"], self.config.optimizer.ema_decay)
     new_state = {"step": state["step"] + 1, "params": params, "ema_params": ema_params, "opt_state": opt_state}
     if self.has_model_state:
@@ -221,6 +227,16 @@ class TrainSetup(ModelSetup):
       return loss, (metrics, new_model_state, new_carry)
 
     return loss_fn
+
+  def plateau_step(self, opt_state, evaluated: dict, step: int):
+    """The optimizer state after the quick evaluation `evaluated` at `step` (the "plateau" schedule)."""
+    metric = self.config.optimizer.plateau.metric
+    if metric not in evaluated:
+      raise ConfigError(
+        f"optimizer.plateau.metric={metric!r} is not a quick-evaluation metric; choose one of {sorted(evaluated)}."
+      )
+    updated = optim.plateau_step(opt_state, float(evaluated[metric]), step, self.config.optimizer)
+    return jax.device_put(updated, self.state_shardings["opt_state"])
 
   def lower_train_step(self) -> jax.stages.Lowered:
     """The step traced for the sharded state and global batch (donates the state); `.compile()` it."""
@@ -394,6 +410,8 @@ def _train_loop(config, workdir, setup: TrainSetup, checkpointer: Checkpointer):
         eval_start = time.perf_counter()
         evaluated = task.evaluate(setup.variables(state), workdir, quick=True)
         interval_start += time.perf_counter() - eval_start  # steps_per_sec counts training time only
+        if config.optimizer.schedule == "plateau":
+          state["opt_state"] = setup.plateau_step(state["opt_state"], evaluated, step)
         logged.update(
           {f"eval/{name}": float(value) for name, value in evaluated.items() if isinstance(value, (int, float))}
         )

@@ -19,6 +19,8 @@ from storyjax.models.clatr import Clatr
 from storyjax.tasks import clatr as clatr_task
 from storyjax.tasks import get_task, load_trained_task
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 def test_duplicate_captions_by_ids_and_by_pooled_features():
   rng = np.random.default_rng(1)

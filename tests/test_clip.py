@@ -16,6 +16,8 @@ from storyjax import train as train_lib
 from storyjax.errors import ConfigError, DataError
 from storyjax.text.clip import ClipTextFeatures, eos_positions, load_clip_text
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 CONFIG = {
   "vocab_size": 518,
   "hidden_size": 16,

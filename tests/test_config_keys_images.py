@@ -7,6 +7,8 @@ from test_configs import CONFIG_FILES, TRAJECTORY_CONFIGS, unread_keys
 from test_medical_tasks import MEDICAL_CONFIGS
 from test_scam_task import SEGMENTATION_CONFIGS
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 @pytest.mark.slow
 def test_every_key_of_the_other_configs_is_read(runs_dir, monkeypatch):

@@ -13,6 +13,8 @@ from storyjax.tasks.base import GenerativeTask, Task, TurnTask
 
 from conftest import REPO_ROOT
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 CONFIG_FILES = sorted(path.stem for path in (REPO_ROOT / "configs").glob("[!_]*.py"))
 
 

@@ -14,6 +14,8 @@ from storyjax import train as train_lib
 from storyjax.layers.transformer import TransformerBlock
 from storyjax.models.director import Director
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 WIDTH, HEADS, FRAMES, CAPTION_LENGTH, VOCAB = 16, 2, 12, 5, 20
 
 

@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from storyjax import optim
+from storyjax.errors import ConfigError
 
 
 def _numpy_lamb(params, grads_per_step, lr, b1, b2, eps, weight_decay):
@@ -62,4 +63,53 @@ def test_lamb_matches_numpy():
 def test_unknown_optimizer_is_named():
   config = ml_collections.ConfigDict({"name": "sgd"})
   with pytest.raises(ValueError, match="optimizer.name 'sgd'"):
+    optim.make_optimizer(config, 10)
+
+
+def _plateau_config(**plateau) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict(
+    {
+      "name": "adamw", "schedule": "plateau", "learning_rate": 1e-4, "warmup_steps": 0, "b1": 0.9, "b2": 0.999,
+      "eps": 1e-8, "weight_decay": 0.0, "grad_clip_norm": 1.0,
+      "plateau": {"metric": "ap", "mode": "max", "patience": 2, "factor": 0.2, "min_learning_rate": 1e-6,
+                  "start_step": 350},
+    }
+  )  # fmt: skip
+  config.plateau.update(plateau)
+  return config
+
+
+def test_plateau_lowers_the_rate_after_patience_evaluations_without_a_new_best():
+  config = _plateau_config()
+  optimizer = optim.make_optimizer(config, total_steps=1000)
+  params = {"w": jnp.ones(3)}
+  opt_state = optimizer.init(params)
+  scale = lambda state: float(optim.learning_rate_scale(state))
+  history = []
+  # (step, AP): improvement, two stalls before start_step (no decay yet), then stalls after it.
+  for step, value in [(100, 0.5), (200, 0.4), (300, 0.45), (400, 0.45), (500, 0.6), (600, 0.5), (700, 0.5)]:
+    opt_state = optim.plateau_step(opt_state, value, step, config)
+    history.append(scale(opt_state))
+  np.testing.assert_allclose(history, [1, 1, 1, 0.2, 0.2, 0.2, 0.04], rtol=1e-6)
+  # The update is Adam's, scaled by lr · scale; the floor min_learning_rate / learning_rate holds.
+  grads = {"w": jnp.full(3, 0.5)}
+  updates, _ = optimizer.update(grads, opt_state, params)
+  np.testing.assert_allclose(updates["w"], -1e-4 * 0.04 * np.ones(3), rtol=1e-3)
+  for step in range(800, 2000, 100):
+    opt_state = optim.plateau_step(opt_state, 0.1, step, config)
+  assert scale(opt_state) == pytest.approx(1e-6 / 1e-4)
+  # "min" mode: a lower value is an improvement.
+  config = _plateau_config(mode="min", start_step=0, patience=1)
+  opt_state = optimizer.init(params)
+  opt_state = optim.plateau_step(opt_state, 1.0, 1, config)
+  opt_state = optim.plateau_step(opt_state, 0.5, 2, config)
+  assert scale(opt_state) == 1.0
+  opt_state = optim.plateau_step(opt_state, 0.7, 3, config)
+  assert scale(opt_state) == pytest.approx(0.2)
+
+
+def test_unknown_schedule_is_named():
+  config = _plateau_config()
+  config.schedule = "step"
+  with pytest.raises(ConfigError, match="optimizer.schedule='step'"):
     optim.make_optimizer(config, 10)

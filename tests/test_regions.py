@@ -14,6 +14,8 @@ from storyjax.errors import CheckpointError
 from storyjax.metrics.regions import RegionJudge, psnr, region_leak, ssim, swap_accuracy
 from storyjax.tasks import load_trained_task
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 def torchmetrics_psnr(batches) -> float:
   """PeakSignalNoiseRatio() of torchmetrics 0.7.3 updated batch by batch: running sums of squared errors and counts,

@@ -29,6 +29,8 @@ from storyjax.metrics.scenes import SceneJudge, caption_accuracy, fid
 from storyjax.tasks import load_trained_task
 from storyjax.text.tokenizer import UNK, build_caption_tokenizer
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 @pytest.fixture(scope="module")
 def layouts() -> list[dict]:

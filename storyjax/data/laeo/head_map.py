@@ -86,7 +86,7 @@ def head_kernel(size: int) -> np.ndarray:
 
 def _paste(canvas: np.ndarray, channel: int, box: np.ndarray) -> None:
   """Overwrites canvas[..., channel] with the head kernel of `box`, top-left at (x1, y1), clipped (A.2 step 4)."""
-  x1, y1, x2, y2 = (int(round(value)) for value in box)
+  x1, y1, x2, y2 = (round(float(value)) for value in box)
   size = int(max(3, x2 - x1 + 1, y2 - y1 + 1))
   kernel = head_kernel(size)
   height, width = canvas.shape[:2]
