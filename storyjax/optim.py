@@ -25,6 +25,8 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) 
   or constant ("plateau", scaled further by `scale_by_plateau`)."""
   if config.schedule not in SCHEDULES:
     raise ConfigError(f"optimizer.schedule={config.schedule!r}; choose one of {SCHEDULES}.")
+  if not 0.0 <= config.final_lr_fraction <= 1.0:  # checked for "plateau" too, so switching schedules just works
+    raise ConfigError(f"optimizer.final_lr_fraction={config.final_lr_fraction} must lie in [0, 1].")
   warmup = min(config.warmup_steps, max(total_steps - 1, 0))
   if config.schedule == "plateau" and warmup:
     return optax.linear_schedule(0.0, config.learning_rate, warmup)

@@ -10,6 +10,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 import pytest
 
 from storyjax.errors import CheckpointError
+from storyjax.layers.conv import Conv3D
 from storyjax.models.laeo import LaeoNet, load_keras_weights
 
 WINDOW = (1, 10, 64, 64, 3)
@@ -21,7 +22,7 @@ def conv_shapes(model: LaeoNet) -> dict[str, tuple]:
   variables = jax.eval_shape(model.init, jax.random.key(0), window, window, window)
   _, state = jax.eval_shape(
     lambda variables, window: model.apply(
-      variables, window, window, window, capture_intermediates=lambda module, _: isinstance(module, nn.Conv)
+      variables, window, window, window, capture_intermediates=lambda module, _: isinstance(module, (nn.Conv, Conv3D))
     ),
     variables,
     window,

@@ -13,7 +13,7 @@ import pytest
 from storyjax import sharding
 from storyjax.layers.attention import MultiHeadAttention
 from storyjax.layers.condition import ConditionMapper
-from storyjax.layers.conv import ConvBlock, conv
+from storyjax.layers.conv import Conv3D, ConvBlock, conv
 from storyjax.layers.dropout import Dropout, keep_mask
 from storyjax.layers.embeddings import LearnedPositions, sinusoidal_embedding_2d
 from storyjax.layers.mlp import MlpBlock, layer_norm
@@ -485,3 +485,32 @@ def test_dropout_mask_does_not_depend_on_the_sharding():
   sharded = jax.jit(mask, out_shardings=jax.sharding.NamedSharding(mesh, PartitionSpec("data")))()
   np.testing.assert_array_equal(np.asarray(sharded), whole)
   assert 0.85 < whole.mean() < 0.95
+
+
+@pytest.mark.parametrize(
+  "kernel_size, strides, padding",
+  [
+    ((3, 4, 4), (1, 2, 2), ((0, 0), (1, 1), (1, 1))),  # LAEO-Net++'s head branch
+    ((3, 3, 3), (2, 2, 2), "SAME"),  # a strided ResNet3D block: temporal stride and padding
+    ((1, 6, 6), (1, 1, 1), "VALID"),
+    ((7, 7, 7), (1, 2, 2), ((3, 3), (3, 3), (3, 3))),  # CosEmb's stem
+  ],
+)
+def test_conv3d_as_frames_matches_the_native_3d_convolution(kernel_size, strides, padding):
+  inputs = jax.random.normal(jax.random.key(0), (2, 7, 12, 10, 3))
+  modules = {name: Conv3D(5, kernel_size, strides, padding, implementation=name) for name in ("xla", "frames", "auto")}
+  variables = modules["xla"].init(jax.random.key(1), inputs)
+  outputs = {name: module.apply(variables, inputs) for name, module in modules.items()}
+  np.testing.assert_allclose(outputs["frames"], outputs["xla"], rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(outputs["auto"], outputs["frames"])  # the tests run on CPU
+  gradients = {
+    name: jax.grad(lambda variables, inputs: jnp.sum(modules[name].apply(variables, inputs) ** 2), (0, 1))(
+      variables, inputs
+    )
+    for name in ("xla", "frames")
+  }
+  jax.tree.map(
+    lambda frames, xla: np.testing.assert_allclose(frames, xla, rtol=1e-4, atol=1e-4),
+    gradients["frames"],
+    gradients["xla"],
+  )

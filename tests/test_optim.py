@@ -70,7 +70,7 @@ def _plateau_config(**plateau) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict(
     {
       "name": "adamw", "schedule": "plateau", "learning_rate": 1e-4, "warmup_steps": 0, "b1": 0.9, "b2": 0.999,
-      "eps": 1e-8, "weight_decay": 0.0, "grad_clip_norm": 1.0,
+      "eps": 1e-8, "weight_decay": 0.0, "grad_clip_norm": 1.0, "final_lr_fraction": 0.01,
       "plateau": {"metric": "ap", "mode": "max", "patience": 2, "factor": 0.2, "min_learning_rate": 1e-6,
                   "start_step": 350},
     }

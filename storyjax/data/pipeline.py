@@ -133,3 +133,45 @@ class ArraySource:
     if not 0 <= index < self._length:
       raise IndexError(f"example {index} out of range for {self._length}")
     return {name: array[index] for name, array in self.arrays.items()}
+
+
+class ClassBalancedSource:
+  """`source` with both classes of a binary `labels` (N,) equally frequent: the minority class repeated (cycled) up to
+  the majority's count, positives and negatives interleaved; the pipeline's per-epoch shuffle then mixes them (how
+  LAEO-Net++ balances its batches, facts laeo-scam A.4)."""
+
+  def __init__(self, source, labels):
+    labels = np.asarray(labels).astype(bool)
+    if len(labels) != len(source):
+      raise ValueError(f"ClassBalancedSource: {len(labels)} labels for a source of {len(source)} examples")
+    self.source = source
+    self._classes = [np.flatnonzero(labels), np.flatnonzero(~labels)]
+    if min(map(len, self._classes)) == 0:
+      raise ConfigError("cannot balance the classes of a source that holds only one class; turn balancing off")
+    self._length = 2 * max(map(len, self._classes))
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, index: int) -> dict:
+    if not 0 <= index < self._length:
+      raise IndexError(f"example {index} out of range for {self._length}")
+    members = self._classes[index % 2]
+    return self.source[int(members[(index // 2) % len(members)])]
+
+
+class SubsetSource:
+  """The examples `indices` (K,) of `source`, in that order (e.g. a validation split held out of a training set)."""
+
+  def __init__(self, source, indices):
+    self.source, self.indices = source, np.asarray(indices, np.int64)
+    if len(self.indices) and not (self.indices.min() >= 0 and self.indices.max() < len(source)):
+      raise ValueError(f"SubsetSource indices must lie in [0, {len(source)})")
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int) -> dict:
+    if not 0 <= index < len(self.indices):
+      raise IndexError(f"example {index} out of range for {len(self.indices)}")
+    return self.source[int(self.indices[index])]

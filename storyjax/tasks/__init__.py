@@ -26,6 +26,7 @@ TASKS = (
   "medimp_pretrain",
   "exam_sequence",
   "adapt",
+  "laeo",
 )
 
 
