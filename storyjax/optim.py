@@ -101,6 +101,21 @@ def plateau_step(opt_state, value: float, step: int, config: ml_collections.Conf
   return optax.tree_utils.tree_set(opt_state, **{name: jnp.asarray(new[name], old[name].dtype) for name in new})
 
 
+def _check_plateau(plateau: ml_collections.ConfigDict) -> None:
+  problems = {
+    "mode": plateau.mode not in ("max", "min"),
+    "patience": plateau.patience < 1,
+    "factor": not 0 < plateau.factor <= 1,
+    "min_learning_rate": plateau.min_learning_rate < 0,
+    "start_step": plateau.start_step < 0,
+  }
+  if bad := [name for name, problem in problems.items() if problem]:
+    raise ConfigError(
+      f"optimizer.plateau.{bad[0]}={plateau[bad[0]]!r}: mode is 'max' or 'min', patience >= 1, 0 < factor <= 1, "
+      "min_learning_rate >= 0, start_step >= 0."
+    )
+
+
 def learning_rate_scale(opt_state) -> jax.Array:
   """The plateau schedule's current factor on the learning rate (1 for the other schedules)."""
   return optax.tree_utils.tree_get(opt_state, "plateau_scale", jnp.ones((), jnp.float32))
@@ -114,8 +129,7 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax
   schedule = learning_rate_schedule(config, total_steps)
   optimizer = make(schedule, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay)
   if config.schedule == "plateau":
-    if config.plateau.mode not in ("max", "min"):
-      raise ConfigError(f"optimizer.plateau.mode={config.plateau.mode!r}; choose 'max' or 'min'.")
+    _check_plateau(config.plateau)
     optimizer = optax.chain(optimizer, scale_by_plateau())
   return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), optimizer)
 

@@ -26,6 +26,7 @@ from storyjax.base_config import compute_dtype
 from storyjax.data.laeo import augment, scenes
 from storyjax.data.laeo.ava import AvaLaeoSource
 from storyjax.data.laeo.uco import UcoLaeoSource
+from storyjax.data.laeo.windows import check_channel_order
 from storyjax.data.pipeline import ClassBalancedSource, SubsetSource
 from storyjax.errors import ConfigError, DataError
 from storyjax.metrics.classification import average_precision, roc_auc
@@ -51,8 +52,11 @@ class Task:
     model, data = config.model, config.data
     if data.source not in SOURCES:
       raise ConfigError(f"data.source={data.source!r}; choose one of {SOURCES}")
-    if data.source != "procedural" and not data.root:
+    if not data.root and data.source != "procedural":
       raise ConfigError(f"data.source={data.source!r} needs data.root, the dataset's folder")
+    check_channel_order(data.channel_order)
+    if data.map_mean and data.source == "procedural":
+      raise ConfigError("data.map_mean is for real data with the released weights; the procedural maps have none")
     self.model = LaeoNet(
       version=model.version,
       head_widths=tuple(model.head_widths),
