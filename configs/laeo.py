@@ -26,7 +26,7 @@ from storyjax.base_config import base_config
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config = base_config("laeo", variant)
   if variant != "smoke":
-    config.update({"total_steps": 2000, "batch_size": 32, "log_every": 50, "eval_every": 250, "checkpoint_every": 500})
+    config.update({"total_steps": 1500, "batch_size": 32, "log_every": 50, "eval_every": 250, "checkpoint_every": 500})
   # Published: Adam 1e-4 (Keras: ε 1e-7, no weight decay), batch 8, lr × 0.2 after 5 epochs without a better
   # validation AP from epoch 10 on, floor 1e-7. Here an "epoch" is one quick evaluation (eval_every steps).
   config.optimizer.update(
@@ -41,7 +41,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     }
   )
   config.optimizer.plateau = ml_collections.ConfigDict(
-    {"metric": "ap", "mode": "max", "patience": 5, "factor": 0.2, "min_learning_rate": 1e-7, "start_step": 1000}
+    {"metric": "ap", "mode": "max", "patience": 5, "factor": 0.2, "min_learning_rate": 1e-7, "start_step": 750}
   )
   config.model = ml_collections.ConfigDict(
     {

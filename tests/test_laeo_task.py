@@ -71,7 +71,7 @@ def test_resumes_exactly_with_batch_norm_and_plateau_state(runs_dir, key_run):
     assert resumed[2][metric] == reference[2][metric], metric
 
 
-def test_augmentation_flips_crops_and_swaps_the_map_channels_together():
+def test_augmentation_mirrors_the_scene_crops_exchanged_with_the_map_channels():
   rng = np.random.default_rng(0)
   head_left, head_right, head_map = (rng.uniform(0, 1, (8, 3, 64, 64, 3)).astype(np.float32) for _ in range(3))
   left, right, maps = augment.augment_pair(
@@ -84,8 +84,8 @@ def test_augmentation_flips_crops_and_swaps_the_map_channels_together():
       np.testing.assert_array_equal(maps[index], head_map[index])
     else:
       flipped += 1
-      np.testing.assert_allclose(left[index], head_left[index, :, :, ::-1], atol=1e-5)  # mirrored, not swapped
-      np.testing.assert_allclose(right[index], head_right[index, :, :, ::-1], atol=1e-5)
+      np.testing.assert_allclose(left[index], head_right[index, :, :, ::-1], atol=1e-5)  # mirrored and exchanged
+      np.testing.assert_allclose(right[index], head_left[index, :, :, ::-1], atol=1e-5)
       np.testing.assert_array_equal(maps[index], head_map[index, :, :, ::-1][..., [1, 0, 2]])
   assert 0 < flipped < 8
   # Photometric jitter stays in [0, 1] and is shared by all frames and both heads of an example.

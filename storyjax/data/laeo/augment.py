@@ -2,10 +2,15 @@
 
 The transform is shared by all T frames and both head tracks: horizontal flip (p = ½), a shift of {−s, 0, +s} pixels
 in x and y, a zoom in [1 − z, 1 + z] about the centre, brightness × [b₀, b₁] and one intensity offset in [−c, c]
-added to every channel (Keras' channel_shift_range), clipped to [0, 1]. On a flip the crops are mirrored but the
-tracks stay in place (left stays the first input), and the head map is mirrored with channels 0 ↔ 1 swapped, so
-channel 0 still marks the first input's head. The map is not shifted, zoomed or recoloured (A.4 describes the
-photometric and geometric jitter for the crops; the map only follows the flip).
+pixel levels (of 255) added to every channel (Keras' channel_shift_range, which acts on the 0–255 values of the
+loaded images: 0.35 is a fraction of one level, not 35 % of the range — read as 35 % it wipes the eyes out), clipped
+to [0, 1]. A flip mirrors the whole scene: both crops
+are mirrored and exchanged (the mirrored right head is now on the left, so it becomes the first input) and the head
+map is mirrored with channels 0 ↔ 1 exchanged, so channel 0 still marks the first input's head — what flipping the
+authors' stored [left | right] pair image and map does. (Mirroring the crops without exchanging them, as facts A.4
+reads, would pair each crop with the other head's map channel: the position–orientation relation LAEO depends on
+would flip sign in half the examples, and in our runs nothing was learnt, val AP 0.45–0.50 after 300 steps.) The
+map is not shifted, zoomed or recoloured (A.4's jitter is the crops'; the map only follows the flip).
 """
 
 import jax
@@ -33,12 +38,12 @@ def augment_pair(rng, head_left, head_right, head_map, shift: int, zoom: float, 
   flip_rng, shift_rng, zoom_rng, brightness_rng, channel_rng = jax.random.split(rng, 5)
   flip = jax.random.bernoulli(flip_rng, 0.5, (batch,))
   tracks = jnp.stack([head_left, head_right], 1).astype(jnp.float32)  # (B, 2, T, S, S, C)
-  tracks = jnp.where(flip[:, None, None, None, None, None], tracks[..., ::-1, :], tracks)
+  tracks = jnp.where(flip[:, None, None, None, None, None], tracks[:, ::-1, ..., ::-1, :], tracks)
   head_map = jnp.where(flip[:, None, None, None, None], head_map[..., ::-1, :][..., (1, 0, 2)], head_map)
   pixels = jax.random.randint(shift_rng, (batch, 2), -1, 2).astype(jnp.float32) * shift
   scales = jax.random.uniform(zoom_rng, (batch,), minval=1.0 - zoom, maxval=1.0 + zoom)
   tracks = _geometric(tracks, pixels, scales)
   factor = jax.random.uniform(brightness_rng, (batch,), minval=brightness[0], maxval=brightness[1])
-  offset = jax.random.uniform(channel_rng, (batch,), minval=-channel_shift, maxval=channel_shift)
+  offset = jax.random.uniform(channel_rng, (batch,), minval=-channel_shift, maxval=channel_shift) / 255.0
   tracks = jnp.clip(tracks * factor[:, None, None, None, None, None] + offset[:, None, None, None, None, None], 0, 1)
   return tracks[:, 0].astype(head_left.dtype), tracks[:, 1].astype(head_right.dtype), head_map
