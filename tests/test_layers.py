@@ -493,7 +493,6 @@ def test_dropout_mask_does_not_depend_on_the_sharding():
     ((3, 4, 4), (1, 2, 2), ((0, 0), (1, 1), (1, 1))),  # LAEO-Net++'s head branch
     ((3, 3, 3), (2, 2, 2), "SAME"),  # a strided ResNet3D block: temporal stride and padding
     ((1, 6, 6), (1, 1, 1), "VALID"),
-    ((7, 7, 7), (1, 2, 2), ((3, 3), (3, 3), (3, 3))),  # CosEmb's stem
   ],
 )
 def test_conv3d_as_frames_matches_the_native_3d_convolution(kernel_size, strides, padding):
