@@ -117,3 +117,11 @@ def test_sca_benchmark_reports_time_and_memory():
     for which in ("forward", "forward_backward"):
       assert row[which]["ms"] > 0 and row[which]["peak_mib"] >= row[which]["temp_mib"] > 0
   assert rows["xla"]["forward"]["temp_mib"] >= 64 * 256 * 4 / 2**20  # the reference materialises its fp32 logits
+
+
+def test_conv3d_benchmark_times_both_implementations():
+  report = _run_json("benchmarks/conv3d.py", "--batch=1", "--repeats=1", "--cases=cosemb_block_16", fast_compile=True)
+  case = report["cases"]["cosemb_block_16"]
+  for implementation in ("xla", "frames"):
+    assert case[implementation]["forward_ms"] > 0 and case[implementation]["forward_backward_ms"] > 0
+  assert case["speedup"]["forward_ms"] == pytest.approx(case["xla"]["forward_ms"] / case["frames"]["forward_ms"])
