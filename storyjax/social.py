@@ -157,7 +157,7 @@ def draw_social_graph(
   weights: dict[tuple[int, int], float], names: dict[int, str], path: str | pathlib.Path, title: str = ""
 ) -> pathlib.Path:
   """The social graph as a PNG at `path`: characters on a circle, one edge per pair with width and opacity
-  proportional to its weight (friend-ness), labelled with it."""
+  proportional to its weight (friend-ness), labelled with it near the first character of the pair."""
   import matplotlib
 
   matplotlib.use("Agg")
@@ -172,7 +172,8 @@ def draw_social_graph(
     (x1, y1), (x2, y2) = position[first], position[second]
     share = weight / largest
     axes.plot([x1, x2], [y1, y2], color="tab:red", linewidth=0.5 + 8 * share, alpha=0.25 + 0.75 * share, zorder=1)
-    axes.text((x1 + x2) / 2, (y1 + y2) / 2, f"{weight:.2f}", fontsize=7, ha="center", va="center", zorder=3)
+    # Labels a third of the way along their edge, so those of crossing diagonals do not meet in the middle.
+    axes.text(x1 + (x2 - x1) / 3, y1 + (y2 - y1) / 3, f"{weight:.2f}", fontsize=7, ha="center", va="center", zorder=3)
   for identity, (x, y) in position.items():
     axes.scatter([x], [y], s=900, color="white", edgecolors="black", zorder=2)
     axes.text(x, y, names[identity], ha="center", va="center", fontsize=8, zorder=4)
