@@ -72,7 +72,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.augment = ml_collections.ConfigDict(
     {"enabled": True, "shift": 2, "zoom": 0.04, "brightness": (0.5, 1.4), "channel_shift": 0.35}
   )
-  config.eval.update({"quick_num_samples": 512, "batch_size": 32, "episode_seed": 0, "episode_shots": 12})
+  config.eval.update({"quick_num_samples": 512, "batch_size": 32, "episode_seed": 0, "episode_shots": 40})
   if variant == "paper":  # the released sizes and recipe: batch 8, Adam 1e-4, 60 epochs
     config.model.update({"head_widths": (32, 64, 128, 256), "embedding_dim": 256})
     config.optimizer.update({"learning_rate": 1e-4})
