@@ -90,15 +90,17 @@ def plateau_step(opt_state, value: float, step: int, config: ml_collections.Conf
   best resets the count; `patience` evaluations without one (from `start_step` on) multiply the scale by `factor`,
   down to min_learning_rate / learning_rate. Higher is better unless plateau.mode is "min"."""
   plateau = config.plateau
-  scale, best, waited = (optax.tree_utils.tree_get(opt_state, name) for name in PlateauState._fields)
+  old = PlateauState(*(optax.tree_utils.tree_get(opt_state, name) for name in PlateauState._fields))
   value = value if plateau.mode == "max" else -value
-  improved = value > float(best)
-  best, waited = (value, 0) if improved else (float(best), int(waited) + 1)
+  improved = value > float(old.plateau_best)
+  best, waited = (value, 0) if improved else (float(old.plateau_best), int(old.plateau_waited) + 1)
+  scale = float(old.plateau_scale)
   if not improved and waited >= plateau.patience and step >= plateau.start_step:
-    scale, waited = max(float(scale) * plateau.factor, plateau.min_learning_rate / config.learning_rate), 0
-  new = {"plateau_scale": scale, "plateau_best": best, "plateau_waited": waited}
-  old = {name: optax.tree_utils.tree_get(opt_state, name) for name in new}
-  return optax.tree_utils.tree_set(opt_state, **{name: jnp.asarray(new[name], old[name].dtype) for name in new})
+    scale, waited = max(scale * plateau.factor, plateau.min_learning_rate / config.learning_rate), 0
+  new = PlateauState(scale, best, waited)
+  return optax.tree_utils.tree_set(
+    opt_state, **{name: jnp.asarray(getattr(new, name), getattr(old, name).dtype) for name in PlateauState._fields}
+  )
 
 
 def _check_plateau(plateau: ml_collections.ConfigDict) -> None:

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from storyjax.data.laeo.head_map import draw_head_map, left_first, square_box
+from storyjax.data.laeo.head_map import draw_head_map, left_first
 from storyjax.errors import DataError
 
 
@@ -73,8 +73,8 @@ def pair_windows(
   maps = {}
   for row, window_frames in enumerate(frames):
     middle = window_frames[window // 2]
-    boxes = [square_box(track.boxes[middle - track.start], image_size) for track in (track_a, track_b)]
-    left, right = (track_a, track_b) if left_first(*boxes) else (track_b, track_a)
+    boxes = [track.boxes[middle - track.start] for track in (track_a, track_b)]
+    left, right = (track_a, track_b) if left_first(*boxes, image_size) else (track_b, track_a)
     for column, frame in enumerate(window_frames):
       inputs["head_left"][row, column] = left.crops[frame - left.start]
       inputs["head_right"][row, column] = right.crops[frame - right.start]
@@ -92,23 +92,15 @@ def score_shot(
   tracks: Sequence[HeadTrack],
   image_size: tuple[int, int],
   window: int = 10,
-  batch_size: int = 32,
 ) -> dict[tuple[int, int], PairScores]:
-  """Every pair (i < j) of tracks that overlap in time → its PairScores. `predict` maps a batch of inputs
-  (batch_size, window, 64, 64, 3) × 3 to LAEO probabilities (batch_size,); the last batch is zero-padded, so a jitted
-  `predict` compiles once."""
+  """Every pair (i < j) of tracks that overlap in time → its PairScores. `predict` maps the inputs of W windows
+  (W, window, 64, 64, 3) × 3 to LAEO probabilities (W,) (e.g. `storyjax.tasks.laeo.Task.predict`, which batches)."""
   scores = {}
   for first, second in itertools.combinations(range(len(tracks)), 2):
     if min(tracks[first].end, tracks[second].end) <= max(tracks[first].start, tracks[second].start):
       continue
     inputs, frames = pair_windows(tracks, first, second, image_size, window)
-    window_scores = []
-    for offset in range(0, len(frames), batch_size):
-      batch = {name: value[offset : offset + batch_size] for name, value in inputs.items()}
-      count = len(batch["head_left"])
-      padded = {name: np.pad(value, [(0, batch_size - count)] + [(0, 0)] * 4) for name, value in batch.items()}
-      window_scores.append(np.asarray(predict(padded))[:count])
-    window_scores = np.concatenate(window_scores)
+    window_scores = np.asarray(predict(inputs))
     shot_frames = np.arange(frames.min(), frames.max() + 1)
     totals = np.zeros(len(shot_frames))
     counts = np.zeros(len(shot_frames))

@@ -133,7 +133,7 @@ def test_score_shot_enumerates_overlapping_pairs_and_windows():
     constant_track(8, 5, 20, x=120),  # frames 5–24
     constant_track(9, 26, 4, x=200),  # overlaps track 0 by 4 frames only, never track 1
   ]
-  scores = social.score_shot(mean_left_frame, tracks, (180, 320), window=10, batch_size=4)
+  scores = social.score_shot(mean_left_frame, tracks, (180, 320), window=10)
   assert sorted(scores) == [(0, 1), (0, 2)]
   pair = scores[0, 1]
   np.testing.assert_array_equal(pair.frames, np.arange(5, 25))

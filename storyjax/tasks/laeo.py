@@ -12,6 +12,7 @@ augment.py), the learning rate × 0.2 after 5 quick evaluations without a better
 also the social analysis of a procedural episode (storyjax/social.py): friend-ness against the planted friendships.
 """
 
+import functools
 import pathlib
 
 import jax
@@ -57,6 +58,8 @@ class Task:
     check_channel_order(data.channel_order)
     if data.map_mean and data.source == "procedural":
       raise ConfigError("data.map_mean is for real data with the released weights; the procedural maps have none")
+    if model.version not in (1, 2):
+      raise ConfigError(f"model.version={model.version!r}; choose 1 (LAEO-Net) or 2 (LAEO-Net++)")
     self.model = LaeoNet(
       version=model.version,
       head_widths=tuple(model.head_widths),
@@ -66,14 +69,14 @@ class Task:
       use_head_map=model.use_head_map,
       dtype=compute_dtype(model.dtype),
     )
-    if model.version not in (1, 2):
-      raise ConfigError(f"model.version={model.version!r}; choose 1 (LAEO-Net) or 2 (LAEO-Net++)")
     self._probability = jax.jit(
       lambda variables, batch: jax.nn.softmax(self.model.apply(variables, *(batch[name] for name in INPUTS)))[:, 1]
     )
     self._sources = {}
 
+  @functools.cached_property
   def _map_mean(self):
+    """The released mean map (data.map_mean), read once for all splits; None when not given."""
     path = self.config.data.map_mean
     if not path:
       return None
@@ -91,7 +94,7 @@ class Task:
       return scenes.LaeoSceneSource(
         sizes[split], seed=data.seed * len(SPLITS) + SPLITS.index(split), window=data.window
       )
-    real = {"map_mean": self._map_mean(), "channel_order": data.channel_order, "window": data.window}
+    real = {"map_mean": self._map_mean, "channel_order": data.channel_order, "window": data.window}
     if data.source == "uco_laeo":
       return UcoLaeoSource(data.root, split, **real)
     root = pathlib.Path(data.root)
@@ -162,21 +165,29 @@ class Task:
     return loss, {"accuracy": (logits.argmax(-1) == batch["label"]).mean()}, updated
 
   def predict(self, variables):
-    """→ a function from a batch of inputs {"head_left", "head_right", "head_map": (B, T, 64, 64, 3)} to LAEO
-    probabilities (B,) numpy (eval mode)."""
-    return lambda batch: np.asarray(self._probability(variables, {name: jnp.asarray(batch[name]) for name in INPUTS}))
+    """→ a function from inputs {"head_left", "head_right", "head_map": (N, T, 64, 64, 3)} to LAEO probabilities
+    (N,) numpy (eval mode), run in batches of eval.batch_size (the last one zero-padded, so it compiles once)."""
+    batch_size = self.config.eval.batch_size
+
+    def predict(inputs):
+      count, scores = len(inputs["head_left"]), []
+      for start in range(0, count, batch_size):
+        batch = {name: inputs[name][start : start + batch_size] for name in INPUTS}
+        padding = [(0, batch_size - len(batch["head_left"]))] + [(0, 0)] * 4
+        scores.append(np.asarray(self._probability(variables, {name: np.pad(batch[name], padding) for name in INPUTS})))
+      return np.concatenate(scores)[:count]
+
+    return predict
 
   def _scores(self, variables, source, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(LAEO probabilities (N,), labels (N,), categories (N,) or None) of the first `count` examples."""
     batch_size, predict = self.config.eval.batch_size, self.predict(variables)
     scores, labels, categories = [], [], []
-    for start in range(0, count, batch_size):
+    for start in range(0, count, batch_size):  # one batch of examples in memory at a time
       examples = [source[index] for index in range(start, min(start + batch_size, count))]
-      batch = {name: np.stack([self.preprocess(example)[name] for example in examples]) for name in INPUTS}
-      padding = batch_size - len(examples)
-      batch = {name: np.pad(value, [(0, padding)] + [(0, 0)] * 4) for name, value in batch.items()}
-      scores.append(predict(batch)[: len(examples)])
-      labels += [int(example["label"]) for example in examples]
+      features = [self.preprocess(example) for example in examples]
+      scores.append(predict({name: np.stack([feature[name] for feature in features]) for name in INPUTS}))
+      labels += [int(feature["label"]) for feature in features]
       categories += [int(example["category"]) for example in examples if "category" in example]
     return np.concatenate(scores), np.array(labels), np.array(categories) if categories else None
 
@@ -221,7 +232,7 @@ class Task:
         social.HeadTrack(int(character), 0, crops[person], boxes[:, person])
         for person, character in enumerate(shot.characters)
       ]
-      shot_scores = social.score_shot(predict, tracks, image_size, self.config.data.window, settings.batch_size)
+      shot_scores = social.score_shot(predict, tracks, image_size, self.config.data.window)
       statistics.append(social.shot_statistics(tracks, shot_scores))
     friendness = social.friendness(statistics)
     pairs = sorted(friendness)

@@ -67,9 +67,10 @@ def crop_head(frame: np.ndarray, box, size: int = CROP_SIZE) -> np.ndarray:
   return resize_bilinear(frame[top : bottom + 1, left : right + 1], (size, size)) / 255.0
 
 
-def left_first(box_a, box_b) -> bool:
-  """True when box_a is the pair's left head (the smaller x1 of the squared boxes, A.1 "sampleL"); ties → a."""
-  return float(np.asarray(box_a)[0]) <= float(np.asarray(box_b)[0])
+def left_first(box_a, box_b, image_size: tuple[int, int]) -> bool:
+  """True when box_a is the pair's left head in an (H, W) image: the smaller x1 of the two boxes once squared by
+  `square_box` (A.1 "sampleL"); ties → a."""
+  return square_box(box_a, image_size)[0] <= square_box(box_b, image_size)[0]
 
 
 @functools.lru_cache(maxsize=512)

@@ -42,7 +42,7 @@ import math
 import numpy as np
 import scipy.signal
 
-from storyjax.data.laeo.head_map import CROP_SIZE, draw_head_map, left_first, resize_bilinear, square_box
+from storyjax.data.laeo.head_map import CROP_SIZE, draw_head_map, left_first, resize_bilinear
 from storyjax.errors import ConfigError, DataError
 
 IMAGE_SIZE = (180, 320)  # (H, W) pixels
@@ -449,8 +449,7 @@ def render_track(scene: Scene, person: int, frames, rng: np.random.Generator | N
 def pair_order(scene: Scene, first: int, second: int, frame: int) -> tuple[int, int]:
   """(left, right): `first` and `second` ordered by `left_first` of their squared boxes at `frame` (A.1)."""
   boxes = head_boxes(scene)[frame]
-  first_box, second_box = (square_box(boxes[person], scene.image_size) for person in (first, second))
-  return (first, second) if left_first(first_box, second_box) else (second, first)
+  return (first, second) if left_first(boxes[first], boxes[second], scene.image_size) else (second, first)
 
 
 def head_maps(scene: Scene, left: int, right: int, frames) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, UnidentifiedImageError
 
-from storyjax.data.laeo.head_map import CROP_SIZE, crop_head, draw_head_map, left_first, square_box
+from storyjax.data.laeo.head_map import CROP_SIZE, crop_head, draw_head_map, left_first
 from storyjax.errors import ConfigError, DataError
 
 # "bgr": OpenCV's order, the one the authors' crops and released weights use; "rgb": the frames as PIL reads them.
@@ -80,8 +80,7 @@ def pair_example(
   crop_boxes, map_boxes = np.asarray(crop_boxes), np.asarray(map_boxes)
   middle = len(frames) // 2
   image_size = frames[middle].shape[:2]
-  first, second = (square_box(box, image_size) for box in crop_boxes[middle])
-  order = [0, 1] if left_first(first, second) else [1, 0]
+  order = [0, 1] if left_first(*crop_boxes[middle], image_size) else [1, 0]
   crop_boxes, map_boxes = crop_boxes[:, order], map_boxes[:, order]
   if check_channel_order(channel_order) == "bgr":
     frames = [frame[..., ::-1] for frame in frames]
