@@ -20,8 +20,8 @@ import functools
 import jax
 from jax import lax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import Mesh, PartitionSpec
+import numpy as np
 
 SEARCH_METHODS = ("auto", "exact", "approximate")
 
