@@ -231,12 +231,14 @@ def _similar_unit_vectors(rng: np.random.Generator, anchors: np.ndarray, similar
 
 
 def _replace_or_append(rng: np.random.Generator, people: list, keep, newcomer, limit: int) -> None:
-  """Adds `newcomer` to `people`, in place of a random member other than `keep` when `people` is full."""
+  """Adds `newcomer` to `people`, in place of a random member other than `keep` when `people` has `limit` members
+  (no change when `keep` is the only one)."""
   if len(people) < limit:
     people.append(newcomer)
     return
   others = [index for index, person in enumerate(people) if person != keep]
-  people[others[rng.integers(len(others))]] = newcomer
+  if others:
+    people[others[rng.integers(len(others))]] = newcomer
 
 
 def _draw_cast(rng, spec: EpisodeSpec, screen_time: np.ndarray, partner: np.ndarray) -> list:
@@ -245,7 +247,7 @@ def _draw_cast(rng, spec: EpisodeSpec, screen_time: np.ndarray, partner: np.ndar
   for person in list(cast):
     mate = partner[person]
     if person in cast and mate >= 0 and mate not in cast and rng.random() < spec.lookalike_cast_rate:
-      _replace_or_append(rng, cast, person, int(mate), max(spec.max_cast, 2))
+      _replace_or_append(rng, cast, person, int(mate), spec.max_cast)
   return cast
 
 
@@ -257,7 +259,7 @@ def _draw_shown(rng, spec: EpisodeSpec, cast: list, screen_time: np.ndarray, par
   for person in list(shown):
     mate = partner[person]
     if person in shown and mate in cast and mate not in shown and rng.random() < spec.lookalike_shot_rate:
-      _replace_or_append(rng, shown, person, int(mate), max(spec.max_shown, 2))
+      _replace_or_append(rng, shown, person, int(mate), spec.max_shown)
   return shown
 
 
@@ -484,7 +486,7 @@ def load_episode(directory: str | os.PathLike) -> Episode:
   directory = pathlib.Path(directory)
   tracks_path, features_path = directory / TRACKS_FILE, directory / FEATURES_FILE
   columns = _read_tracks_csv(tracks_path)
-  track_ids = np.unique(columns["track"])
+  track_ids, first_rows = np.unique(columns["track"], return_index=True)
   num_tracks = len(track_ids)
   rows = np.searchsorted(track_ids, columns["track"])
   per_track = {}
@@ -492,8 +494,7 @@ def load_episode(directory: str | os.PathLike) -> Episode:
     if column not in columns:
       continue
     values = columns[column]
-    first = np.empty(num_tracks, np.int64)
-    first[rows[::-1]] = values[::-1]  # the last write wins: each track's first row
+    first = values[first_rows]
     differs = values != first[rows]
     if differs.any():
       index = int(np.argmax(differs))
