@@ -6,7 +6,8 @@
 
 data       source "synthetic" (num_episodes episodes from seed; the other keys are their EpisodeSpec, see
            storyjax/data/people.py) | "files" (root: a folder of episode folders, tracks.csv + features.npz).
-methods    comma-separated, which of finch_face, c1c_face, finch_body, c1c_body, c1c_face_body, muhpc (storyjax/cluster.py).
+methods    comma-separated, of finch_face, c1c_face, finch_body, c1c_body, c1c_face_body, muhpc
+           (storyjax/cluster.py).
 baselines  the partition the FINCH / C1C baselines return: num_clusters "identities" (the true number of
            identities of the clustered tracks) or "threshold" (stop merging at cosine distance max_distance).
 muhpc      MuHPC's thresholds (cosine distances) and the editing window of stage 3 (storyjax/clustering/muhpc.py).

@@ -10,10 +10,11 @@ import pytest
 from test_configs import KeyReads, leaf_keys
 
 from configs import clustering as clustering_config
-from conftest import REPO_ROOT
 from storyjax import cluster
 from storyjax.data import people
 from storyjax.errors import ConfigError
+
+from conftest import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
