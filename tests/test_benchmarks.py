@@ -6,10 +6,13 @@ import subprocess
 import sys
 
 import pytest
+from test_configs import PROGRAM_CONFIGS
 
 from conftest import REPO_ROOT, fast_compile_env
 
-MODEL_CONFIGS = sorted(path.name for path in (REPO_ROOT / "configs").glob("[!_]*.py"))
+MODEL_CONFIGS = sorted(
+  path.name for path in (REPO_ROOT / "configs").glob("[!_]*.py") if path.stem not in PROGRAM_CONFIGS
+)
 SWEPT_CONFIG = "director.py"  # measured through --sweep below, the others one setting each
 # One config per kind of task (the benchmark code path is generic): cad.py and rin.py are one task, diffusion like
 # director.py; scene_attributes.py and region_attributes.py are BatchNorm classifiers like shapes.py; scam.py is
@@ -125,3 +128,23 @@ def test_conv3d_benchmark_times_both_implementations():
   for implementation in ("xla", "frames"):
     assert case[implementation]["forward_ms"] > 0 and case[implementation]["forward_backward_ms"] > 0
   assert case["speedup"]["forward_ms"] == pytest.approx(case["xla"]["forward_ms"] / case["frames"]["forward_ms"])
+
+
+def test_clustering_benchmark_reports_time_memory_recall_and_growth():
+  report = _run_json(
+    "benchmarks/clustering.py",
+    "--sizes=600,1200",
+    "--dim=8",
+    "--points_per_identity=50",
+    "--recall_queries=50",
+    "--search=approximate",
+    fast_compile=True,
+  )
+  small, large = report["runs"]
+  assert (small["size"], large["size"]) == (600, 1200)
+  for run in report["runs"]:
+    assert run["search_seconds"] > 0 and run["peak_rss_mb"] > 0 and 0.5 <= run["recall_at_1"] <= 1
+    for method in ("finch", "c1c"):
+      assert run[method]["seconds"] > 0 and run[method]["levels"][0] >= run[method]["levels"][-1]
+      assert run[method]["nmi_closest_level"] > 0.8
+  assert set(report["growth"]["600->1200"]) == {"finch", "c1c", "peak_rss"}

@@ -7,8 +7,8 @@ import pytest
 
 from conftest import REPO_ROOT
 
-LIBRARY = ("tasks", "models", "layers", "data", "metrics", "diffusion", "text")
-ENTRY_POINTS = {"storyjax.train", "storyjax.evaluate", "storyjax.sample", "storyjax.cli"}
+LIBRARY = ("tasks", "models", "layers", "data", "metrics", "diffusion", "text", "clustering")
+ENTRY_POINTS = {"storyjax.train", "storyjax.evaluate", "storyjax.sample", "storyjax.cluster", "storyjax.cli"}
 
 
 def imported_modules(path: pathlib.Path) -> set[str]:
