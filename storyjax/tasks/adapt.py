@@ -15,6 +15,7 @@ its own encoder + head, trained jointly from scratch, predicting the mean of the
 Frozen parts are not parameters of the later stage: they are the earlier run's variables, held by the task.
 """
 
+import functools
 import pathlib
 
 import jax
@@ -111,6 +112,8 @@ class Task:
     self._frozen = None
     self._sources: dict[str, ArraySource] = {}
     self._probabilities = jax.jit(self._predict)
+    self._embed = jax.jit(functools.partial(self.model.apply, method=AdaptModel.embed))
+    self._fuse = jax.jit(functools.partial(self.model.apply, method=AdaptModel.fuse))
 
   # Data.
 
@@ -326,7 +329,7 @@ class Task:
     inputs = {name: batch[name] for name in (*MODALITIES, "present")}
     complete = batch["present"].all(-1)
     if self.config.stage == "anchor":
-      tokens = np.asarray(self.model.apply(model_variables(variables), inputs, method=AdaptModel.embed))[complete]
+      tokens = np.asarray(self._embed(model_variables(variables), inputs))[complete]
       anchor = MODALITIES.index(self.config.loss.anchor)
       top1 = {
         name: _top1(tokens[:, index], tokens[:, anchor])
@@ -334,11 +337,11 @@ class Task:
         if index != anchor and self.kept[index]
       }
       return {**{f"{name}_to_anchor_top1": value for name, value in top1.items()}, "chance": 1 / max(complete.sum(), 1)}
-    tokens = self.model.apply(self._anchor_variables(), inputs, method=AdaptModel.embed)
+    tokens = self._embed(self._anchor_variables(), inputs)
     transformer = model_variables(variables)
-    full = self.model.apply(transformer, tokens, batch["present"], method=AdaptModel.fuse)
+    full = self._fuse(transformer, tokens, batch["present"])
     dropped = modality_dropout(jax.random.PRNGKey(0), jnp.asarray(batch["present"]))
-    partial = self.model.apply(transformer, tokens, dropped, method=AdaptModel.fuse)
+    partial = self._fuse(transformer, tokens, dropped)
     return {"dropped_to_full_top1": _top1(np.asarray(partial), np.asarray(full)), "chance": 1 / len(full)}
 
   def save_assets(self, workdir: pathlib.Path) -> None:
