@@ -136,12 +136,10 @@ def _best_distinct(values, indices, k):
 
 
 def _refine(points, num_points, values, indices, k, chunk=4096):
-  """NN-descent's local join, once: every point also scores its best candidates' best candidates (at most
-  REFINE_WIDTH² more) → the best k (M, k)."""
+  """NN-descent's local join, once: every point also scores its candidates' candidates → the best k (M, k)."""
   num, width = indices.shape
-  head = indices[:, :REFINE_WIDTH]  # the join uses each point's best REFINE_WIDTH and theirs
-  safe = jnp.maximum(head, 0)
-  second = jnp.where(head[:, :, None] >= 0, safe[safe], -1).reshape(num, -1)
+  safe = jnp.maximum(indices, 0)
+  second = jnp.where(indices[:, :, None] >= 0, safe[safe], -1).reshape(num, width * width)
 
   def one_chunk(args):
     rows, own_values, own, more = args
@@ -157,7 +155,7 @@ def _refine(points, num_points, values, indices, k, chunk=4096):
       jnp.arange(num, dtype=jnp.int32).reshape(-1, chunk),
       values.reshape(-1, chunk, width),
       indices.reshape(-1, chunk, width),
-      second.reshape(-1, chunk, second.shape[1]),
+      second.reshape(-1, chunk, width * width),
     ),
   )
   return values.reshape(num, k), indices.reshape(num, k)
