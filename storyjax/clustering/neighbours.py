@@ -6,8 +6,7 @@
   one-axis mesh); keys are replicated.
 - "approximate" (random-projection forest, as FINCH switches to an approximate search for large inputs): each of
   num_trees trees splits the points at the median of a random projection, depth times, into leaves of leaf_size
-  points; the exact top-k is taken within each leaf, the trees' candidates are merged, and one round of
-  NN-descent's local join lets every point also score its candidates' candidates. Time
+  points; the exact top-k is taken within each leaf and the trees' candidates are merged. Time
   O(num_trees · M · (depth log M + leaf_size · D)), memory O(M · (D + num_trees · k)): near-linear in M.
 - "auto": exact up to exact_max_points points, approximate above.
 
@@ -25,8 +24,6 @@ from jax.sharding import Mesh, PartitionSpec
 import numpy as np
 
 SEARCH_METHODS = ("auto", "exact", "approximate")
-# Candidates per point the forest keeps for its refinement (each point then scores REFINE_WIDTH² more).
-REFINE_WIDTH = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,57 +121,19 @@ def _tree_order(points, key, depth):
   return order, points
 
 
-def _best_distinct(values, indices, k):
-  """(M, C) candidates, possibly repeated → the best k distinct ones (M, k); -1 / -inf where too few."""
-  by_index = jnp.argsort(indices, axis=1)
-  indices = jnp.take_along_axis(indices, by_index, axis=1)
-  values = jnp.take_along_axis(values, by_index, axis=1)
-  repeated = jnp.concatenate([jnp.zeros((len(indices), 1), bool), indices[:, 1:] == indices[:, :-1]], axis=1)
-  values = jnp.where(repeated | (indices < 0), -jnp.inf, values)
-  values, position = lax.top_k(values, k)
-  return values, jnp.where(jnp.isfinite(values), jnp.take_along_axis(indices, position, axis=1), -1)
-
-
-def _refine(points, num_points, values, indices, k, chunk=4096):
-  """NN-descent's local join, once: every point also scores its candidates' candidates → the best k (M, k)."""
-  num, width = indices.shape
-  safe = jnp.maximum(indices, 0)
-  second = jnp.where(indices[:, :, None] >= 0, safe[safe], -1).reshape(num, width * width)
-
-  def one_chunk(args):
-    rows, own_values, own, more = args
-    similarity = jnp.einsum("cd,cjd->cj", points[rows], points[jnp.maximum(more, 0)])
-    invalid = (more < 0) | (more == rows[:, None]) | (more >= num_points)
-    similarity = jnp.where(invalid, -jnp.inf, similarity)
-    return _best_distinct(jnp.concatenate([own_values, similarity], axis=1), jnp.concatenate([own, more], axis=1), k)
-
-  chunk = min(chunk, num)
-  values, indices = lax.map(
-    one_chunk,
-    (
-      jnp.arange(num, dtype=jnp.int32).reshape(-1, chunk),
-      values.reshape(-1, chunk, width),
-      indices.reshape(-1, chunk, width),
-      second.reshape(-1, chunk, width * width),
-    ),
-  )
-  return values.reshape(num, k), indices.reshape(num, k)
-
-
-@functools.partial(jax.jit, static_argnames=("k", "width", "leaf_size", "num_trees", "mesh"))
-def _forest_top_k(points, num_points, key, *, k, width, leaf_size, num_trees, mesh):
-  """The forest's top-k (module docstring): `width` ≥ k candidates per tree and point, merged, then refined."""
+@functools.partial(jax.jit, static_argnames=("k", "leaf_size", "num_trees", "mesh"))
+def _forest_top_k(points, num_points, key, *, k, leaf_size, num_trees, mesh):
   num, dim = points.shape
   depth = (num // leaf_size).bit_length() - 1
 
   def leaf_top_k(leaf_points, leaf_index):
-    """(L, leaf, D), (L, leaf) → (L, leaf, width) values and global indices: the exact top-k inside each leaf."""
+    """(L, leaf, D), (L, leaf) → (L, leaf, k) values and global indices: the exact top-k inside each leaf."""
 
     def one_leaf(args):
       leaf, index = args
       similarity = leaf @ leaf.T
       invalid = (index[None, :] == index[:, None]) | (index[None, :] >= num_points)
-      values, position = lax.top_k(jnp.where(invalid, -jnp.inf, similarity), width)
+      values, position = lax.top_k(jnp.where(invalid, -jnp.inf, similarity), k)
       return values, jnp.where(jnp.isfinite(values), index[position], -1)
 
     return lax.map(one_leaf, (leaf_points, leaf_index), batch_size=4)
@@ -188,14 +147,20 @@ def _forest_top_k(points, num_points, key, *, k, width, leaf_size, num_trees, me
   def one_tree(tree_key):
     order, sorted_points = _tree_order(points, tree_key, depth)
     values, indices = leaf_top_k(sorted_points.reshape(-1, leaf_size, dim), order.reshape(-1, leaf_size))
-    back = jnp.zeros((num, width), jnp.float32).at[order].set(values.reshape(num, width))
-    return back, jnp.full((num, width), -1, jnp.int32).at[order].set(indices.reshape(num, width))
+    back = jnp.zeros((num, k), jnp.float32).at[order].set(values.reshape(num, k))
+    return back, jnp.full((num, k), -1, jnp.int32).at[order].set(indices.reshape(num, k))
 
-  values, indices = lax.map(one_tree, jax.random.split(key, num_trees))  # (trees, M, width)
+  values, indices = lax.map(one_tree, jax.random.split(key, num_trees))  # (trees, M, k)
   values = jnp.moveaxis(values, 0, 1).reshape(num, -1)
   indices = jnp.moveaxis(indices, 0, 1).reshape(num, -1)
-  values, indices = _best_distinct(values, indices, width)  # a candidate found by several trees counts once
-  return _refine(points, num_points, values, indices, k)
+  # A candidate found by several trees counts once: sort by index, drop repeats, keep the best k.
+  by_index = jnp.argsort(indices, axis=1)
+  indices = jnp.take_along_axis(indices, by_index, axis=1)
+  values = jnp.take_along_axis(values, by_index, axis=1)
+  repeated = jnp.concatenate([jnp.zeros((num, 1), bool), indices[:, 1:] == indices[:, :-1]], axis=1)
+  values = jnp.where(repeated | (indices < 0), -jnp.inf, values)
+  values, position = lax.top_k(values, k)
+  return values, jnp.where(jnp.isfinite(values), jnp.take_along_axis(indices, position, axis=1), -1)
 
 
 def _query_mesh(rows: int, block: int) -> Mesh | None:
@@ -246,7 +211,6 @@ def top_neighbours(
       np.int32(num),
       jax.random.PRNGKey(search.seed),
       k=min(k, leaf - 1),
-      width=min(max(k, REFINE_WIDTH), leaf - 1),
       leaf_size=leaf,
       num_trees=search.num_trees,
       mesh=mesh,
