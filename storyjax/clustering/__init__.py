@@ -2,6 +2,7 @@
 their hierarchy (`hierarchy.py`) and the blocked first-neighbour search on device (`neighbours.py`)."""
 
 from storyjax.clustering.c1c import c1c, c1c_partitions, finch
+from storyjax.clustering.muhpc import MuhpcThresholds, muhpc
 from storyjax.clustering.neighbours import NeighbourSearch
 
-__all__ = ["NeighbourSearch", "c1c", "c1c_partitions", "finch"]
+__all__ = ["MuhpcThresholds", "NeighbourSearch", "c1c", "c1c_partitions", "finch", "muhpc"]
