@@ -24,8 +24,8 @@ import ml_collections
 import numpy as np
 
 from storyjax.cli import run_cli
-from storyjax.clustering import NeighbourSearch, c1c, finch, hierarchy
-from storyjax.clustering.muhpc import MuhpcThresholds, muhpc
+from storyjax.clustering import MuhpcThresholds, NeighbourSearch, c1c, hierarchy, muhpc
+from storyjax.clustering.neighbours import normalise
 from storyjax.data import people
 from storyjax.errors import ConfigError
 from storyjax.metrics import nmi, weighted_cluster_purity
@@ -53,17 +53,23 @@ def _settings(config: ml_collections.ConfigDict):
   return methods, search, thresholds, config.baselines.num_clusters, float(config.baselines.max_distance)
 
 
-def load_episodes(config: ml_collections.ConfigDict) -> list[people.Episode]:
-  data, root = config.data, config.data.root
-  if data.source not in SOURCES:
-    raise ConfigError(f"data.source must be one of {SOURCES}, got {data.source!r}")
-  spec = people.EpisodeSpec(
+def episode_spec(config: ml_collections.ConfigDict) -> people.EpisodeSpec:
+  """The synthetic episodes' EpisodeSpec from config.data."""
+  data = config.data
+  return people.EpisodeSpec(
     num_identities=data.num_identities,
     num_scenes=data.num_scenes,
     missing_face_rate=data.missing_face_rate,
     speaking_rate=data.speaking_rate,
     offscreen_voice_rate=data.offscreen_voice_rate,
   )
+
+
+def load_episodes(config: ml_collections.ConfigDict) -> list[people.Episode]:
+  data, root = config.data, config.data.root
+  if data.source not in SOURCES:
+    raise ConfigError(f"data.source must be one of {SOURCES}, got {data.source!r}")
+  spec = episode_spec(config)
   if data.source == "synthetic":
     return people.sample_episodes(data.num_episodes, data.seed, spec)
   if not root:
@@ -99,18 +105,14 @@ def cluster_episode(episode: people.Episode, methods, search, thresholds, rule, 
       position = np.full(len(episode.shots), -1)
       position[face_rows] = np.arange(len(face_rows))
       detection_tracks = position[episode.face_detection_tracks]
-      if method == "finch_face":
-        rows = finch(episode.face_detections, count(face_rows), max_distance=distance, search=search)
-        labels[face_rows] = _majority(rows, detection_tracks, len(face_rows))
-      else:
-        rows = c1c(
-          episode.face_detections, detection_tracks, face_pairs, count(face_rows), max_distance=distance, search=search
-        )
-        labels[face_rows] = _majority(rows, detection_tracks, len(face_rows))
+      # FINCH clusters the detections one by one; C1C must-links each track's and keeps the cannot-links.
+      tracks, pairs = (None, None) if method == "finch_face" else (detection_tracks, face_pairs)
+      rows = c1c(episode.face_detections, tracks, pairs, count(face_rows), max_distance=distance, search=search)
+      labels[face_rows] = _majority(rows, detection_tracks, len(face_rows))
     elif method in ("finch_body", "c1c_body", "c1c_face_body") and len(body_rows):
       features = episode.body[body_rows]
       if method == "c1c_face_body":
-        features = np.concatenate([_unit(episode.face[body_rows]), _unit(features)], axis=1)
+        features = np.concatenate([normalise(episode.face[body_rows]), normalise(features)], axis=1)
       pairs = None if method == "finch_body" else body_pairs
       labels[body_rows] = c1c(
         features, np.arange(len(body_rows)), pairs, count(body_rows), max_distance=distance, search=search
@@ -130,10 +132,6 @@ def cluster_episode(episode: people.Episode, methods, search, thresholds, rule, 
       )
     results[method] = labels
   return results
-
-
-def _unit(features: np.ndarray) -> np.ndarray:
-  return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
 def score(episode: people.Episode, labels: np.ndarray, method: str) -> dict:

@@ -39,7 +39,9 @@ def test_every_key_is_read_and_every_method_is_scored(smoke_run):
   assert json.loads((workdir / "results.json").read_text())["methods"] == results["methods"]
   rows = list(csv.DictReader((workdir / "labels" / "synthetic_000.csv").open()))
   assert set(rows[0]) == {"track", "identity", *cluster.FACE_METHODS, *cluster.PERSON_METHODS}
-  assert len(rows) == len(people.sample_episodes(1, 0, _spec(clustering_config.get_config("smoke")))[0].shots)
+  assert len(rows) == len(
+    people.sample_episodes(1, 0, cluster.episode_spec(clustering_config.get_config("smoke")))[0].shots
+  )
 
 
 def test_constraints_and_modalities_pay_off_on_the_embedded_episodes(tmp_path):
@@ -55,21 +57,10 @@ def test_constraints_and_modalities_pay_off_on_the_embedded_episodes(tmp_path):
         assert scores["muhpc"][subset + metric] > scores[baseline][subset + metric] + 0.05, (baseline, subset, metric)
 
 
-def _spec(config):
-  data = config.data
-  return people.EpisodeSpec(
-    num_identities=data.num_identities,
-    num_scenes=data.num_scenes,
-    missing_face_rate=data.missing_face_rate,
-    speaking_rate=data.speaking_rate,
-    offscreen_voice_rate=data.offscreen_voice_rate,
-  )
-
-
 def test_episode_files_give_the_labels_of_the_episodes_they_hold(smoke_run, tmp_path):
   _, workdir, _ = smoke_run
   config = clustering_config.get_config("smoke")
-  for episode in people.sample_episodes(config.data.num_episodes, config.data.seed, _spec(config)):
+  for episode in people.sample_episodes(config.data.num_episodes, config.data.seed, cluster.episode_spec(config)):
     people.save_episode(episode, tmp_path / "episodes" / episode.name)
   config.data.update({"source": "files", "root": str(tmp_path / "episodes")})
   cluster.run(config, tmp_path / "run")

@@ -42,26 +42,19 @@ def _bridge_by_voice(labels, face, voice, has_voice, forbidden, thresholds, sear
     position[speaking] = np.arange(len(speaking))
     voice_means = hierarchy.cluster_means(voice[has_voice], position[labels[has_voice]], len(speaking))
     face_means = normalise(hierarchy.cluster_means(face, labels, num))
-    neighbour, distance = hierarchy.first_neighbours(
-      voice_means, hierarchy.subset_pairs(forbidden, speaking, num), thresholds.voice, search
-    )
+    speaking_forbidden = hierarchy.subset_pairs(forbidden, speaking, num)
+    neighbour, distance = hierarchy.first_neighbours(voice_means, speaking_forbidden, thresholds.voice, search)
     linked = neighbour >= 0
     face_distance = 1.0 - np.sum(face_means[speaking] * face_means[speaking[np.maximum(neighbour, 0)]], axis=1)
     neighbour = np.where(linked & (face_distance <= thresholds.face_bridge), neighbour, -1)
-    merged_speaking = hierarchy.link_level(neighbour, distance, hierarchy.subset_pairs(forbidden, speaking, num))
     merged = np.arange(num)
-    merged[speaking] = speaking[_first_member(merged_speaking)]
+    # Speaking clusters take their group's id past num (silent ones keep their own), then renumber.
+    merged[speaking] = num + hierarchy.link_level(neighbour, distance, speaking_forbidden)
     merged = hierarchy.canonical_labels(merged)
     if merged.max() + 1 == num:
       break
     labels, forbidden = merged[labels], hierarchy.lift_pairs(forbidden, merged)
   return labels
-
-
-def _first_member(labels: np.ndarray) -> np.ndarray:
-  """(M,) labels → for each element, the lowest index with its label (a representative)."""
-  _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
-  return first[inverse.reshape(-1)]
 
 
 def _attach_faceless(labels, body, has_body, shots, partners, thresholds):
