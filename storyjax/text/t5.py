@@ -15,12 +15,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import safetensors
 import transformers
 
 from storyjax.errors import ConfigError, DataError
 from storyjax.layers.norms import make_norm
 from storyjax.text.cached_features import CachedTextFeatures
+from storyjax.text.hf_files import checkpoint_tensor, read_tensors, weight_files
 
 Dtype = Any
 # feed_forward_proj → (activation, gated), as transformers.T5Config reads it ("gated-gelu" means the tanh GELU)
@@ -149,16 +149,6 @@ def t5_config(config: dict) -> dict:
   return fields
 
 
-def _hf_tensor(state: Mapping, names: Sequence[str], shape: tuple[int, ...]) -> np.ndarray:
-  for name in names:
-    if name in state:
-      tensor = np.asarray(state[name], np.float32)
-      if tensor.shape != shape:
-        raise DataError(f"T5 checkpoint tensor {name} has shape {tensor.shape}, expected {shape}")
-      return tensor
-  raise DataError(f"T5 checkpoint has no tensor {' or '.join(names)}")
-
-
 def convert_hf_state_dict(state: Mapping[str, np.ndarray], config: dict) -> dict:
   """HF PyTorch-layout tensors (`encoder.block.0.layer.0.SelfAttention.q.weight`, …) → our params.
 
@@ -166,11 +156,13 @@ def convert_hf_state_dict(state: Mapping[str, np.ndarray], config: dict) -> dict
   `encoder.embed_tokens.weight`; decoder tensors and `lm_head` are ignored.
   """
   d, inner, ff = config["d_model"], config["num_heads"] * config["d_kv"], config["d_ff"]
-  get = lambda name, shape: _hf_tensor(state, (name,), shape)
+  get = lambda name, shape: checkpoint_tensor(state, (name,), shape, "T5")
   linear = lambda name, d_in, d_out: {"kernel": get(f"{name}.weight", (d_out, d_in)).T}
   params = {
     "shared": {
-      "embedding": _hf_tensor(state, ("shared.weight", "encoder.embed_tokens.weight"), (config["vocab_size"], d))
+      "embedding": checkpoint_tensor(
+        state, ("shared.weight", "encoder.embed_tokens.weight"), (config["vocab_size"], d), "T5"
+      )
     },
     "relative_attention_bias": {
       "embedding": get(
@@ -194,36 +186,6 @@ def convert_hf_state_dict(state: Mapping[str, np.ndarray], config: dict) -> dict
   return params
 
 
-def _weight_files(path: pathlib.Path) -> list[pathlib.Path]:
-  """The safetensors files of a checkpoint directory: model.safetensors, or the shards its index names."""
-  if (path / "model.safetensors").is_file():
-    return [path / "model.safetensors"]
-  index = path / "model.safetensors.index.json"
-  if index.is_file():
-    files = [path / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
-    missing = [str(file) for file in files if not file.is_file()]
-    if missing:
-      raise ConfigError(f"T5 checkpoint {path} lacks the shards {missing} named by {index.name}; {GET_CHECKPOINT}")
-    return files
-  if any(path.glob("pytorch_model*.bin")):
-    raise ConfigError(
-      f"T5 checkpoint {path} has only PyTorch .bin weights; storyjax reads safetensors: re-save it with "
-      f"save_pretrained (safetensors is the default), or {GET_CHECKPOINT}"
-    )
-  raise ConfigError(f"no model.safetensors or model.safetensors.index.json in {path}; {GET_CHECKPOINT}")
-
-
-def _read_encoder_tensors(files: Sequence[pathlib.Path]) -> dict[str, np.ndarray]:
-  """The embedding and encoder tensors of safetensors files (a T5ForConditionalGeneration's decoder is not read)."""
-  state = {}
-  for file in files:
-    with safetensors.safe_open(str(file), framework="numpy") as handle:
-      for name in handle.keys():  # noqa: SIM118 (a safe_open handle is not iterable)
-        if name.startswith(("shared.", "encoder.")):
-          state[name] = handle.get_tensor(name)
-  return state
-
-
 def load_t5_encoder(path, dtype: Dtype = jnp.float32):
   """A local HF T5 directory (config.json, model.safetensors or its sharded index, tokenizer.json or spiece.model)
   → (T5Encoder, params, tokenizer)."""
@@ -232,11 +194,12 @@ def load_t5_encoder(path, dtype: Dtype = jnp.float32):
   if not path.is_dir() or not config_path.is_file():
     raise ConfigError(f"no T5 checkpoint at {path} (config.json missing); {GET_CHECKPOINT}")
   config = t5_config(json.loads(config_path.read_text()))
-  weight_files = _weight_files(path)
+  files = weight_files(path, "T5", GET_CHECKPOINT)
   # transformers builds an empty tokenizer from a directory without vocabulary files instead of failing
   if not any((path / name).is_file() for name in TOKENIZER_FILES):
     raise ConfigError(f"no T5 tokenizer in {path}; expected one of {TOKENIZER_FILES}; {GET_CHECKPOINT}")
-  params = convert_hf_state_dict(_read_encoder_tensors(weight_files), config)
+  # a T5ForConditionalGeneration's decoder is not read
+  params = convert_hf_state_dict(read_tensors(files, ("shared.", "encoder.")), config)
   tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
   return T5Encoder(**config, dtype=dtype), params, tokenizer
 
