@@ -7,8 +7,15 @@ import pytest
 
 from conftest import REPO_ROOT
 
-LIBRARY = ("tasks", "models", "layers", "data", "metrics", "diffusion", "text", "clustering")
-ENTRY_POINTS = {"storyjax.train", "storyjax.evaluate", "storyjax.sample", "storyjax.cluster", "storyjax.cli"}
+LIBRARY = ("tasks", "models", "layers", "data", "metrics", "diffusion", "text", "clustering", "qa")
+ENTRY_POINTS = {
+  "storyjax.train",
+  "storyjax.evaluate",
+  "storyjax.sample",
+  "storyjax.cluster",
+  "storyjax.cli",
+  "storyjax.qa.__main__",
+}
 
 
 def imported_modules(path: pathlib.Path) -> set[str]:
