@@ -9,7 +9,8 @@ de-duplicated on question_id, `--num_questions` draws a seeded subsample (pandas
 order), and a question whose film has no subtitle rows is skipped in every setting (counted in num_skipped); without a
 subtitles.csv no question is skipped. MCQ responses are scored by the published regex (no "(X)" = wrong, counted in
 num_unparsed); OEQ answers by the judge, accuracy = yes / (yes + no) over the judgements that could be read (the rest
-counted in num_unparsed; null when none could). Prints one JSON object, setting → scores. With --out, each setting's
+counted in num_unparsed; null when none could, where the published 1e-5 in the denominators gave 0), and
+mean_score over the same judgements. Prints one JSON object, setting → scores. With --out, each setting's
 per-question records go to OUT/sfd_<setting>.json (keyed by question_id, fields as in the published results files), and
 a rerun skips the questions already there.
 """
