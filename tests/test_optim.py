@@ -113,3 +113,16 @@ def test_unknown_schedule_is_named():
   config.schedule = "step"
   with pytest.raises(ConfigError, match="optimizer.schedule='step'"):
     optim.make_optimizer(config, 10)
+
+
+def test_multistep_warms_up_then_halves_at_each_milestone():
+  config = _plateau_config()
+  config.update({"schedule": "multistep", "warmup_steps": 10})
+  config.multistep = ml_collections.ConfigDict({"milestones": (0.2, 0.4, 0.8, 1.0), "factor": 0.5})
+  schedule = optim.learning_rate_schedule(config, 100)
+  rates = np.array([float(schedule(step)) for step in (0, 5, 10, 19, 20, 39, 40, 79, 80, 99, 100)])
+  expected = 1e-4 * np.array([0, 0.5, 1, 1, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125, 0.0625])
+  np.testing.assert_allclose(rates, expected, rtol=1e-6)
+  config.multistep.milestones = (0.4, 0.2)
+  with pytest.raises(ConfigError, match="optimizer.multistep"):
+    optim.learning_rate_schedule(config, 100)

@@ -30,14 +30,16 @@ ATTENTION_IMPLEMENTATIONS = ("xla", "fused", "pallas")
 MASKINGS = ("key", "adapt_code")
 
 
-def xla_attention(query, key, value, key_mask=None, dropout_fn=None):
-  """softmax(q·kᵀ/√Dh)·v for q (B, Lq, H, Dh), k/v (B, Lk, H, Dh), key_mask (B, Lk) → (B, Lq, H, Dh).
+def xla_attention(query, key, value, key_mask=None, dropout_fn=None, scale=None):
+  """softmax(q·kᵀ·scale)·v for q (B, Lq, H, Dh), k/v (B, Lk, H, Dh), key_mask (B, Lk) → (B, Lq, H, Dh).
 
+  `scale` defaults to 1/√Dh.
   Logits and softmax in fp32. dropout_fn, if given, drops unnormalised probabilities (B, H, Lq, Lk); since
   dropout is an elementwise mask-and-rescale, dividing by the undropped row sums afterwards equals dropping
   the normalised probabilities. A query whose keys are all masked attends uniformly.
   """
-  scaled_query = query * jnp.asarray(query.shape[-1] ** -0.5, query.dtype)
+  scale = query.shape[-1] ** -0.5 if scale is None else scale
+  scaled_query = query * jnp.asarray(scale, query.dtype)
   logits = jnp.einsum("bqhd,bkhd->bhqk", scaled_query, key).astype(jnp.float32)
   if key_mask is not None:
     logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
@@ -67,10 +69,10 @@ def adapt_code_attention(query, key, value, present):
   return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
 
 
-def fused_attention(query, key, value, key_mask=None):
-  """jax.nn.dot_product_attention with the same shapes and masking as xla_attention (no dropout)."""
+def fused_attention(query, key, value, key_mask=None, scale=None):
+  """jax.nn.dot_product_attention with the same shapes, scale and masking as xla_attention (no dropout)."""
   mask = None if key_mask is None else key_mask[:, None, None, :]
-  return jax.nn.dot_product_attention(query, key, value, mask=mask)
+  return jax.nn.dot_product_attention(query, key, value, mask=mask, scale=scale)
 
 
 def pallas_attention(query, key, value, key_mask=None):
@@ -95,7 +97,8 @@ class MultiHeadAttention(nn.Module):
   Projection kernels are (D, H·Dh) with the head-major output axis named `heads`, so tensor parallelism
   splits whole heads. `dropout_rate` drops attention probabilities ("xla" only). `masking` is one of MASKINGS
   ("adapt_code": self-attention only, `key_mask` then being each token's presence); `use_bias=False` drops the
-  projections' biases (ADAPT's q/k/v).
+  projections' biases (ADAPT's q/k/v). `logit_scale` replaces 1/√Dh ("xla" and "fused"; FunnyNet-W's fusion as
+  coded uses 1); `output_projection=False` returns the attended values (B, Lq, H·Dh) without the last Dense.
   """
 
   num_heads: int
@@ -105,6 +108,8 @@ class MultiHeadAttention(nn.Module):
   inner_dim: int | None = None
   masking: str = "key"
   use_bias: bool = True
+  logit_scale: float | None = None
+  output_projection: bool = True
 
   @nn.compact
   def __call__(self, queries, context, key_mask=None, deterministic: bool = True):
@@ -122,6 +127,8 @@ class MultiHeadAttention(nn.Module):
         f"dropout on attention probabilities ({self.dropout_rate}) runs only with the 'xla' attention, "
         f"not {self.implementation!r}"
       )
+    if self.logit_scale is not None and (self.implementation == "pallas" or self.masking == "adapt_code"):
+      raise ValueError("logit_scale runs only with the 'xla' or 'fused' attention and 'key' masking")
     head_dim = width // self.num_heads
 
     def project(name, inputs):  # (B, L, D) → (B, L, H, Dh)
@@ -133,12 +140,14 @@ class MultiHeadAttention(nn.Module):
     if self.masking == "adapt_code":
       attended = adapt_code_attention(query, key, value, key_mask)
     elif self.implementation == "fused":
-      attended = fused_attention(query, key, value, key_mask)
+      attended = fused_attention(query, key, value, key_mask, self.logit_scale)
     elif self.implementation == "pallas":
       attended = pallas_attention(query, key, value, key_mask)
     else:
       dropout_fn = lambda probabilities: Dropout(self.dropout_rate)(probabilities, deterministic)
-      attended = xla_attention(query, key, value, key_mask, dropout_fn)
+      attended = xla_attention(query, key, value, key_mask, dropout_fn, self.logit_scale)
     attended = attended.reshape(attended.shape[:-2] + (width,))
+    if not self.output_projection:
+      return attended
     out = dense(queries.shape[-1], ("heads", "embed"), self.dtype, "out", nn.initializers.xavier_uniform())
     return out(attended)

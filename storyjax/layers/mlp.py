@@ -53,3 +53,18 @@ class MlpBlock(nn.Module):
     hidden = ACTIVATIONS[self.activation](nn.with_logical_constraint(hidden, hidden_axes))
     hidden = Dropout(self.dropout_rate)(hidden, deterministic=deterministic)
     return dense(inputs.shape[-1], ("mlp", "embed"), self.dtype, name="fc2")(hidden)
+
+
+class GatedDense(nn.Module):
+  """GELU(x·W₁ + b₁) ⊙ (x·W₂ + b₂): (..., Din) → (..., features), FunnyNet-W's `linear` block (exact GELU)."""
+
+  features: int
+  dtype: Dtype = jnp.float32
+  axes: tuple[str, str] = ("embed", "mlp")
+
+  @nn.compact
+  def __call__(self, inputs):
+    init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")  # torch.nn.Linear's default
+    gate = dense(self.features, self.axes, self.dtype, "gate", init)(inputs)
+    value = dense(self.features, self.axes, self.dtype, "value", init)(inputs)
+    return nn.gelu(gate, approximate=False) * value

@@ -27,6 +27,7 @@ TASKS = (
   "exam_sequence",
   "adapt",
   "laeo",
+  "funnynet",
 )
 
 
