@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy import signal as scipy_signal
 
+from storyjax.data.audio import LOG_MEL_EPS, log_mel_spectrogram, mel_filterbank, normalise_log_mel
 from storyjax.data.medical.stress import (
-  LOG_MEL_EPS,
   MODALITIES,
   NUM_FRAMES,
   PHYSIO_MEAN,
@@ -24,10 +24,7 @@ from storyjax.data.medical.stress import (
   StressIDRecordings,
   StressRecordings,
   StressWindowSource,
-  log_mel_spectrogram,
-  mel_filterbank,
   mel_parameters,
-  normalise_log_mel,
   resize_frames,
   write_stressid_tree,
 )

@@ -40,7 +40,7 @@ import numpy as np
 from scipy import signal as scipy_signal
 
 # BYOL-A's log-mel is the one the stress data uses (HTK filters, centred STFT, log(mel + ε), AudioSet statistics).
-from storyjax.data.medical.stress import log_mel_spectrogram, normalise_log_mel
+from storyjax.data.audio import log_mel_spectrogram, normalise_log_mel
 from storyjax.errors import DataError
 
 INT16_SCALE = 32768.0  # full scale of 16-bit audio: float samples in [-1, 1] × this = auditok's amplitude scale
