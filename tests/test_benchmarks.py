@@ -17,7 +17,7 @@ SWEPT_CONFIG = "director.py"  # measured through --sweep below, the others one s
 # One config per kind of task (the benchmark code path is generic): cad.py and rin.py are one task, diffusion like
 # director.py; scene_attributes.py and region_attributes.py are BatchNorm classifiers like shapes.py; scam.py is
 # timed separately; the medical tasks' configs are BatchNorm models like shapes.py (several read earlier stages'
-# runs; tests/test_medical_tasks.py trains each).
+# runs; tests/test_medical_tasks.py trains each); funnynet.py is a plain classifier on feature vectors like shapes.py.
 SAME_TASK_AS_ANOTHER = (
   "cad.py",
   "rin.py",
@@ -31,6 +31,7 @@ SAME_TASK_AS_ANOTHER = (
   "adapt_anchor.py",
   "adapt_contrastive.py",
   "adapt.py",
+  "funnynet.py",
 )
 
 
