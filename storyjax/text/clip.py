@@ -20,6 +20,7 @@ import transformers
 
 from storyjax.errors import ConfigError, DataError
 from storyjax.text.cached_features import CachedTextFeatures
+from storyjax.text.hf_files import checkpoint_tensor
 
 Dtype = Any
 ACTIVATIONS = {"quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x), "gelu": lambda x: jax.nn.gelu(x, False)}
@@ -117,13 +118,8 @@ def eos_positions(token_ids: np.ndarray, eos_token_id: int) -> np.ndarray:
 
 
 def _hf_tensor(state: dict, name: str, shape: tuple[int, ...]) -> np.ndarray:
-  for key in (f"text_model.{name}", name):
-    if key in state:
-      tensor = np.asarray(state[key], np.float32)
-      if tensor.shape != shape:
-        raise DataError(f"CLIP checkpoint tensor {key} has shape {tensor.shape}, expected {shape}")
-      return tensor
-  raise DataError(f"CLIP checkpoint has no tensor text_model.{name}")
+  """`text_model.<name>` (a CLIPModel's) or `<name>` (a CLIPTextModel's) as float32 of `shape`."""
+  return checkpoint_tensor(state, (f"text_model.{name}", name), shape, "CLIP")
 
 
 def convert_hf_state_dict(state: dict[str, np.ndarray], config: dict) -> dict:
