@@ -45,7 +45,7 @@ def token_f1(prediction: str, answer: str) -> float:
 
 class OverlapJudge:
   """Ours, offline: 'yes' when the token F1 of prediction and answer is at least `threshold`; score = 5·F1 rounded
-  half up. It ignores the question and, unlike an LLM judge, paraphrases."""
+  half up. It ignores the question and, unlike an LLM judge, gives no credit to paraphrases."""
 
   def __init__(self, threshold: float = 0.5):
     self._threshold = threshold
