@@ -52,9 +52,10 @@ class Task:
         f"loss.temperature={loss.temperature} must be positive and loss.contrastive_weight="
         f"{loss.contrastive_weight} non-negative"
       )
+    self.root = data.root  # read for every source, so a procedural config still checks the key
     if data.source not in SOURCES:
       raise ConfigError(f"data.source={data.source!r}; choose one of {SOURCES}")
-    if data.source == "features" and not data.root:
+    if data.source == "features" and not self.root:
       raise ConfigError("data.source='features' reads data.root: set it to the feature directory (labels.csv, *.npz)")
     if model.width % model.num_tokens:
       raise ConfigError(f"model.width={model.width} must be a multiple of model.num_tokens={model.num_tokens}")
@@ -86,7 +87,7 @@ class Task:
         "text_dim": data.text_dim,
       }
       if data.source == "features":
-        self._sources[split] = FeatureClips(data.root, split, **shapes)
+        self._sources[split] = FeatureClips(self.root, split, **shapes)
       else:
         size = {"train": data.train_size, "test": data.test_size}[split]
         self._sources[split] = FunnyClips(
