@@ -6,6 +6,7 @@ are config keys (e.g. Director's `--config.sample.char_index`).
 """
 
 import pathlib
+import sys
 
 from absl import flags
 import jax
@@ -23,6 +24,16 @@ _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Samples per prompt.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 
+def prompt_warnings(task: GenerativeTask, prompts: list[str]) -> list[str]:
+  """The task's warnings about the --prompt values (base.GenerativeTask), each line once; none if it has none.
+
+  The prompts are the flags as given, not repeated --num_samples times, so a warning names a prompt by its flag's
+  index (a prompt given twice is reported at its first).
+  """
+  method = getattr(task, "prompt_warnings", None)
+  return list(dict.fromkeys(method(prompts))) if method is not None else []
+
+
 def sample(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   workdir = pathlib.Path(workdir).absolute()
   task = get_task(config)
@@ -31,10 +42,14 @@ def sample(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
       f"task {config.task!r} cannot generate (it has no `sample`); tasks that can: "
       f"{[name for name in TASKS if hasattr(task_class(name), 'sample')]}"
     )
-  prompts = [prompt for prompt in (_PROMPTS.value or []) for _ in range(_NUM_SAMPLES.value)]
+  given = list(_PROMPTS.value or [])
+  prompts = [prompt for prompt in given for _ in range(_NUM_SAMPLES.value)]
   if not prompts:
     raise ConfigError("give at least one --prompt")
-  _, variables, _ = trainer.restore_for_inference(task, config, workdir)
+  _, variables, _ = trainer.restore_for_inference(task, config, workdir)  # loads the run's tokenizer
+  if jax.process_index() == 0:
+    for warning in prompt_warnings(task, given):
+      print(f"warning: {warning}", file=sys.stderr)
   samples = task.sample(variables, prompts, jax.random.PRNGKey(_SEED.value))
   out_dir = workdir / "samples"
   if jax.process_index() == 0:

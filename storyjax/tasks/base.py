@@ -93,7 +93,13 @@ class TurnTask(TaskBase, Protocol):
 
 @runtime_checkable
 class GenerativeTask(TaskBase, Protocol):
-  """A task that can generate from prompts (`python -m storyjax.sample`)."""
+  """A task that can generate from prompts (`python -m storyjax.sample`).
+
+  Optionally also `prompt_warnings(prompts: Sequence[str]) -> list[str]`: one human-readable line per problem a
+  prompt will meet silently (empty, cut at the caption limit, words read as unknown), each distinct prompt once,
+  named by its first index in `prompts` and its text; sample prints them before sampling, which goes on. A task
+  without the method gives no warnings (it is not a member here, so `isinstance` does not require it).
+  """
 
   def sample(self, variables: Variables, prompts: Sequence[str], rng: jax.Array) -> dict[str, np.ndarray]:
     """One sample per prompt → numpy arrays with a leading (N,) dimension (written to samples.npz)."""

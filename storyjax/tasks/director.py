@@ -47,6 +47,7 @@ class Task(TrajectoryTask):
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
+    self.caption_inputs.limit_name = "model.max_caption_length"  # named in prompt_warnings
     model, diffusion = config.model, config.diffusion
     for key, choices in (
       ("variant", VARIANTS),
@@ -397,6 +398,10 @@ class Task(TrajectoryTask):
       "tags": np.array(tags),
       "mask": mask,
     }
+
+  def prompt_warnings(self, prompts) -> list[str]:
+    """Empty prompts, tokens cut at the caption limit, words outside the scratch vocabulary (base.GenerativeTask)."""
+    return self.caption_inputs.prompt_warnings(prompts)
 
   def save_samples(self, samples: dict, out_dir: pathlib.Path) -> None:
     """One KITTI pose file (E.T.'s traj/ format) and one PNG plot per sample."""

@@ -36,7 +36,7 @@ from storyjax.layers.attention import ATTENTION_IMPLEMENTATIONS
 from storyjax.layers.transformer import REMAT_POLICIES, BlockOptions
 from storyjax.metrics import scenes as scene_metrics
 from storyjax.models.rin import CONDITIONINGS, RIN
-from storyjax.text.caption_inputs import CaptionInputs
+from storyjax.text.caption_inputs import CaptionInputs, empty_prompt_warnings
 from storyjax.text.t5 import T5TextFeatures
 
 SOURCES = ("scenes", "tfds", "webdataset", "folder")
@@ -112,7 +112,9 @@ class Task:
     self.dtype = compute_dtype(model.dtype)
     self.image_size = data.image_size
     self.num_classes = len(scenes.COLOURS) * len(scenes.SHAPES) if data.source == "scenes" else data.num_classes
-    self.caption_inputs = CaptionInputs("scratch", model.max_text_length, scenes.SCENE_VOCABULARY)
+    self.caption_inputs = CaptionInputs(
+      "scratch", model.max_text_length, scenes.SCENE_VOCABULARY, limit_name="model.max_text_length"
+    )
     self._t5 = None
     if model.text_encoder == "t5" and not t5_path and data.source != "webdataset":
       raise ConfigError("model.text_encoder='t5' needs model.t5_path (a local FLAN-T5 checkpoint directory).")
@@ -441,6 +443,14 @@ class Task:
     diffusion = self.config.diffusion
     images = self.generate_examples(variables, examples, rng, diffusion.guidance_schedule, diffusion.guidance_weight)
     return {"image": images, "prompt": np.array(prompts)}
+
+  def prompt_warnings(self, prompts) -> list[str]:
+    """Empty prompts; for scratch captions also tokens cut at model.max_text_length and words outside the
+    vocabulary (base.GenerativeTask). Class names (an unknown one is an error in `sample`) and T5 captions: empty
+    ones only; unconditional models (model.conditioning='none') read no prompt, so none."""
+    if self.conditioning == "text" and self.config.model.text_encoder == "scratch":
+      return self.caption_inputs.prompt_warnings(prompts)
+    return empty_prompt_warnings(prompts) if self.conditioning != "none" else []
 
   def save_samples(self, samples: dict, out_dir: pathlib.Path) -> None:
     """One PNG per sample and a grid of all (RGB only: SD-VAE latents stay in samples.npz, for the VAE decoder)."""

@@ -80,3 +80,27 @@ def tokenize_captions(
     return_attention_mask=True,
   )
   return np.asarray(encoded["input_ids"], np.int32), np.asarray(encoded["attention_mask"], bool)
+
+
+def caption_token_counts(tokenizer: transformers.PreTrainedTokenizerBase, captions: Sequence[str]) -> list[int]:
+  """captions (B,) → each one's token count with the tokenizer's special tokens ([BOS] … [EOS]), not truncated.
+
+  A caption counting n > max_length loses its last n − max_length tokens before [EOS] in tokenize_captions.
+  """
+  if isinstance(captions, str):
+    raise ValueError("caption_token_counts takes a list of captions, got a single string; wrap it in a list.")
+  if not captions:
+    return []
+  encoded = tokenizer(list(captions), truncation=False, verbose=False)  # verbose: no "longer than" log line
+  return [len(ids) for ids in encoded["input_ids"]]
+
+
+def unknown_words(tokenizer: transformers.PreTrainedTokenizerFast, caption: str) -> list[str]:
+  """The distinct pieces of `caption`, as written, that the tokenizer reads as [UNK], in order of appearance."""
+  encoded = tokenizer(caption, return_offsets_mapping=True, verbose=False)
+  pieces = [
+    caption[start:end]
+    for token, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"])
+    if token == tokenizer.unk_token_id
+  ]
+  return list(dict.fromkeys(pieces))
