@@ -79,3 +79,70 @@ def compute_dtype(name: str):
   if name not in DTYPES:
     raise ConfigError(f"model.dtype={name!r}; choose one of {sorted(DTYPES)}.")
   return DTYPES[name]
+
+
+# Integer keys (by leaf name) that may be 0: everything else integer is a size, count or interval and must be ≥ 1.
+ZERO_ALLOWED_INTS = frozenset(
+  {
+    "eval_every",  # 0 = no evaluation during training
+    "profile_steps",
+    "num_threads",  # 0 = read in the loop's thread
+    "num_workers",  # 0 = no loader processes
+    "prefetch_to_device",
+    "coherence_bins",  # 0 = raw coherence scores
+    "guidance_start",
+    "warmup_steps",
+    "start_step",
+    "shift",  # augmentation: 0 = none
+    "swap_label",  # a label id
+    "num_registers",
+  }
+)
+# Integer keys that may be negative, with their least value.
+NEGATIVE_ALLOWED_INTS = {"char_index": -1}  # Director's sample.char_index: -1 = a character standing still
+# Float keys that are probabilities or decay rates, in [0, 1].
+UNIT_FLOATS = frozenset({"stochastic_depth", "ema_decay", "b1", "b2"})
+# Float keys that must be > 0.
+POSITIVE_FLOATS = frozenset(
+  {"learning_rate", "temperature", "eps", "grad_clip_norm", "sigma_data", "sigma_min", "sigma_max", "p_std", "rho"}
+)
+
+
+def _is_unit_float(name: str) -> bool:
+  return (
+    name in UNIT_FLOATS
+    or "dropout" in name
+    or "fraction" in name
+    or name.startswith("missing_")
+    or (name.endswith("_rate") and name != "learning_rate")
+  )
+
+
+def check_values(config: ml_collections.ConfigDict, prefix: str = "") -> None:
+  """The checks every config gets before anything is built: sizes and counts ≥ 1, probabilities in [0, 1], rates
+  and temperatures > 0, no NaN; each failure is a ConfigError naming the key and what it may be.
+
+  The mesh is checked against the devices by storyjax.sharding.make_mesh; task-specific rules (choices, paths, how
+  keys relate) by each task where it reads them.
+  """
+  for name, value in config.items():
+    key = prefix + name
+    if isinstance(value, ml_collections.ConfigDict):
+      if key != "mesh":
+        check_values(value, f"{key}.")
+    elif isinstance(value, bool):
+      continue
+    elif isinstance(value, int):
+      least = 0 if name in ZERO_ALLOWED_INTS or name.endswith("seed") else NEGATIVE_ALLOWED_INTS.get(name, 1)
+      if value < least:
+        kind = "an integer ≥ 0" if least == 0 else f"an integer ≥ {least}" if least < 0 else "a positive integer"
+        raise ConfigError(f"{key}={value}: it must be {kind}; set --config.{key} to one.")
+    elif isinstance(value, float):
+      if value != value:
+        raise ConfigError(f"{key} is NaN; set --config.{key} to a number.")
+      if _is_unit_float(name) and not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{key}={value}: it is a probability or decay in [0, 1]; set --config.{key} to one.")
+      if name in POSITIVE_FLOATS and not value > 0.0:
+        raise ConfigError(f"{key}={value}: it must be > 0; set --config.{key} to a positive number.")
+      if prefix == "loss." and value < 0.0:
+        raise ConfigError(f"{key}={value}: loss weights are ≥ 0; set --config.{key} to 0 to switch that term off.")

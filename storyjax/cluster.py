@@ -23,6 +23,7 @@ import pathlib
 import ml_collections
 import numpy as np
 
+from storyjax.base_config import check_values
 from storyjax.cli import run_cli
 from storyjax.clustering import MuhpcThresholds, NeighbourSearch, c1c, hierarchy, muhpc
 from storyjax.clustering.neighbours import normalise
@@ -37,6 +38,7 @@ SOURCES = ("synthetic", "files")
 
 def _settings(config: ml_collections.ConfigDict):
   """Reads and checks every key once: (methods, search, thresholds, baseline rule, max distance)."""
+  check_values(config)
   methods = tuple(method.strip() for method in config.methods.split(",") if method.strip())
   unknown = sorted(set(methods) - set(FACE_METHODS + PERSON_METHODS))
   if unknown or not methods:

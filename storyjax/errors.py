@@ -1,4 +1,4 @@
-"""User-facing errors: the CLIs print these as one line and exit non-zero."""
+"""User-facing errors: the CLIs print these as one line and exit non-zero (storyjax/cli.py gives the codes)."""
 
 
 class StoryjaxError(Exception):
@@ -19,3 +19,21 @@ class CheckpointError(StoryjaxError):
 
 class DivergenceError(StoryjaxError):
   """A non-finite loss."""
+
+
+class WorkdirInUse(StoryjaxError):
+  """Another training run holds the workdir's lock."""
+
+
+class Preempted(Exception):
+  """Training stopped on SIGTERM after saving a checkpoint at `step`; rerunning the same command resumes.
+
+  Not a StoryjaxError: nothing was wrong, and the CLIs exit with their own code for it (storyjax/cli.py).
+  """
+
+  def __init__(self, step: int, workdir):
+    super().__init__(
+      f"preempted: stopped at step {step} on SIGTERM and saved a checkpoint in {workdir}; "
+      f"rerun the same command to resume."
+    )
+    self.step = step

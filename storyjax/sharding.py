@@ -18,6 +18,8 @@ import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import numpy as np
 
+from storyjax.errors import ConfigError
+
 MESH_AXES = ("data", "fsdp", "model")
 BATCH_AXES = ("data", "fsdp")
 
@@ -55,20 +57,22 @@ def make_mesh(axis_sizes: dict[str, int], devices: Sequence[jax.Device] | None =
   devices = list(jax.devices() if devices is None else devices)
   unknown = set(axis_sizes) - set(MESH_AXES)
   if unknown:
-    raise ValueError(f"Unknown mesh axes {sorted(unknown)}; expected {MESH_AXES}.")
+    raise ConfigError(f"unknown mesh axes {sorted(unknown)}; the mesh has {MESH_AXES}.")
   sizes = [int(axis_sizes.get(name, 1)) for name in MESH_AXES]
+  asked = dict(zip(MESH_AXES, sizes))
+  fix = f"set --config.mesh.{{data,fsdp,model}} so that their product divides the {len(devices)} device(s)"
   if sizes.count(-1) > 1:
-    raise ValueError(f"At most one mesh axis may be -1, got {dict(zip(MESH_AXES, sizes))}.")
+    raise ConfigError(f"mesh {asked}: at most one axis may be -1 (all remaining devices).")
   if any(size == 0 or size < -1 for size in sizes):
-    raise ValueError(f"Mesh axis sizes must be positive or -1, got {dict(zip(MESH_AXES, sizes))}.")
+    raise ConfigError(f"mesh {asked}: axis sizes are positive, or -1 for all remaining devices.")
   known = math.prod(size for size in sizes if size != -1)
   if -1 in sizes:
     if len(devices) % known:
-      raise ValueError(f"{len(devices)} devices cannot be split into mesh {dict(zip(MESH_AXES, sizes))}.")
+      raise ConfigError(f"{len(devices)} device(s) cannot be split into mesh {asked}; {fix}.")
     sizes[sizes.index(-1)] = len(devices) // known
   total = math.prod(sizes)
   if total > len(devices):
-    raise ValueError(f"Mesh {dict(zip(MESH_AXES, sizes))} needs {total} devices but only {len(devices)} are available.")
+    raise ConfigError(f"mesh {asked} needs {total} devices but {len(devices)} are available; {fix}.")
   device_grid = np.asarray(devices[:total]).reshape(sizes)
   return Mesh(device_grid, MESH_AXES)
 

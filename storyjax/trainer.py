@@ -9,6 +9,7 @@ so a restart resumes exactly.
 """
 
 import collections
+import contextlib
 import json
 import pathlib
 import time
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -23,10 +25,12 @@ import optax
 from tqdm import tqdm
 
 from storyjax import optim, profiling, sharding
+from storyjax import workdir as workdir_lib
 from storyjax.checkpoint import Checkpointer
 from storyjax.data.pipeline import Prefetcher, make_train_iterator
-from storyjax.errors import CheckpointError, ConfigError, DivergenceError
+from storyjax.errors import CheckpointError, ConfigError, DivergenceError, Preempted, WorkdirInUse
 from storyjax.metric_logger import MetricLogger
+from storyjax.preemption import PreemptionWatch
 
 if TYPE_CHECKING:  # the registry imports this module to load runs
   from storyjax.tasks.base import Task
@@ -308,7 +312,8 @@ def restore_for_inference(task: "Task", config: ml_collections.ConfigDict, workd
   """(setup, EMA variables, step) of the latest checkpoint in `workdir`, with the task's saved assets.
 
   Reads only the step, the EMA parameters and the mutable collections: no optimizer is built and the
-  optimizer state is never read.
+  optimizer state is never read. Safe while a training run writes to `workdir`: Orbax publishes a step only once
+  it is complete, and a step deleted while it was read is replaced by the newest.
   """
   workdir = pathlib.Path(workdir).absolute()
   enable_compilation_cache(workdir.parent / ".jax_cache")
@@ -318,24 +323,44 @@ def restore_for_inference(task: "Task", config: ml_collections.ConfigDict, workd
   if step is None:
     raise CheckpointError(f"no checkpoint in {checkpoints}; train first with --workdir={workdir}")
   check_config_compatible(task, config, workdir / "config.json")
-  state = Checkpointer.restore_subset(checkpoints, step, setup.abstract_inference_state())
+  while True:
+    try:
+      state = Checkpointer.restore_subset(checkpoints, step, setup.abstract_inference_state())
+      break
+    except CheckpointError:
+      # A training run in this workdir may have deleted the step (keep_checkpoints) while it was read: read the
+      # newer one. A step that is still there is corrupt.
+      newest = Checkpointer.latest_step_in(checkpoints)
+      if newest is None or newest == step or (checkpoints / str(step)).is_dir():
+        raise
+      step = newest
   task.load_assets(workdir)
   return setup, setup.variables(state), step
 
 
 def train(task: "Task", config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
-  """Trains (or resumes) `task` in `workdir`; returns the final evaluation metrics (empty if eval is off)."""
-  workdir = pathlib.Path(workdir).absolute()
-  workdir.mkdir(parents=True, exist_ok=True)
+  """Trains (or resumes) `task` in `workdir`; returns the final evaluation metrics (empty if eval is off).
+
+  Holds the workdir's lock throughout (WorkdirInUse if another run has it). Everything that can refuse the run
+  (the lock, a checkpoint from another config, the device mesh, the step's memory) does so before any file in the
+  workdir changes. On SIGTERM it saves at the step it stopped and raises Preempted.
+  """
+  workdir = workdir_lib.create(workdir)
   enable_compilation_cache(workdir.parent / ".jax_cache")
-  setup = TrainSetup(task, config)
-  with Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints) as checkpointer:
-    state = _train_loop(config, workdir, setup, checkpointer)
-  results = {}
-  if config.eval.at_end:
-    results = task.evaluate(setup.variables(state), workdir)
+  with _exclusive(workdir):
+    checkpoints = workdir / "checkpoints"
     if jax.process_index() == 0:
-      (workdir / "eval.json").write_text(json.dumps(results, indent=2))
+      workdir_lib.remove_unfinished_saves(checkpoints)
+    if Checkpointer.latest_step_in(checkpoints) is not None:
+      check_config_compatible(task, config, workdir / "config.json")
+    setup = TrainSetup(task, config)
+    with Checkpointer(checkpoints, keep=config.keep_checkpoints) as checkpointer, PreemptionWatch() as preemption:
+      state = _train_loop(config, workdir, setup, checkpointer, preemption)
+    results = {}
+    if config.eval.at_end:
+      results = task.evaluate(setup.variables(state), workdir)
+      if jax.process_index() == 0:
+        (workdir / "eval.json").write_text(json.dumps(results, indent=2))
   if jax.process_index() == 0:
     print(f"metrics:     {workdir / 'metrics.jsonl'} (TensorBoard: {workdir / 'tensorboard'})")
     print(f"checkpoints: {workdir / 'checkpoints'}")
@@ -347,8 +372,29 @@ def train(task: "Task", config: ml_collections.ConfigDict, workdir: str | pathli
   return results
 
 
-def _train_loop(config, workdir, setup: TrainSetup, checkpointer: Checkpointer):
-  """Initialises or restores the state, then steps to `config.total_steps`; returns the final state."""
+@contextlib.contextmanager
+def _exclusive(workdir: pathlib.Path):
+  """Holds `workdir`'s lock (process 0 takes it; every process stops if it could not)."""
+  lock, refused = workdir_lib.Lock(workdir), None
+  if jax.process_index() == 0:
+    try:
+      lock.acquire()
+    except WorkdirInUse as error:
+      refused = error
+  if jax.process_count() > 1 and multihost_utils.broadcast_one_to_all(np.int32(refused is not None)):
+    refused = refused or WorkdirInUse(f"{workdir} is in use by another training run (see process 0's message).")
+  if refused:
+    raise refused
+  try:
+    yield
+  finally:
+    lock.release()
+
+
+def _train_loop(config, workdir, setup: TrainSetup, checkpointer: Checkpointer, preemption: PreemptionWatch):
+  """Initialises or restores the state, then steps to `config.total_steps`; returns the final state.
+
+  Stops early, after saving, when `preemption` asks (raises Preempted)."""
   task = setup.task
   latest = checkpointer.latest_step()
   is_main = jax.process_index() == 0
@@ -358,7 +404,6 @@ def _train_loop(config, workdir, setup: TrainSetup, checkpointer: Checkpointer):
       (workdir / "config.json").write_text(config.to_json(indent=2))
       task.save_assets(workdir)
   else:
-    check_config_compatible(task, config, workdir / "config.json")
     state = checkpointer.restore(latest, setup.abstract_state)
     task.load_assets(workdir)
     if is_main:
@@ -392,7 +437,8 @@ def _train_loop(config, workdir, setup: TrainSetup, checkpointer: Checkpointer):
       profiler.after_step(step, metrics)
       interval_steps += 1
       tqdm_bar.update(1)
-      is_last = step == config.total_steps
+      preempted = preemption.stop_after(step)
+      is_last = step == config.total_steps or preempted
       log_now = step % config.log_every == 0 or is_last
       eval_now = config.eval_every > 0 and step % config.eval_every == 0
       save_now = step % config.checkpoint_every == 0 or is_last
@@ -423,6 +469,8 @@ def _train_loop(config, workdir, setup: TrainSetup, checkpointer: Checkpointer):
         interval_start, interval_steps = time.perf_counter(), 0
       if save_now:
         checkpointer.save(step, state)
+      if preempted:
+        raise Preempted(step, workdir)
   finally:
     batches.close()
     profiler.close()

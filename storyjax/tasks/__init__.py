@@ -11,6 +11,7 @@ import pathlib
 import ml_collections
 
 from storyjax import trainer
+from storyjax.base_config import check_values
 from storyjax.errors import CheckpointError, ConfigError
 from storyjax.tasks.base import Task
 
@@ -38,6 +39,8 @@ def task_class(name: str) -> type:
 
 
 def get_task(config: ml_collections.ConfigDict) -> Task:
+  """The task of `config`, after the value checks every config gets (base_config.check_values)."""
+  check_values(config)
   return task_class(config.task)(config)
 
 
