@@ -316,13 +316,13 @@ def restore_for_inference(task: "Task", config: ml_collections.ConfigDict, workd
   it is complete, and a step deleted while it was read is replaced by the newest.
   """
   workdir = pathlib.Path(workdir).absolute()
-  enable_compilation_cache(workdir.parent / ".jax_cache")
-  setup = ModelSetup(task, config)
   checkpoints = workdir / "checkpoints"
   step = Checkpointer.latest_step_in(checkpoints)
   if step is None:
     raise CheckpointError(f"no checkpoint in {checkpoints}; train first with --workdir={workdir}")
   check_config_compatible(task, config, workdir / "config.json")
+  enable_compilation_cache(workdir.parent / ".jax_cache")
+  setup = ModelSetup(task, config)
   while True:
     try:
       state = Checkpointer.restore_subset(checkpoints, step, setup.abstract_inference_state())

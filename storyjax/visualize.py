@@ -21,7 +21,7 @@ import matplotlib
 from matplotlib.colors import to_hex
 import numpy as np
 
-from storyjax import cli
+from storyjax import program
 from storyjax.data.et import layout as et
 from storyjax.data.et import tagging
 from storyjax.data.et.camera import FPS
@@ -546,7 +546,7 @@ def _define_flags() -> None:
     None,
     "The HTML file to write (default: visualization.html beside --samples, or in the current directory for --et_root).",
   )
-  flags.DEFINE_integer("frustum_every", FRUSTUM_EVERY, "Draw a camera frustum every this many frames.")
+  flags.DEFINE_integer("frustum_every", FRUSTUM_EVERY, "Draw a camera frustum every this many frames.", lower_bound=1)
 
 
 def main() -> None:
@@ -569,4 +569,4 @@ def main() -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  cli.run_program(main)
+  program.run_program(main)

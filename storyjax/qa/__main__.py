@@ -21,7 +21,7 @@ import pathlib
 from absl import flags
 import numpy as np
 
-from storyjax import cli
+from storyjax import program
 from storyjax.errors import ConfigError, DataError
 from storyjax.qa import answerers, judges, prompts, sample
 from storyjax.qa.data import OPTION_COLUMNS, Question, Release, load_release
@@ -40,11 +40,19 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_string("model", None, "With --answerer=causal_lm: the Hugging Face model directory.", **define)
   flags.DEFINE_enum("judge", "overlap", JUDGES, "Open-ended judge: token-F1 overlap or a local causal LM.", **define)
   flags.DEFINE_string("judge_model", None, "With --judge=causal_lm: the Hugging Face model directory.", **define)
-  flags.DEFINE_integer("judge_max_new_tokens", 64, "With --judge=causal_lm: tokens per judgement at most.", **define)
-  flags.DEFINE_float("temperature", 0.5, "With --answerer=causal_lm: sampling temperature (published).", **define)
-  flags.DEFINE_integer("max_new_tokens", 1024, "With --answerer=causal_lm: tokens per answer (published).", **define)
+  flags.DEFINE_integer(
+    "judge_max_new_tokens", 64, "With --judge=causal_lm: tokens per judgement at most.", lower_bound=1, **define
+  )
+  flags.DEFINE_float(
+    "temperature", 0.5, "With --answerer=causal_lm: sampling temperature (published).", lower_bound=0.0, **define
+  )
+  flags.DEFINE_integer(
+    "max_new_tokens", 1024, "With --answerer=causal_lm: tokens per answer (published).", lower_bound=1, **define
+  )
   flags.DEFINE_integer("seed", 42, "Subsample and sampling seed (published).", **define)
-  flags.DEFINE_integer("num_questions", -1, "A seeded subsample of this many questions; -1: all.", **define)
+  flags.DEFINE_integer(
+    "num_questions", -1, "A seeded subsample of this many questions; -1: all.", lower_bound=-1, **define
+  )
   flags.DEFINE_string("out", None, "Directory of per-setting, per-question JSON results (resumable).", **define)
   flags.DEFINE_string(
     "write_sample", None, "Write the embedded sample set (data.csv, subtitles.csv) here; exit.", **define
@@ -207,4 +215,4 @@ def main(args: flags.FlagValues = flags.FLAGS) -> dict:
 
 if __name__ == "__main__":
   define_flags()
-  cli.run_program(main)
+  program.run_program(main)

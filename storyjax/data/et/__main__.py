@@ -5,7 +5,7 @@ import json
 
 from absl import flags
 
-from storyjax import cli
+from storyjax import program
 from storyjax.data.et import camera, procedural
 from storyjax.data.et.layout import CAPTION_KEYS, SUBSET_SPLITS, export_embedded, validate
 from storyjax.data.et.prepared import RECORDS_PER_SHARD, prepare
@@ -19,16 +19,19 @@ def _define_flags() -> None:
   flags.DEFINE_string("prepare", None, "With --path: write its prepared (ArrayRecord) form to this new directory.")
   flags.DEFINE_list("subsets", None, f"With --prepare: some of {list(SUBSET_SPLITS)} (default: every split file).")
   flags.DEFINE_list("caption_keys", list(CAPTION_KEYS), "With --prepare: the captions whose CLIP features to keep.")
-  flags.DEFINE_integer("records_per_shard", RECORDS_PER_SHARD, "With --prepare: samples per ArrayRecord shard.")
+  flags.DEFINE_integer(
+    "records_per_shard", RECORDS_PER_SHARD, "With --prepare: samples per ArrayRecord shard.", lower_bound=1
+  )
   flags.DEFINE_string("export", None, "Write the embedded procedural data in the E.T. layout here.")
   flags.DEFINE_enum("subset", "pure", list(procedural.SUBSETS), "With --export: the procedural subset.")
-  flags.DEFINE_integer("train_size", 100, "With --export: train samples.")
-  flags.DEFINE_integer("test_size", 20, "With --export: test samples.")
+  flags.DEFINE_integer("train_size", 100, "With --export: train samples.", lower_bound=1)
+  flags.DEFINE_integer("test_size", 20, "With --export: test samples.", lower_bound=1)
   flags.DEFINE_integer("seed", 0, "With --export: the procedural seed.")
   flags.DEFINE_integer(
     "max_frames",
     camera.MAX_FRAMES,
     "With --export: frames per sample at most; with --prepare: frames per item (data.max_frames).",
+    lower_bound=1,
   )
 
 
@@ -121,4 +124,4 @@ def main() -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  cli.run_program(main)
+  program.run_program(main)

@@ -12,14 +12,14 @@ and renamed when complete; shards already in --output are kept, so a rerun resum
 import io
 import json
 import pathlib
-import sys
 import tarfile
 
-from absl import app, flags
+from absl import flags
 import numpy as np
 import PIL.Image
 
-from storyjax.errors import ConfigError, DataError, StoryjaxError
+from storyjax import program
+from storyjax.errors import ConfigError, DataError
 from storyjax.models.sd_vae import load_sd_vae
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -161,8 +161,8 @@ def _define_flags() -> None:
   flags.DEFINE_string("vae", None, "A diffusers AutoencoderKL directory (config.json, .safetensors weights).")
   flags.DEFINE_string("input", None, "The directory of webdataset shards (*.tar) to add latents to.")
   flags.DEFINE_string("output", None, "Where to write the shards with latents, under the same names.")
-  flags.DEFINE_integer("resolution", 256, "Square image side in pixels (CAD: 256 or 512).")
-  flags.DEFINE_integer("batch_size", 32, "Images per VAE call.")
+  flags.DEFINE_integer("resolution", 256, "Square image side in pixels (CAD: 256 or 512).", lower_bound=8)
+  flags.DEFINE_integer("batch_size", 32, "Images per VAE call.", lower_bound=1)
 
 
 def main() -> None:
@@ -179,17 +179,6 @@ def main() -> None:
   print(json.dumps(summary))
 
 
-def _run(argv) -> None:
-  """absl's main: a user error (StoryjaxError) becomes one `error:` line and exit code 1, as storyjax.cli.run_program
-  does; a module under storyjax/data may not import that entry-point module (tests/test_imports.py)."""
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  try:
-    main()
-  except StoryjaxError as error:
-    sys.exit(f"error: {error}")
-
-
 if __name__ == "__main__":
   _define_flags()
-  app.run(_run)
+  program.run_program(main)
