@@ -7,8 +7,13 @@ position is not stored: it is a function of the step (storyjax.data.pipeline).
 """
 
 import contextlib
+import logging as logging_lib
+import os
 import pathlib
+import sys
+import time
 
+from absl import logging as absl_logging
 import orbax.checkpoint as ocp
 
 from storyjax.errors import CheckpointError
@@ -47,7 +52,8 @@ class Checkpointer:
     )
     with contextlib.closing(_read_only_manager(directory)) as manager:
       try:
-        return manager.restore(step, args=args)["state"]
+        with _stragglers_muted():
+          return manager.restore(step, args=args)["state"]
       except Exception as error:  # Orbax raises many types for unreadable files; report them as one.
         raise _restore_error(pathlib.Path(directory).absolute() / str(step), error) from error
 
@@ -58,7 +64,8 @@ class Checkpointer:
     """Restores step `step` into the shapes, dtypes and shardings of `abstract_state`."""
     path = self.directory / str(step)
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+      with _stragglers_muted():
+        restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
     except Exception as error:  # Orbax raises many types for unreadable files; report them as one.
       raise _restore_error(path, error) from error
     return restored["state"]
@@ -73,10 +80,43 @@ class Checkpointer:
     self.close()
 
 
+class _UnreadableMetadataFilter(logging_lib.Filter):
+  """Drops Orbax's ERROR record for each checkpoint metadata file it cannot parse (one per reading thread, with the
+  file's content): restoring such a step raises, and the CheckpointError it becomes names the step once."""
+
+  def filter(self, record: logging_lib.LogRecord) -> bool:
+    return not str(record.msg).startswith("Failed to json parse Metadata file")
+
+
+absl_logging.get_absl_logger().addFilter(_UnreadableMetadataFilter())
+
+
+@contextlib.contextmanager
+def _stragglers_muted(grace_seconds: float = 0.5):
+  """When a restore fails, Orbax closes its event loop while TensorStore still has reads in flight; their callbacks
+  then print tracebacks from C++ threads straight to file descriptor 2. This mutes that descriptor during the
+  restore and, if it failed, for `grace_seconds` more while the stragglers finish; the CheckpointError says it once.
+  """
+  sys.stderr.flush()
+  saved = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  try:
+    yield
+  except Exception:
+    time.sleep(grace_seconds)
+    raise
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
+
+
 def _restore_error(path: pathlib.Path, error: Exception) -> CheckpointError:
   return CheckpointError(
     f"cannot restore checkpoint {path}: it is corrupt or was written by an incompatible config "
-    f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+    f"({type(error).__name__}: {_first_sentence(error)}). "
     f"Move it away or use another --workdir; nothing was deleted."
   )
 
@@ -90,3 +130,8 @@ def _read_only_manager(directory: str | pathlib.Path) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
     pathlib.Path(directory).absolute(), options=options, item_handlers={"state": ocp.PyTreeCheckpointHandler()}
   )
+
+
+def _first_sentence(error: Exception) -> str:
+  """The first line of an Orbax or TensorStore error, without the spec dump TensorStore appends."""
+  return str(error).splitlines()[0].split(" See full TensorStore details")[0].rstrip(".") if str(error) else ""

@@ -20,7 +20,10 @@ EXIT_PREEMPTED = 143
 
 
 def _exit_with_error(message: str) -> None:
+  """Prints the one line and exits 1. Work that the failure cut short (e.g. Orbax's coroutines reading a corrupt
+  checkpoint) may be reported as it is collected while the interpreter shuts down: those late reports are dropped."""
   print(f"error: {message}", file=sys.stderr)
+  sys.unraisablehook = lambda unraisable: None
   sys.exit(EXIT_ERROR)
 
 

@@ -20,7 +20,7 @@ from storyjax.tasks import TASKS, get_task, task_class
 from storyjax.tasks.base import GenerativeTask
 
 _PROMPTS = flags.DEFINE_multi_string("prompt", None, "Prompt(s) to generate from; repeat the flag for several.")
-_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Samples per prompt.")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Samples per prompt.", lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 

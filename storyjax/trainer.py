@@ -345,6 +345,7 @@ def train(task: "Task", config: ml_collections.ConfigDict, workdir: str | pathli
   (the lock, a checkpoint from another config, the device mesh, the step's memory) does so before any file in the
   workdir changes. On SIGTERM it saves at the step it stopped and raises Preempted.
   """
+  sharding.make_mesh(config.mesh)  # a mesh the devices cannot form is refused before the workdir is made
   workdir = workdir_lib.create(workdir)
   enable_compilation_cache(workdir.parent / ".jax_cache")
   with _exclusive(workdir):
