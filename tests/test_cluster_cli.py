@@ -3,8 +3,6 @@ embedded episodes, episode files give the same labels as the episodes they were 
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 from test_configs import KeyReads, leaf_keys
@@ -13,8 +11,6 @@ from configs import clustering as clustering_config
 from storyjax import cluster
 from storyjax.data import people
 from storyjax.errors import ConfigError
-
-from conftest import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -84,23 +80,3 @@ def test_bad_config_values_raise_a_config_error_naming_them(key, value, message,
   (config[section] if section else config)[leaf] = value
   with pytest.raises(ConfigError, match=message):
     cluster.run(config, tmp_path)
-
-
-def test_the_command_line_reports_a_bad_input_in_one_line(tmp_path):
-  """(A successful run through the command line is the README's; `run` above is what it calls.)"""
-  failed = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "storyjax.cluster",
-      "--config=configs/clustering.py:smoke",
-      f"--workdir={tmp_path}",
-      "--config.data.source=files",
-      f"--config.data.root={tmp_path / 'none'}",
-    ],
-    cwd=REPO_ROOT,
-    capture_output=True,
-    text=True,
-  )
-  assert failed.returncode == 1 and failed.stderr.strip().startswith("error:") and "none" in failed.stderr
-  assert "Traceback" not in failed.stderr and len(failed.stderr.strip().splitlines()) == 1

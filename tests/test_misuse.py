@@ -116,7 +116,10 @@ CLI_ROWS = {
   "storyjax.sample": [
     (["--config=configs/director.py:smoke", f"--workdir={MISSING}"], "give at least one --prompt"),
     (["--config=configs/director.py:smoke", f"--workdir={MISSING}", "--prompt=x"], "no checkpoint in"),
-    (["--config=configs/shapes.py:smoke", "--prompt=x"], "task 'shapes' cannot generate"),
+    (
+      ["--config=configs/shapes.py:smoke", "--prompt=x"],
+      "task 'shapes' cannot generate (it has no `sample`); tasks that can: ['director', 'rin']",
+    ),
     (["--config=configs/director.py:smoke", "--prompt=x", "--num_samples=0"], "--num_samples=0"),
   ],
   "storyjax.cluster": [
@@ -128,6 +131,7 @@ CLI_ROWS = {
   "storyjax.visualize": [
     (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
     ([f"--samples={MISSING}/samples.npz"], f"{MISSING}/samples.npz"),
+    ([f"--et_root={MISSING}", "--sample_id=some_id"], f"E.T. dataset directory not found: {MISSING}"),
     (["--frustum_every=0"], "--frustum_every=0"),
   ],
   "storyjax.qa": [
@@ -135,11 +139,20 @@ CLI_ROWS = {
     ([f"--data={MISSING}", "--num_questions=-5"], "--num_questions=-5"),
   ],
   "storyjax.data.et": [
-    ([f"--path={MISSING}"], MISSING),
+    ([f"--path={MISSING}"], f"E.T. dataset directory not found: {MISSING}"),
+    ([f"--path={MISSING}", f"--export={MISSING}"], "give exactly one of --path"),
+    (
+      [f"--path={MISSING}", f"--prepare={MISSING}/out", "--retag", "--seed=1"],
+      "--retag goes with --path=DIR; --seed goes with --export=DIR, not --path=DIR --prepare=OUT",
+    ),
+    ([f"--export={MISSING}", f"--prepare={MISSING}/out"], "--prepare=OUT goes with --path=DIR"),
     ([f"--export={MISSING}", "--train_size=0"], "--train_size=0"),
   ],
   "storyjax.data.images.cache_latents": [
-    ([f"--vae={MISSING}", f"--input={MISSING}", f"--output={MISSING}"], MISSING),
+    (
+      [f"--vae={MISSING}", f"--input={MISSING}", f"--output={MISSING}"],
+      f"no Stable Diffusion VAE checkpoint at {MISSING}",
+    ),
     (["--batch_size=0"], "--batch_size=0"),
   ],
 }

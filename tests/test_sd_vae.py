@@ -375,6 +375,3 @@ def test_cli(checkpoint, shards, tmp_path):
   stored = np.load(io.BytesIO(_read_shard(tmp_path / "shard-000001.tar")["000003.vae_embeddings_16.npy"]))
   image = preprocess_image(PIL.Image.open(io.BytesIO(samples["000003"]["jpg"])), 16)
   np.testing.assert_allclose(stored, np.asarray(vae.encode(np.stack([image, image])))[0].transpose(2, 0, 1), atol=1e-5)
-  failed = _cli(f"--vae={tmp_path / 'absent'}", f"--input={directory}", f"--output={tmp_path / 'out'}")
-  assert failed.returncode == 1 and failed.stderr.strip().splitlines() == [failed.stderr.strip()]
-  assert failed.stderr.startswith(f"error: no Stable Diffusion VAE checkpoint at {tmp_path / 'absent'}")

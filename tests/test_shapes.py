@@ -4,7 +4,6 @@ Exact resume, 1-vs-8-device parity of losses and statistics, eval mode at evalua
 """
 
 import json
-import os
 import subprocess
 import sys
 
@@ -160,25 +159,3 @@ def test_trains_through_the_cli_with_overrides(tmp_path):
   assert (saved["total_steps"], saved["model"]["width"]) == (4, 4)
   assert len(losses(workdir)) == 4
   assert "shapes_smoke: 1,672 parameters" in result.stdout  # width 4 (8 gives more)
-
-
-def test_sample_says_the_task_cannot_generate(tmp_path):
-  result = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "storyjax.sample",
-      "--config=configs/shapes.py:smoke",
-      f"--workdir={tmp_path}",
-      "--prompt=x",
-    ],
-    cwd=REPO_ROOT,
-    env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert result.returncode == 1
-  assert result.stderr.strip().splitlines() == [
-    "error: task 'shapes' cannot generate (it has no `sample`); tasks that can: ['director', 'rin']"
-  ]
