@@ -19,6 +19,7 @@ from storyjax import base_config, trainer
 from storyjax import train as train_lib
 from storyjax import workdir as workdir_lib
 from storyjax.errors import ConfigError, Preempted, WorkdirInUse
+from storyjax.tasks import get_task
 
 from conftest import REPO_ROOT, fast_compile_env
 
@@ -306,3 +307,27 @@ def test_sigterm_saves_at_the_stopped_step_and_resumes_bit_exactly(runs, runs_di
 
   train_lib.train(smoke("shapes"), workdir)
   assert losses(workdir) == losses(runs["shapes"])
+
+
+def test_inference_reads_the_newest_step_when_training_deletes_the_one_it_chose(runs, runs_dir, monkeypatch):
+  """A training run in the same workdir saves step 6 and deletes step 3 (keep_checkpoints) between evaluation
+  choosing step 3 and reading it: evaluation reads step 6."""
+  workdir = runs_dir / "misuse_deleted_under_reader"
+  shutil.copytree(runs["shapes"], workdir)
+  original_latest = trainer.Checkpointer.latest_step_in
+  answers = iter([3])
+  monkeypatch.setattr(
+    trainer.Checkpointer,
+    "latest_step_in",
+    staticmethod(lambda directory: next(answers, None) or original_latest(directory)),
+  )
+  original_restore = trainer.Checkpointer.restore_subset
+
+  def restore_after_deletion(directory, step, abstract_subset):
+    shutil.rmtree(pathlib.Path(directory) / "3", ignore_errors=True)
+    return original_restore(directory, step, abstract_subset)
+
+  monkeypatch.setattr(trainer.Checkpointer, "restore_subset", staticmethod(restore_after_deletion))
+  config = smoke("shapes")
+  _, _, step = trainer.restore_for_inference(get_task(config), config, workdir)
+  assert step == 6
