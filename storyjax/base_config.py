@@ -74,6 +74,16 @@ def base_config(
   return config
 
 
+def check_source_keys(source: str, keys: dict[str, tuple[str, bool]]) -> None:
+  """The paths a data source reads: `keys` maps each key to (its value, whether data.source=`source` reads it); a
+  key read must be set, and one set must be read (else it was meant for another source, a silent mistake)."""
+  for key, (value, read) in keys.items():
+    if read and not value:
+      raise ConfigError(f"data.source={source!r} needs {key}; set --config.{key}.")
+    if value and not read:
+      raise ConfigError(f"{key}={value!r} is set but data.source={source!r} does not read it; set data.source too.")
+
+
 def compute_dtype(name: str):
   """model.dtype → the jnp dtype of the compute (parameters stay float32)."""
   if name not in DTYPES:
@@ -95,6 +105,7 @@ ZERO_ALLOWED_INTS = frozenset(
     "start_step",
     "shift",  # augmentation: 0 = none
     "swap_label",  # a label id
+    "num_plots",  # 0 = no plots
     "num_registers",
   }
 )

@@ -341,14 +341,13 @@ def restore_for_inference(task: "Task", config: ml_collections.ConfigDict, workd
 def train(task: "Task", config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   """Trains (or resumes) `task` in `workdir`; returns the final evaluation metrics (empty if eval is off).
 
-  Holds the workdir's lock throughout (WorkdirInUse if another run has it). Everything that can refuse the run
-  (the lock, a checkpoint from another config, the device mesh, the step's memory) does so before any file in the
-  workdir changes. On SIGTERM it saves at the step it stopped and raises Preempted.
+  Holds the workdir's lock throughout (WorkdirInUse if another run has it). What can refuse the run (the device
+  mesh, the lock, checkpoints from another config or unreadable, the step's memory) does so before any existing
+  file of the workdir changes. On SIGTERM it saves at the step it stopped and raises Preempted.
   """
   sharding.make_mesh(config.mesh)  # a mesh the devices cannot form is refused before the workdir is made
-  workdir = workdir_lib.create(workdir)
-  enable_compilation_cache(workdir.parent / ".jax_cache")
-  with _exclusive(workdir):
+  with workdir_lib.created(workdir) as workdir, _exclusive(workdir):
+    enable_compilation_cache(workdir.parent / ".jax_cache")
     checkpoints = workdir / "checkpoints"
     if jax.process_index() == 0:
       workdir_lib.remove_unfinished_saves(checkpoints)

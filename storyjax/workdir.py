@@ -7,6 +7,7 @@ shared filesystem the lock works across hosts where the filesystem supports `flo
 with `flock` mounted); elsewhere it protects runs on one host only.
 """
 
+import contextlib
 import datetime
 import fcntl
 import json
@@ -23,16 +24,38 @@ LOCK_FILE = "lock"
 ORBAX_TMP_MARKER = ".orbax-checkpoint-tmp"
 
 
-def create(workdir: pathlib.Path) -> pathlib.Path:
-  """Makes `workdir` (and its parents) and checks it is writable; a ConfigError names the path otherwise."""
+@contextlib.contextmanager
+def created(workdir: pathlib.Path):
+  """Yields `workdir` made (with its parents) and checked writable (a ConfigError names the path otherwise). If it
+  is new and the block fails before writing anything into it but the lock, it is removed again: a run refused at
+  its first start leaves nothing behind."""
   workdir = pathlib.Path(workdir).absolute()
+  is_new = not workdir.exists()
+  _create(workdir)
+  try:
+    yield workdir
+  except BaseException:
+    if is_new and _holds_nothing(workdir):
+      shutil.rmtree(workdir)
+    raise
+
+
+def _holds_nothing(workdir: pathlib.Path) -> bool:
+  """Only an empty lock file and an empty checkpoints directory, if anything."""
+  for path in workdir.iterdir():
+    empty_lock = path.name == LOCK_FILE and path.stat().st_size == 0
+    if not (empty_lock or (path.name == "checkpoints" and path.is_dir() and not any(path.iterdir()))):
+      return False
+  return True
+
+
+def _create(workdir: pathlib.Path) -> None:
   try:
     workdir.mkdir(parents=True, exist_ok=True)
   except OSError as error:
     raise ConfigError(f"cannot create --workdir={workdir} ({error.strerror}); choose a writable directory.") from None
   if not os.access(workdir, os.W_OK | os.X_OK):
     raise ConfigError(f"--workdir={workdir} is not writable; choose a writable directory.")
-  return workdir
 
 
 class Lock:

@@ -106,7 +106,7 @@ def test_left_padded_logits_match_numpy(tmp_path, variant):
   assert logits.shape == (3, ids.shape[1], config["vocab_size"]) and logits.dtype == np.float32
   for row, tokens in enumerate(rows):
     reference = numpy_logits(state, config, np.asarray(tokens))
-    np.testing.assert_allclose(logits[row, -len(tokens) :], reference, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logits[row, -len(tokens) :], reference, rtol=1e-5, atol=3e-5)
 
 
 def test_converted_params_fill_the_module(llama):

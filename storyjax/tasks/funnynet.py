@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from storyjax.base_config import compute_dtype
+from storyjax.base_config import check_source_keys, compute_dtype
 from storyjax.data.funny import KINDS, MODALITIES, FeatureClips, FunnyClips
 from storyjax.errors import ConfigError
 from storyjax.losses import nt_xent
@@ -52,11 +52,10 @@ class Task:
         f"loss.temperature={loss.temperature} must be positive and loss.contrastive_weight="
         f"{loss.contrastive_weight} non-negative"
       )
-    self.root = data.root  # read for every source, so a procedural config still checks the key
     if data.source not in SOURCES:
       raise ConfigError(f"data.source={data.source!r}; choose one of {SOURCES}")
-    if data.source == "features" and not self.root:
-      raise ConfigError("data.source='features' reads data.root: set it to the feature directory (labels.csv, *.npz)")
+    self.root = data.root  # the feature directory (labels.csv, *.npz)
+    check_source_keys(data.source, {"data.root": (self.root, data.source == "features")})
     if model.width % model.num_tokens:
       raise ConfigError(f"model.width={model.width} must be a multiple of model.num_tokens={model.num_tokens}")
     if not 0 <= model.text_dropout < 1:

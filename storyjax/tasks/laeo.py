@@ -23,7 +23,7 @@ import optax
 import scipy.stats
 
 from storyjax import social
-from storyjax.base_config import compute_dtype
+from storyjax.base_config import check_source_keys, compute_dtype
 from storyjax.data.laeo import augment, scenes
 from storyjax.data.laeo.ava import AvaLaeoSource
 from storyjax.data.laeo.uco import UcoLaeoSource
@@ -53,8 +53,7 @@ class Task:
     model, data = config.model, config.data
     if data.source not in SOURCES:
       raise ConfigError(f"data.source={data.source!r}; choose one of {SOURCES}")
-    if not data.root and data.source != "procedural":
-      raise ConfigError(f"data.source={data.source!r} needs data.root, the dataset's folder")
+    check_source_keys(data.source, {"data.root": (data.root, data.source != "procedural")})
     check_channel_order(data.channel_order)
     if data.map_mean and data.source == "procedural":
       raise ConfigError("data.map_mean is for real data with the released weights; the procedural maps have none")
