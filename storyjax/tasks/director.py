@@ -47,7 +47,6 @@ class Task(TrajectoryTask):
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
-    self.caption_inputs.limit_name = "model.max_caption_length"  # named in prompt_warnings
     model, diffusion = config.model, config.diffusion
     for key, choices in (
       ("variant", VARIANTS),

@@ -41,6 +41,7 @@ class TrajectoryTask:
       procedural.caption_vocabulary(),
       model.clip_path,
       caption_key=caption_key,
+      limit_name="model.max_caption_length",
     )
 
   def source(self, split: str):
