@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO_ROOT, fast_compile_env
 
-SMOKE = ["-m", "storyjax.train", "--config=configs/director.py:smoke", "--config.mesh.data=-1"]
+SMOKE = ["-m", "storyjax.train", "--config=configs/shapes.py:smoke", "--config.mesh.data=-1"]
 
 
 def _losses(workdir) -> list[float]:
@@ -21,7 +21,8 @@ def _losses(workdir) -> list[float]:
 
 
 def _train(workdir, num_processes: int, total_steps: int, log_dir) -> None:
-  """Director smoke on 4 CPU devices in all: 1 process × 4 or 2 processes × 2."""
+  """Shapes smoke on 4 CPU devices in all: 1 process × 4 or 2 processes × 2. Its BatchNorm statistics are means
+  over the global batch, so they too must not depend on the split over processes."""
   args = [sys.executable, *SMOKE, f"--workdir={workdir}", f"--config.total_steps={total_steps}"]
   # Compiling is most of each run. Every run here compiles alike, and what is compared, layouts and resumes, does
   # not depend on the machine code.
