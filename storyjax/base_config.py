@@ -74,6 +74,13 @@ def base_config(
   return config
 
 
+def check_choices(*key_value_choices: tuple[str, object, tuple]) -> None:
+  """Each (key, value, choices): a value outside its choices is a ConfigError listing them."""
+  for key, value, choices in key_value_choices:
+    if value not in choices:
+      raise ConfigError(f"{key}={value!r}; choose one of {tuple(choices)}.")
+
+
 def check_source_keys(source: str, keys: dict[str, tuple[str, bool]]) -> None:
   """The paths a data source reads: `keys` maps each key to (its value, whether data.source=`source` reads it); a
   key read must be set, and one set must be read (else it was meant for another source, a silent mistake)."""

@@ -142,7 +142,7 @@ def learning_rate_scale(opt_state) -> jax.Array:
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
   """Gradient clipping by global norm, then AdamW or LAMB (`optimizer.name`) on the schedule."""
   if config.name not in OPTIMIZERS:
-    raise ValueError(f"Unknown optimizer.name {config.name!r}; choose one of {OPTIMIZERS}.")
+    raise ConfigError(f"optimizer.name={config.name!r}; choose one of {OPTIMIZERS}.")
   make = optax.adamw if config.name == "adamw" else lamb
   schedule = learning_rate_schedule(config, total_steps)
   optimizer = make(schedule, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay)

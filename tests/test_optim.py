@@ -62,7 +62,7 @@ def test_lamb_matches_numpy():
 
 def test_unknown_optimizer_is_named():
   config = ml_collections.ConfigDict({"name": "sgd"})
-  with pytest.raises(ValueError, match="optimizer.name 'sgd'"):
+  with pytest.raises(ConfigError, match="optimizer.name=.sgd."):
     optim.make_optimizer(config, 10)
 
 

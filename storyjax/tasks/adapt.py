@@ -24,10 +24,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from storyjax.base_config import compute_dtype
+from storyjax.base_config import check_choices, compute_dtype
 from storyjax.data.medical.stress import StressIDRecordings, StressRecordings, StressWindowSource
 from storyjax.data.pipeline import ArraySource
 from storyjax.errors import CheckpointError, ConfigError, DataError
+from storyjax.layers.attention import MASKINGS
 from storyjax.losses import info_nce, noisy_unit_rows
 from storyjax.metrics.classification import multiclass_report
 from storyjax.models.multimodal import MODALITIES, AdaptModel
@@ -94,6 +95,7 @@ class Task:
       raise ConfigError(f"loss.anchor={loss.anchor!r}; choose one of {MODALITIES}")
     if loss.temperature <= 0 or min(loss.noise_scale, loss.noise_sigma) < 0:
       raise ConfigError("loss.temperature must be positive and loss.noise_scale, loss.noise_sigma non-negative")
+    check_choices(("model.masking", model.masking, MASKINGS))
     if config.data.root and not pathlib.Path(config.data.root).is_dir():
       raise DataError(f"data.root={config.data.root!r} is not a directory (a StressID folder: Physiological/, ...)")
     # The earlier stages' runs (read here so a stage that ignores one still checks every key it was given).

@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 
 from storyjax import plotting
+from storyjax.base_config import check_choices
 from storyjax.data.et import camera, tagging
 from storyjax.data.et.camera import CAMERA_FEATURES
 from storyjax.diffusion import edm, guidance
@@ -48,14 +49,12 @@ class Task(TrajectoryTask):
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     model, diffusion = config.model, config.diffusion
-    for key, choices in (
-      ("variant", VARIANTS),
-      ("caption_tokens", CAPTION_TOKENS),
-      ("attention", ATTENTION_IMPLEMENTATIONS),
-      ("remat", tuple(REMAT_POLICIES)),
-    ):
-      if model[key] not in choices:
-        raise ConfigError(f"model.{key}={model[key]!r}; choose one of {choices}.")
+    check_choices(
+      ("model.variant", model.variant, VARIANTS),
+      ("model.caption_tokens", model.caption_tokens, CAPTION_TOKENS),
+      ("model.attention", model.attention, ATTENTION_IMPLEMENTATIONS),
+      ("model.remat", model.remat, tuple(REMAT_POLICIES)),
+    )
     try:
       guidance.validate_schedule(diffusion.guidance_schedule)
     except ValueError as error:

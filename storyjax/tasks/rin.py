@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from storyjax import plotting
-from storyjax.base_config import compute_dtype
+from storyjax.base_config import check_choices, compute_dtype
 from storyjax.data import coherence as coherence_lib
 from storyjax.data.images import scenes
 from storyjax.data.images.arrays import checked_image
@@ -57,7 +57,7 @@ class Task:
     self.config = config
     model, data, diffusion = config.model, config.data, config.diffusion
     self.conditioning = model.conditioning
-    for key, value, choices in (
+    check_choices(
       ("model.conditioning", model.conditioning, CONDITIONINGS),
       ("model.attention", model.attention, ATTENTION_IMPLEMENTATIONS),
       ("model.remat", model.remat, tuple(REMAT_POLICIES)),
@@ -66,9 +66,7 @@ class Task:
       ("diffusion.sampler", diffusion.sampler, gaussian.SAMPLERS),
       ("diffusion.prediction", diffusion.prediction, gaussian.PREDICTION_TYPES),
       ("diffusion.uncond", diffusion.uncond, UNCOND_BRANCHES),
-    ):
-      if value not in choices:
-        raise ConfigError(f"{key}={value!r}; choose one of {choices}.")
+    )
     if model.coherence and self.conditioning != "text":
       raise ConfigError("model.coherence (CAD's coherence token) needs model.conditioning='text'.")
     if self.conditioning == "text" and data.source == "tfds":

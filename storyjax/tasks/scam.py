@@ -17,10 +17,12 @@ import ml_collections
 import numpy as np
 
 from storyjax import losses
-from storyjax.base_config import compute_dtype
+from storyjax.base_config import check_choices, compute_dtype
 from storyjax.data.images.arrays import checked_image
 from storyjax.data.images.segmented import NUM_LABELS, SegmentationFolderSource, SegmentedSceneSource
 from storyjax.errors import ConfigError, DataError
+from storyjax.layers.attention import ATTENTION_IMPLEMENTATIONS
+from storyjax.layers.semantic import TRANSFORMER_NORMS
 from storyjax.metrics import regions
 from storyjax.models.scam import SCAM, discriminator_input, gradient_normalised_logits
 from storyjax.models.vgg import load_vgg19
@@ -59,6 +61,10 @@ class Task:
       )
     if not 0 <= config.eval.swap_label < data.num_labels:
       raise ConfigError(f"eval.swap_label={config.eval.swap_label} is not a label id in [0, {data.num_labels}).")
+    check_choices(
+      ("model.transformer_norm", model.transformer_norm, TRANSFORMER_NORMS),
+      ("model.attention", model.attention, ATTENTION_IMPLEMENTATIONS),
+    )
     self.image_size, self.num_labels = data.image_size, data.num_labels
     self.model = SCAM(
       num_labels=data.num_labels,
