@@ -21,7 +21,7 @@ from storyjax.base_config import check_choices, compute_dtype
 from storyjax.data.images.arrays import checked_image
 from storyjax.data.images.segmented import NUM_LABELS, SegmentationFolderSource, SegmentedSceneSource
 from storyjax.errors import ConfigError, DataError
-from storyjax.layers.attention import ATTENTION_IMPLEMENTATIONS
+from storyjax.kernels.semantic_attention import IMPLEMENTATIONS as SCA_IMPLEMENTATIONS
 from storyjax.layers.semantic import TRANSFORMER_NORMS
 from storyjax.metrics import regions
 from storyjax.models.scam import SCAM, discriminator_input, gradient_normalised_logits
@@ -63,7 +63,7 @@ class Task:
       raise ConfigError(f"eval.swap_label={config.eval.swap_label} is not a label id in [0, {data.num_labels}).")
     check_choices(
       ("model.transformer_norm", model.transformer_norm, TRANSFORMER_NORMS),
-      ("model.attention", model.attention, ATTENTION_IMPLEMENTATIONS),
+      ("model.attention", model.attention, SCA_IMPLEMENTATIONS),
     )
     self.image_size, self.num_labels = data.image_size, data.num_labels
     self.model = SCAM(
