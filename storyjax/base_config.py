@@ -126,6 +126,11 @@ POSITIVE_FLOATS = frozenset(
 )
 
 
+def least_integer(name: str) -> int:
+  """The least value an integer key named `name` (its leaf name) may take: 1 for sizes, counts and intervals."""
+  return 0 if name in ZERO_ALLOWED_INTS or name.endswith("seed") else NEGATIVE_ALLOWED_INTS.get(name, 1)
+
+
 def _is_unit_float(name: str) -> bool:
   return (
     name in UNIT_FLOATS
@@ -151,7 +156,7 @@ def check_values(config: ml_collections.ConfigDict, prefix: str = "") -> None:
     elif isinstance(value, bool):
       continue
     elif isinstance(value, int):
-      least = 0 if name in ZERO_ALLOWED_INTS or name.endswith("seed") else NEGATIVE_ALLOWED_INTS.get(name, 1)
+      least = least_integer(name)
       if value < least:
         kind = "an integer ≥ 0" if least == 0 else f"an integer ≥ {least}" if least < 0 else "a positive integer"
         raise ConfigError(f"{key}={value}: it must be {kind}; set --config.{key} to one.")

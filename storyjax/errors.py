@@ -1,4 +1,4 @@
-"""User-facing errors: the CLIs print these as one line and exit non-zero (storyjax/cli.py gives the codes)."""
+"""User-facing errors: the CLIs print these as one line and exit non-zero (storyjax/program.py gives the codes)."""
 
 
 class StoryjaxError(Exception):
@@ -28,7 +28,7 @@ class WorkdirInUse(StoryjaxError):
 class Preempted(Exception):
   """Training stopped on SIGTERM after saving a checkpoint at `step`; rerunning the same command resumes.
 
-  Not a StoryjaxError: nothing was wrong, and the CLIs exit with their own code for it (storyjax/cli.py).
+  Not a StoryjaxError: nothing was wrong, and the CLIs exit with their own code for it (storyjax/program.py).
   """
 
   def __init__(self, step: int, workdir):

@@ -47,10 +47,7 @@ def size_keys(config: ml_collections.ConfigDict) -> list[str]:
   keys = [
     key
     for key, value in leaves(config)
-    if type(value) is int
-    and not key.startswith("mesh.")
-    and key.split(".")[-1] not in base_config.ZERO_ALLOWED_INTS | set(base_config.NEGATIVE_ALLOWED_INTS)
-    and not key.endswith("seed")
+    if type(value) is int and not key.startswith("mesh.") and base_config.least_integer(key.split(".")[-1]) == 1
   ]
   return sorted(keys, key=lambda key: (not key.startswith("model."), key))
 
