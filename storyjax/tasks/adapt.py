@@ -91,11 +91,7 @@ class Task:
       raise ConfigError(f"data.modalities has unknown {sorted(unknown)}; choose among {MODALITIES}")
     self.kept = np.array([name in config.data.modalities.split(",") for name in MODALITIES])
     loss = config.loss
-    if loss.anchor not in MODALITIES:
-      raise ConfigError(f"loss.anchor={loss.anchor!r}; choose one of {MODALITIES}")
-    if loss.temperature <= 0 or min(loss.noise_scale, loss.noise_sigma) < 0:
-      raise ConfigError("loss.temperature must be positive and loss.noise_scale, loss.noise_sigma non-negative")
-    check_choices(("model.masking", model.masking, MASKINGS))
+    check_choices(("loss.anchor", loss.anchor, MODALITIES), ("model.masking", model.masking, MASKINGS))
     if config.data.root and not pathlib.Path(config.data.root).is_dir():
       raise DataError(f"data.root={config.data.root!r} is not a directory (a StressID folder: Physiological/, ...)")
     # The earlier stages' runs (read here so a stage that ignores one still checks every key it was given).

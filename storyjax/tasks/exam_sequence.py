@@ -52,8 +52,6 @@ class Task:
     model, features = config.model, config.features
     if features.inputs not in FEATURE_INPUTS:
       raise ConfigError(f"features.inputs={features.inputs!r}; choose one of {FEATURE_INPUTS}")
-    if features.random_width < 1:
-      raise ConfigError(f"features.random_width={features.random_width} must be positive")
     if model.num_folds < 2:
       raise ConfigError(f"model.num_folds={model.num_folds}: k-fold cross-validation needs at least 2 folds")
     self.num_folds = model.num_folds

@@ -45,13 +45,8 @@ class Task:
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
-    model, loss, data = config.model, config.loss, config.data
+    model, data = config.model, config.data
     self.modalities = parse_modalities(model.modalities)
-    if loss.temperature <= 0 or loss.contrastive_weight < 0:
-      raise ConfigError(
-        f"loss.temperature={loss.temperature} must be positive and loss.contrastive_weight="
-        f"{loss.contrastive_weight} non-negative"
-      )
     if data.source not in SOURCES:
       raise ConfigError(f"data.source={data.source!r}; choose one of {SOURCES}")
     self.root = data.root  # the feature directory (labels.csv, *.npz)
@@ -60,8 +55,6 @@ class Task:
       raise ConfigError(f"model.width={model.width} must be a multiple of model.num_tokens={model.num_tokens}")
     if not 0 <= model.text_dropout < 1:
       raise ConfigError(f"model.text_dropout={model.text_dropout} must lie in [0, 1)")
-    if config.eval.batch_size < 1:
-      raise ConfigError(f"eval.batch_size={config.eval.batch_size} must be at least 1")
     self.model = FunnyNet(
       modalities=self.modalities,
       width=model.width,

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from storyjax import plotting
-from storyjax.base_config import check_choices, compute_dtype
+from storyjax.base_config import check_choices, check_source_keys, compute_dtype
 from storyjax.data import coherence as coherence_lib
 from storyjax.data.images import scenes
 from storyjax.data.images.arrays import checked_image
@@ -78,10 +78,6 @@ class Task:
         f"diffusion.condition_dropout={diffusion.condition_dropout}: CAD never drops its condition (its "
         f"unconditional branch is coherence 0); set it to 0, or model.coherence=False for the CFG baseline."
       )
-    if not 0.0 <= diffusion.self_condition_rate <= 1.0:
-      raise ConfigError(f"diffusion.self_condition_rate={diffusion.self_condition_rate} must be in [0, 1].")
-    if diffusion.num_steps < 1:
-      raise ConfigError(f"diffusion.num_steps={diffusion.num_steps} must be ≥ 1.")
     try:
       self.train_schedule = gaussian.noise_schedule(diffusion.train_schedule)
       self.sample_schedule = gaussian.noise_schedule(diffusion.sample_schedule)
@@ -89,24 +85,20 @@ class Task:
         guidance.validate_schedule(spec)
     except ValueError as error:
       raise ConfigError(f"diffusion config: {error}") from error
-    if data.coherence_bins == 1 or data.coherence_bins < 0:
+    if data.coherence_bins == 1:  # (check_values has refused negative values)
       raise ConfigError(f"data.coherence_bins={data.coherence_bins}: 0 (raw scores) or ≥ 2 levels.")
-    if data.coherence_bin_samples < 1:
-      raise ConfigError(f"data.coherence_bin_samples={data.coherence_bin_samples} must be ≥ 1.")
     tfds_name, data_dir, path, t5_path = data.tfds_name, data.data_dir, data.path, model.t5_path
-    for key, value, used in (
-      ("data.path", path, data.source in ("webdataset", "folder")),
-      ("data.data_dir", data_dir, data.source == "tfds"),
-      ("data.tfds_name", tfds_name, data.source == "tfds"),
-    ):
-      if used and not value:
-        raise ConfigError(f"data.source={data.source!r} needs {key} (configs/rin.py says what it holds).")
-      if value and not used and key != "data.tfds_name":
-        raise ConfigError(f"{key}={value!r} is set but data.source={data.source!r} does not use it.")
+    check_source_keys(
+      data.source,
+      {
+        "data.path": (path, data.source in ("webdataset", "folder")),
+        "data.data_dir": (data_dir, data.source == "tfds"),
+      },
+    )
+    if data.source == "tfds" and not tfds_name:  # (it has a default, so one set for no source is not a mistake)
+      raise ConfigError("data.source='tfds' needs data.tfds_name; set --config.data.tfds_name.")
     if t5_path and model.text_encoder != "t5":
       raise ConfigError(f"model.t5_path is set but model.text_encoder={model.text_encoder!r}; it is used with 't5'.")
-    if data.num_classes < 1:
-      raise ConfigError(f"data.num_classes={data.num_classes} must be ≥ 1.")
     self.dtype = compute_dtype(model.dtype)
     self.image_size = data.image_size
     self.num_classes = len(scenes.COLOURS) * len(scenes.SHAPES) if data.source == "scenes" else data.num_classes

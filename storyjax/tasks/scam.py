@@ -93,9 +93,6 @@ class Task:
     self._generate = jax.jit(functools.partial(self.model.apply, method=SCAM.generate, deterministic=True))
     self.probe_workdir = config.eval.probe_workdir
     self.swap_label = config.eval.swap_label
-    for name in ("num_examples", "quick_num_examples", "batch_size"):
-      if config.eval[name] < 1:
-        raise ConfigError(f"eval.{name}={config.eval[name]} must be ≥ 1.")
 
   def _parse_perceptual_network(self, spec: str) -> tuple[str, str]:
     """loss.perceptual_network → (kind, path), checked without reading anything."""
