@@ -351,11 +351,12 @@ def train(task: "Task", config: ml_collections.ConfigDict, workdir: str | pathli
     checkpoints = workdir / "checkpoints"
     if jax.process_index() == 0:
       workdir_lib.remove_unfinished_saves(checkpoints)
-    if Checkpointer.latest_step_in(checkpoints) is not None:
-      check_config_compatible(task, config, workdir / "config.json")
-    setup = TrainSetup(task, config)
-    with Checkpointer(checkpoints, keep=config.keep_checkpoints) as checkpointer, PreemptionWatch() as preemption:
-      state = _train_loop(config, workdir, setup, checkpointer, preemption)
+    with Checkpointer(checkpoints, keep=config.keep_checkpoints) as checkpointer:
+      if checkpointer.latest_step() is not None:
+        check_config_compatible(task, config, workdir / "config.json")
+      setup = TrainSetup(task, config)
+      with PreemptionWatch() as preemption:
+        state = _train_loop(config, workdir, setup, checkpointer, preemption)
     results = {}
     if config.eval.at_end:
       results = task.evaluate(setup.variables(state), workdir)
