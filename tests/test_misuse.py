@@ -14,6 +14,7 @@ import threading
 
 import ml_collections
 import pytest
+from test_configs import CONFIG_FILES, PROGRAM_CONFIGS
 
 from storyjax import base_config, trainer
 from storyjax import train as train_lib
@@ -25,8 +26,7 @@ from conftest import REPO_ROOT, fast_compile_env
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
-CONFIG_FILES = sorted(path.stem for path in (REPO_ROOT / "configs").glob("[!_]*.py"))
-PROGRAM_CONFIGS = {"clustering": "storyjax.cluster"}  # configs of programs other than the trainer
+PROGRAM_MODULES = {"clustering": "storyjax.cluster"}  # the program each of PROGRAM_CONFIGS runs with
 MISSING = "/nonexistent/storyjax"
 
 
@@ -181,7 +181,7 @@ def config_rows(name: str, runs: dict[str, pathlib.Path]) -> list[tuple[str, lis
   config = smoke(name)
   spec = f"--config=configs/{name}.py:smoke"
   size = size_keys(config)[0]
-  module = PROGRAM_CONFIGS.get(name, "storyjax.train")
+  module = PROGRAM_MODULES[name] if name in PROGRAM_CONFIGS else "storyjax.train"
   rows = [
     (module, [spec, "--config.no_such_key=1"], "the config has no key 'no_such_key'"),
     (module, [f"--config=configs/{name}.py:no_such_variant"], "variant 'no_such_variant'"),
