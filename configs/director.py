@@ -36,7 +36,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       "dropout_rate": 0.0,  # on the MLP hidden layers, as published (not on the residual branches)
       "stochastic_depth": 0.0,
       "attention_dropout_rate": 0.0,  # on attention probabilities: "xla" attention only; published: none
-      "attention": "xla",  # or "fused": jax.nn.dot_product_attention (cuDNN flash attention on GPU in bf16)
+      # "auto": the C++ CPU kernel on one CPU device, else "xla"; "fused": jax.nn.dot_product_attention (cuDNN flash
+      # attention on GPU in bf16); storyjax/layers/attention.py
+      "attention": "auto",
       "remat": "none",  # or "block" / "dots": recompute in the backward pass (storyjax/layers/transformer.py)
       "dtype": "float32",  # compute dtype ("bfloat16": mixed precision, parameters and optimizer stay float32)
       "text_encoder": "scratch",  # or "clip": frozen CLIP ViT-B/32 text features (E.T.'s precomputed ones or clip_path)

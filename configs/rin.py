@@ -48,7 +48,7 @@ def rin_config(name: str, variant: str | None, variants: tuple) -> ml_collection
       "num_registers": 16,
       "context_layers": 2,  # TextRIN's LayerScale self-attention layers on [coherence, registers, text]
       "context_heads": 4,
-      "attention": "xla",  # or "fused" (storyjax/layers/attention.py)
+      "attention": "auto",  # "auto" (C++ kernel on one CPU device, else "xla"), "xla", "fused", "cpu"
       "remat": "none",
       "dtype": "float32",
     }

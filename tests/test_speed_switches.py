@@ -9,6 +9,8 @@ import pytest
 from configs import director as director_config
 from storyjax import trainer
 from storyjax.errors import ConfigError
+from storyjax.kernels import cpu_attention as cpu_attention_lib
+from storyjax.layers import attention as attention_lib
 from storyjax.layers.attention import ATTENTION_IMPLEMENTATIONS, fused_attention, pallas_attention, xla_attention
 from storyjax.tasks import get_task
 
@@ -36,12 +38,67 @@ def _qkv(seed=0, batch=2, queries=5, keys=7, heads=3, head_dim=4):
   return [rng.normal(size=shape).astype(np.float32) for shape in shapes] + [key_mask]
 
 
-@pytest.mark.parametrize("implementation", ATTENTION_IMPLEMENTATIONS)
+ATTEND = {
+  "xla": xla_attention,
+  "fused": fused_attention,
+  "pallas": pallas_attention,
+  "cpu": cpu_attention_lib.cpu_attention,
+}
+
+
+@pytest.mark.parametrize("implementation", sorted(ATTEND))
 def test_attention_implementations_match_numpy(implementation):
   q, k, v, key_mask = _qkv()
-  attend = {"xla": xla_attention, "fused": fused_attention, "pallas": pallas_attention}[implementation]
-  ours = np.asarray(jax.jit(attend)(q, k, v, key_mask))
+  ours = np.asarray(jax.jit(ATTEND[implementation])(q, k, v, key_mask))
   np.testing.assert_allclose(ours, _numpy_attention(q, k, v, key_mask), rtol=1e-5, atol=1e-5)
+
+
+# (batch, queries, keys, heads, head_dim): tiny, cross-attention, head widths off the kernel's 8-float vectors,
+# lengths off its 4-row and 16-column tiles.
+CPU_KERNEL_SHAPES = [(1, 1, 1, 1, 1), (2, 5, 7, 3, 4), (3, 19, 33, 2, 24), (2, 37, 6, 1, 13), (2, 4, 21, 2, 64)]
+
+
+@pytest.mark.parametrize("shape", CPU_KERNEL_SHAPES, ids=str)
+def test_cpu_kernel_values_and_gradients_match_xla(shape):
+  batch, queries, keys, heads, head_dim = shape
+  rng = np.random.default_rng(sum(shape))
+  q, k, v = (rng.normal(size=(batch, length, heads, head_dim)).astype(np.float32) for length in (queries, keys, keys))
+  key_mask = rng.uniform(size=(batch, keys)) < 0.7
+  key_mask[0] = False  # a row with no valid key: uniform weights, no gradient through the logits
+  weights = rng.normal(size=(batch, queries, heads, head_dim)).astype(np.float32)
+
+  def loss_and_grads(attend):
+    loss = lambda q, k, v: jnp.sum(weights * attend(q, k, v, key_mask, scale=0.3) ** 2)
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(q, k, v)
+
+  (kernel_loss, kernel_grads), (xla_loss, xla_grads) = map(
+    loss_and_grads, (cpu_attention_lib.cpu_attention, xla_attention)
+  )
+  np.testing.assert_allclose(kernel_loss, xla_loss, rtol=1e-5)
+  for kernel_grad, xla_grad in zip(kernel_grads, xla_grads):
+    np.testing.assert_allclose(kernel_grad, xla_grad, rtol=1e-4, atol=1e-5 * float(np.abs(xla_grad).max()))
+
+
+def test_cpu_kernel_takes_bfloat16_and_no_mask():
+  q, k, v, _ = _qkv(seed=3)
+  as_bf16 = [jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)]
+  out = jax.jit(cpu_attention_lib.cpu_attention)(*as_bf16)
+  assert out.dtype == jnp.bfloat16 and out.shape == q.shape
+  reference = _numpy_attention(*(np.asarray(x, np.float32) for x in as_bf16), np.ones(k.shape[:2], bool))
+  np.testing.assert_allclose(np.asarray(out, np.float32), reference, atol=2e-2)
+
+
+def test_auto_attention_is_the_cpu_kernel_only_on_one_cpu_device(monkeypatch):
+  assert jax.device_count() == 8  # the tests' fake devices: "auto" stays on XLA
+  assert attention_lib.resolve_implementation("auto") == "xla"
+  monkeypatch.setattr(jax, "device_count", lambda: 1)
+  assert attention_lib.resolve_implementation("auto") == "cpu"
+  assert attention_lib.resolve_implementation("auto", needs_xla=True) == "xla"  # probability dropout
+  assert attention_lib.resolve_implementation("fused") == "fused"
+  monkeypatch.setenv("CXX", "no-such-compiler")
+  assert attention_lib.resolve_implementation("auto") == "xla"
+  with pytest.raises(ConfigError, match="no-such-compiler"):
+    cpu_attention_lib.library_path()
 
 
 def test_probability_dropout_equals_dropout_on_the_normalised_weights():
@@ -77,6 +134,7 @@ def plain_director():
 SWITCHES = {
   "fused attention, remat dots": ({"attention": "fused", "remat": "dots"}, 1e-5),
   "pallas attention, remat block": ({"attention": "pallas", "remat": "block"}, 1e-5),
+  "cpu kernel attention": ({"attention": "cpu"}, 1e-5),
   "bfloat16 compute": ({"dtype": "bfloat16"}, 2e-2),
 }
 

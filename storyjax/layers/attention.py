@@ -8,6 +8,11 @@
            allow (bf16/fp16), XLA elsewhere; the probabilities are never materialised by the kernel.
   "pallas": storyjax.kernels.semantic_attention with one label for every token (flash attention): the Pallas
            kernel, compiled through Triton on GPU, interpreted (slow, for tests) on CPU.
+  "cpu":   storyjax.kernels.cpu_attention, a C++ kernel for XLA:CPU (compiled on first use with the system
+           g++), about twice as fast as "xla" on CPU (docs/cpu.md). CPU only; with several devices XLA gathers
+           its inputs onto every device, so use it on one.
+  "auto":  "cpu" in a process with one CPU device and no probability dropout, "xla" otherwise (the configs'
+           default; `resolve_implementation`).
 All mask keys the same way and agree to rounding (tests/test_speed_switches.py).
 
 `masking`: "key" (masked keys get no weight: softmax over the valid keys only, what every paper describes) or
@@ -21,13 +26,25 @@ import jax
 import jax.numpy as jnp
 
 from storyjax.kernels import semantic_attention
+from storyjax.kernels.cpu_attention import compiler_available, cpu_attention
 from storyjax.layers.dropout import Dropout
 from storyjax.layers.mlp import dense
 
 Dtype = Any
 HEAD_AXES = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
-ATTENTION_IMPLEMENTATIONS = ("xla", "fused", "pallas")
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "fused", "pallas", "cpu")
 MASKINGS = ("key", "adapt_code")
+
+
+def resolve_implementation(implementation: str, needs_xla: bool = False) -> str:
+  """The attention that `implementation` names; "auto" is "cpu" where it is faster and can run, else "xla".
+
+  `needs_xla`: the attention uses what only "xla" has (probability dropout, ADAPT's coded masking).
+  """
+  if implementation != "auto":
+    return implementation
+  one_cpu = jax.default_backend() == "cpu" and jax.device_count() == 1
+  return "cpu" if one_cpu and not needs_xla and compiler_available() else "xla"
 
 
 def xla_attention(query, key, value, key_mask=None, dropout_fn=None, scale=None):
@@ -97,7 +114,7 @@ class MultiHeadAttention(nn.Module):
   Projection kernels are (D, H·Dh) with the head-major output axis named `heads`, so tensor parallelism
   splits whole heads. `dropout_rate` drops attention probabilities ("xla" only). `masking` is one of MASKINGS
   ("adapt_code": self-attention only, `key_mask` then being each token's presence); `use_bias=False` drops the
-  projections' biases (ADAPT's q/k/v). `logit_scale` replaces 1/√Dh ("xla" and "fused"; FunnyNet-W's fusion as
+  projections' biases (ADAPT's q/k/v). `logit_scale` replaces 1/√Dh ("xla", "fused", "cpu"; FunnyNet-W's fusion as
   coded uses 1); `output_projection=False` returns the attended values (B, Lq, H·Dh) without the last Dense.
   """
 
@@ -120,15 +137,16 @@ class MultiHeadAttention(nn.Module):
       raise ValueError(f"attention implementation {self.implementation!r}; choose one of {ATTENTION_IMPLEMENTATIONS}")
     if self.masking not in MASKINGS:
       raise ValueError(f"attention masking {self.masking!r}; choose one of {MASKINGS}")
-    if self.masking == "adapt_code" and (self.implementation != "xla" or key_mask is None or self.dropout_rate > 0):
+    implementation = resolve_implementation(self.implementation, self.dropout_rate > 0 or self.masking != "key")
+    if self.masking == "adapt_code" and (implementation != "xla" or key_mask is None or self.dropout_rate > 0):
       raise ValueError("adapt_code masking needs the 'xla' attention, a key_mask and no probability dropout")
-    if self.implementation != "xla" and self.dropout_rate > 0:
+    if implementation != "xla" and self.dropout_rate > 0:
       raise ValueError(
         f"dropout on attention probabilities ({self.dropout_rate}) runs only with the 'xla' attention, "
-        f"not {self.implementation!r}"
+        f"not {implementation!r}"
       )
-    if self.logit_scale is not None and (self.implementation == "pallas" or self.masking == "adapt_code"):
-      raise ValueError("logit_scale runs only with the 'xla' or 'fused' attention and 'key' masking")
+    if self.logit_scale is not None and (implementation == "pallas" or self.masking == "adapt_code"):
+      raise ValueError("logit_scale runs only with the 'xla', 'fused' or 'cpu' attention and 'key' masking")
     head_dim = width // self.num_heads
 
     def project(name, inputs):  # (B, L, D) → (B, L, H, Dh)
@@ -139,10 +157,12 @@ class MultiHeadAttention(nn.Module):
     query, key, value = project("query", queries), project("key", context), project("value", context)
     if self.masking == "adapt_code":
       attended = adapt_code_attention(query, key, value, key_mask)
-    elif self.implementation == "fused":
+    elif implementation == "fused":
       attended = fused_attention(query, key, value, key_mask, self.logit_scale)
-    elif self.implementation == "pallas":
+    elif implementation == "pallas":
       attended = pallas_attention(query, key, value, key_mask)
+    elif implementation == "cpu":
+      attended = cpu_attention(query, key, value, key_mask, self.logit_scale)
     else:
       dropout_fn = lambda probabilities: Dropout(self.dropout_rate)(probabilities, deterministic)
       attended = xla_attention(query, key, value, key_mask, dropout_fn, self.logit_scale)
