@@ -42,7 +42,7 @@ _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per round and framework.
 _MODES = flags.DEFINE_list("torch_modes", ["eager", "compile"], "Peer modes to run.")
 _TORCH_PYTHON = flags.DEFINE_string("torch_python", "/tmp/torchpeer/bin/python", "Python with torch installed.")
 _PEER = flags.DEFINE_string("peer", str(PEER), "The PyTorch peer script.")
-_ATTENTION = flags.DEFINE_string("attention", "xla", "storyjax model.attention.")
+_ATTENTION = flags.DEFINE_string("attention", "auto", "storyjax model.attention.")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", "runs/.jax_cache", "Persistent compilation cache.")
 
 

@@ -27,7 +27,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       "num_layers": 2,
       "num_heads": 4,
       "mlp_dim": 128,
-      "dropout_rate": 0.1,
+      "dropout_rate": 0.1,  # attention probabilities, residual branches, MLP (torch's TransformerEncoderLayer)
+      "attention": "auto",  # "auto" (C++ kernel on one CPU device, else "xla"), "xla", "cpu"; layers/attention.py
       "dtype": "float32",
       "text_encoder": "scratch",  # or "clip": frozen CLIP features (E.T.'s precomputed ones or clip_path)
       "clip_path": "",

@@ -35,7 +35,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       "mlp_ratio": 4,
       "dropout_rate": 0.0,  # on the MLP hidden layers, as published (not on the residual branches)
       "stochastic_depth": 0.0,
-      "attention_dropout_rate": 0.0,  # on attention probabilities: "xla" attention only; published: none
+      "attention_dropout_rate": 0.0,  # on attention probabilities: not with "fused"/"pallas"; published: none
       # "auto": the C++ CPU kernel on one CPU device, else "xla"; "fused": jax.nn.dot_product_attention (cuDNN flash
       # attention on GPU in bf16); storyjax/layers/attention.py
       "attention": "auto",

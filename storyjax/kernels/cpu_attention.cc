@@ -1,7 +1,10 @@
 // Multi-head attention for XLA:CPU through the XLA FFI: softmax(q·kᵀ·scale)·v with a key mask, forward and
 // backward, one (batch, head) pair per work item on XLA's intra-op thread pool. Built by cpu_attention.py.
 //
-// q (B, Lq, H, D), k/v (B, Lk, H, D) float32, key_mask (B, Lk) bool. The forward also returns the normalised
+// q (B, Lq, H, D), k/v (B, Lk, H, D) float32, key_mask (B, Lk) bool, dropout (3,) uint32: seed₀, seed₁ and the
+// keep threshold of storyjax/layers/dropout.py, whose mask this reproduces bit for bit (element (b, h, i, j) of
+// the probabilities kept iff fmix32(fmix32(index + seed₀) ^ seed₁) < threshold, kept ones scaled by
+// 1/keep_probability; keep_probability 1 turns dropout off). The forward also returns the normalised, undropped
 // probabilities (B, H, Lq, Lk), which the backward reads instead of recomputing them. Masked keys get no weight;
 // a query with no valid key attends uniformly to all keys and passes no gradient to the logits (as a softmax
 // over logits set to the float minimum where masked does).
@@ -158,6 +161,34 @@ inline void MaskedSoftmax(const float* logits, const float* __restrict valid, bo
   for (int64_t j = 0; j < padded_n; ++j) probabilities[j] *= inverse;
 }
 
+// MurmurHash3's 32-bit finaliser, as storyjax/layers/dropout.py's _finalise.
+inline uint32_t Finalise(uint32_t bits) {
+  bits ^= bits >> 16;
+  bits *= 0x85EBCA6Bu;
+  bits ^= bits >> 13;
+  bits *= 0xC2B2AE35u;
+  return bits ^ (bits >> 16);
+}
+
+struct DropoutSpec {
+  uint32_t seed0, seed1, threshold;
+  float keep_probability;
+  bool active() const { return keep_probability < 1.f; }
+  // dropped (n) ← probabilities (n) with the mask of the row whose first element has flat index `first`.
+  void Apply(uint32_t first, const float* __restrict probabilities, int64_t n, float* __restrict dropped) const {
+    const float scale = keep_probability > 0.f ? 1.f / keep_probability : 0.f;
+    for (int64_t j = 0; j < n; ++j) {
+      const uint32_t bits = Finalise(Finalise(first + static_cast<uint32_t>(j) + seed0) ^ seed1);
+      dropped[j] = bits < threshold ? probabilities[j] * scale : 0.f;
+    }
+  }
+};
+
+DropoutSpec ReadDropout(const ffi::Buffer<ffi::U32>& dropout, float keep_probability) {
+  const uint32_t* words = dropout.typed_data();
+  return {words[0], words[1], words[2], keep_probability};
+}
+
 // Per-thread buffers for one (example, head) pair, sized for the largest call so far.
 struct Scratch {
   std::vector<float> buffers[8];
@@ -191,8 +222,9 @@ Shape ShapeOf(ffi::Span<const int64_t> query_dims, ffi::Span<const int64_t> key_
 }
 
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> query, ffi::Buffer<ffi::F32> key,
-                   ffi::Buffer<ffi::F32> value, ffi::Buffer<ffi::PRED> key_mask, float scale,
-                   ffi::ResultBuffer<ffi::F32> out, ffi::ResultBuffer<ffi::F32> probabilities) {
+                   ffi::Buffer<ffi::F32> value, ffi::Buffer<ffi::PRED> key_mask, ffi::Buffer<ffi::U32> dropout,
+                   float scale, float keep_probability, ffi::ResultBuffer<ffi::F32> out,
+                   ffi::ResultBuffer<ffi::F32> probabilities) {
   if (query.dimensions().size() != 4 || key.dimensions().size() != 4)
     return ffi::Error::InvalidArgument("cpu attention: q and k must be (B, L, H, D)");
   const Shape s = ShapeOf(query.dimensions(), key.dimensions());
@@ -202,6 +234,7 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> query, ffi::Buffe
   const bool* mask = key_mask.typed_data();
   float *o = out->typed_data(), *p = probabilities->typed_data();
   const int64_t stride = s.query_row();
+  const DropoutSpec drop = ReadDropout(dropout, keep_probability);
   const int64_t dim = RoundUp(s.dim), keys = RoundUp(s.num_keys);
   ParallelFor(pool, s.batch * s.heads, [&](int64_t item) {
     thread_local Scratch scratch;
@@ -217,8 +250,11 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> query, ffi::Buffe
     const bool any_valid = ValidKeys(mask + b * s.num_keys, s.num_keys, scratch.valid);
     MatMul<false>(s.num_queries, keys, dim, scaled_q, dim, k_columns, keys, logits, keys);
     for (int64_t i = 0; i < s.num_queries; ++i) {
-      MaskedSoftmax(logits + i * keys, scratch.valid.data(), any_valid, keys, s.num_keys, logits + i * keys);
-      std::memcpy(p + (item * s.num_queries + i) * s.num_keys, logits + i * keys, s.num_keys * sizeof(float));
+      float* row = logits + i * keys;
+      const int64_t first = (item * s.num_queries + i) * s.num_keys;
+      MaskedSoftmax(row, scratch.valid.data(), any_valid, keys, s.num_keys, row);
+      std::memcpy(p + first, row, s.num_keys * sizeof(float));
+      if (drop.active()) drop.Apply(static_cast<uint32_t>(first), row, s.num_keys, row);
     }
     MatMul<false>(s.num_queries, dim, s.num_keys, logits, keys, v_rows, dim, attended, dim);
     Scatter(attended, s.num_queries, stride, s.dim, o + b * s.num_queries * stride + h * s.dim);
@@ -227,9 +263,9 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> query, ffi::Buffe
 }
 
 ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> query, ffi::Buffer<ffi::F32> key,
-                    ffi::Buffer<ffi::F32> value, ffi::Buffer<ffi::PRED> key_mask,
+                    ffi::Buffer<ffi::F32> value, ffi::Buffer<ffi::PRED> key_mask, ffi::Buffer<ffi::U32> dropout,
                     ffi::Buffer<ffi::F32> probabilities, ffi::Buffer<ffi::F32> out_grad, float scale,
-                    ffi::ResultBuffer<ffi::F32> query_grad, ffi::ResultBuffer<ffi::F32> key_grad,
+                    float keep_probability, ffi::ResultBuffer<ffi::F32> query_grad, ffi::ResultBuffer<ffi::F32> key_grad,
                     ffi::ResultBuffer<ffi::F32> value_grad) {
   const Shape s = ShapeOf(query.dimensions(), key.dimensions());
   if (ffi::Error error = CheckShapes(s, key.dimensions(), value.dimensions(), key_mask.dimensions()); !error.success())
@@ -239,6 +275,7 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> query, ffi::Buff
   const bool* mask = key_mask.typed_data();
   float *dq = query_grad->typed_data(), *dk = key_grad->typed_data(), *dv = value_grad->typed_data();
   const int64_t stride = s.query_row();
+  const DropoutSpec drop = ReadDropout(dropout, keep_probability);
   const int64_t dim = RoundUp(s.dim), keys = RoundUp(s.num_keys);
   ParallelFor(pool, s.batch * s.heads, [&](int64_t item) {
     thread_local Scratch scratch;
@@ -251,6 +288,8 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> query, ffi::Buff
     float* probabilities = scratch.Buffer(4, s.num_queries * keys);
     float* score_grad = scratch.Buffer(5, s.num_queries * keys);
     float* grad_rows = scratch.Buffer(6, std::max(s.num_queries, keys) * dim);
+    // The probabilities that weighed the values: dropped ones where dropout is on (then dP is dropped alike).
+    float* weights = drop.active() ? scratch.Buffer(7, s.num_queries * keys) : probabilities;
     Gather(q + query_offset, s.num_queries, stride, s.dim, 1.f, q_rows);
     Gather(k + key_offset, s.num_keys, stride, s.dim, 1.f, k_rows);
     std::fill(k_rows + s.num_keys * dim, k_rows + keys * dim, 0.f);
@@ -262,8 +301,14 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> query, ffi::Buff
     for (int64_t i = 0; i < s.num_queries; ++i) {
       float* __restrict row = probabilities + i * keys;
       float* __restrict grad = score_grad + i * keys;
-      std::memcpy(row, p + (item * s.num_queries + i) * s.num_keys, s.num_keys * sizeof(float));
+      const int64_t first = (item * s.num_queries + i) * s.num_keys;
+      std::memcpy(row, p + first, s.num_keys * sizeof(float));
       std::fill(row + s.num_keys, row + keys, 0.f);
+      if (drop.active()) {
+        float* __restrict weight_row = weights + i * keys;
+        drop.Apply(static_cast<uint32_t>(first), row, keys, weight_row);  // padded columns: P = 0
+        drop.Apply(static_cast<uint32_t>(first), grad, keys, grad);  // dP ⊙ mask / keep
+      }
       float mean_grad = 0.f;
       for (int64_t j = 0; j < keys; ++j) mean_grad += row[j] * grad[j];
       for (int64_t j = 0; j < keys; ++j) grad[j] = valid[j] * row[j] * (grad[j] - mean_grad) * scale;  // dS
@@ -272,7 +317,7 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> query, ffi::Buff
     Scatter(grad_rows, s.num_queries, stride, s.dim, dq + query_offset);
     MatMul<true>(s.num_keys, dim, s.num_queries, score_grad, keys, q_rows, dim, grad_rows, dim);  // dK = dSᵀ·Q
     Scatter(grad_rows, s.num_keys, stride, s.dim, dk + key_offset);
-    MatMul<true>(s.num_keys, dim, s.num_queries, probabilities, keys, dout_rows, dim, grad_rows, dim);  // dV = Pᵀ·dO
+    MatMul<true>(s.num_keys, dim, s.num_queries, weights, keys, dout_rows, dim, grad_rows, dim);  // dV = Pᵀ·dO
     Scatter(grad_rows, s.num_keys, stride, s.dim, dv + key_offset);
   });
   return ffi::Error::Success();
@@ -287,7 +332,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(StoryjaxAttentionForward, Forward,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
                                   .Attr<float>("scale")
+                                  .Attr<float>("keep_probability")
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
@@ -298,9 +345,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(StoryjaxAttentionBackward, Backward,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Attr<float>("scale")
+                                  .Attr<float>("keep_probability")
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());

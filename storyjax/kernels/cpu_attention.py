@@ -4,7 +4,8 @@ XLA:CPU runs attention's batched small matmuls ((B·H) products of (L × Dh)·(D
 of its large ones; this kernel does one (example, head) pair per work item on XLA's intra-op thread pool, reads
 q/k/v in their (B, L, H, Dh) layout (no transposes around it) and fuses the masked softmax, so the step of a
 small transformer on a few cores spends far less time in attention (docs/cpu.md). float32 inside; other input
-dtypes are cast. No dropout on the probabilities.
+dtypes are cast. Dropout on the probabilities applies storyjax.layers.dropout's hashed mask itself, so given the
+same seed it drops exactly what the "xla" attention drops.
 
 The library is compiled with the system C++ compiler (`CXX`, default g++) on first use, for the host CPU, into
 $STORYJAX_CACHE (default ~/.cache/storyjax), keyed by the source, the compiler flags and the CPU.
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from storyjax.errors import ConfigError
+from storyjax.layers.dropout import keep_threshold
 
 SOURCE = pathlib.Path(__file__).with_name("cpu_attention.cc")
 COMPILE_FLAGS = ("-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-std=c++17", "-shared", "-fPIC")
@@ -84,7 +86,7 @@ def _register() -> None:
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
 
 
-def _forward(query, key, value, key_mask, scale):
+def _forward(query, key, value, key_mask, dropout, scale, keep_probability):
   _register()
   batch, num_queries, heads, _ = query.shape
   shapes = (
@@ -92,37 +94,48 @@ def _forward(query, key, value, key_mask, scale):
     jax.ShapeDtypeStruct((batch, heads, num_queries, key.shape[1]), jnp.float32),
   )
   call = jax.ffi.ffi_call(FORWARD_TARGET, shapes, vmap_method="sequential")
-  return call(query, key, value, key_mask, scale=np.float32(scale))
+  return call(
+    query, key, value, key_mask, dropout, scale=np.float32(scale), keep_probability=np.float32(keep_probability)
+  )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _attention(query, key, value, key_mask, scale):
-  return _forward(query, key, value, key_mask, scale)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _attention(query, key, value, key_mask, dropout, scale, keep_probability):
+  return _forward(query, key, value, key_mask, dropout, scale, keep_probability)[0]
 
 
-def _attention_forward(query, key, value, key_mask, scale):
-  out, probabilities = _forward(query, key, value, key_mask, scale)
-  return out, (query, key, value, key_mask, probabilities)
+def _attention_forward(query, key, value, key_mask, dropout, scale, keep_probability):
+  out, probabilities = _forward(query, key, value, key_mask, dropout, scale, keep_probability)
+  return out, (query, key, value, key_mask, dropout, probabilities)
 
 
-def _attention_backward(scale, residuals, out_grad):
-  query, key, value, key_mask, probabilities = residuals
+def _attention_backward(scale, keep_probability, residuals, out_grad):
+  query, key, value, key_mask, dropout, probabilities = residuals
   shapes = tuple(jax.ShapeDtypeStruct(x.shape, jnp.float32) for x in (query, key, value))
   call = jax.ffi.ffi_call(BACKWARD_TARGET, shapes, vmap_method="sequential")
-  query_grad, key_grad, value_grad = call(
-    query, key, value, key_mask, probabilities, out_grad.astype(jnp.float32), scale=np.float32(scale)
+  grads = call(
+    query,
+    key,
+    value,
+    key_mask,
+    dropout,
+    probabilities,
+    out_grad.astype(jnp.float32),
+    scale=np.float32(scale),
+    keep_probability=np.float32(keep_probability),
   )
-  return query_grad, key_grad, value_grad, None
+  return (*grads, None, None)
 
 
 _attention.defvjp(_attention_forward, _attention_backward)
 
 
-def cpu_attention(query, key, value, key_mask=None, scale=None):
+def cpu_attention(query, key, value, key_mask=None, scale=None, dropout_seed=None, keep_probability=1.0):
   """softmax(q·kᵀ·scale)·v for q (B, Lq, H, Dh), k/v (B, Lk, H, Dh), key_mask (B, Lk) → (B, Lq, H, Dh).
 
   Same scale default (1/√Dh) and masking as layers.attention.xla_attention (a query with no valid key attends
-  uniformly). Computed in float32 and returned in value's dtype.
+  uniformly). With `dropout_seed` (uint32 (2,), a Dropout module's seed()) and keep_probability < 1, drops the
+  probabilities with that seed's hashed mask. Computed in float32 and returned in value's dtype.
   """
   if jax.default_backend() != "cpu":
     raise ConfigError(f"model.attention='cpu' runs on CPUs only, not on {jax.default_backend()!r}; use 'fused'")
@@ -131,6 +144,17 @@ def cpu_attention(query, key, value, key_mask=None, scale=None):
   batch, num_keys = key.shape[:2]
   scale = query.shape[-1] ** -0.5 if scale is None else scale
   key_mask = jnp.ones((batch, num_keys), bool) if key_mask is None else jnp.broadcast_to(key_mask, (batch, num_keys))
+  if dropout_seed is None:
+    dropout_seed, keep_probability = jnp.zeros(2, jnp.uint32), 1.0
+  dropout = jnp.concatenate([dropout_seed.astype(jnp.uint32), jnp.full((1,), keep_threshold(keep_probability))])
   as_float = lambda x: x.astype(jnp.float32)
-  out = _attention(as_float(query), as_float(key), as_float(value), key_mask.astype(bool), float(scale))
+  out = _attention(
+    as_float(query),
+    as_float(key),
+    as_float(value),
+    key_mask.astype(bool),
+    dropout,
+    float(scale),
+    float(keep_probability),
+  )
   return out.astype(value.dtype)

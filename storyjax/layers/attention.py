@@ -3,16 +3,16 @@
 `implementation` (config `model.attention`):
   "xla":   einsums and an explicit fp32 softmax, written for XLA:CPU (queries scaled before the logits, the
            softmax normalised after the value product, so the (B, H, Lq, Lk) tensor is touched fewer times);
-           the only path with dropout on the attention probabilities.
+           with "cpu", the paths with dropout on the attention probabilities.
   "fused": jax.nn.dot_product_attention: cuDNN's fused (flash) kernel on GPU where its dtype and shape rules
            allow (bf16/fp16), XLA elsewhere; the probabilities are never materialised by the kernel.
   "pallas": storyjax.kernels.semantic_attention with one label for every token (flash attention): the Pallas
            kernel, compiled through Triton on GPU, interpreted (slow, for tests) on CPU.
   "cpu":   storyjax.kernels.cpu_attention, a C++ kernel for XLA:CPU (compiled on first use with the system
-           g++), about twice as fast as "xla" on CPU (docs/cpu.md). CPU only; with several devices XLA gathers
-           its inputs onto every device, so use it on one.
-  "auto":  "cpu" in a process with one CPU device and no probability dropout, "xla" otherwise (the configs'
-           default; `resolve_implementation`).
+           g++), about twice as fast as "xla" on CPU (docs/cpu.md), with the same probability dropout. CPU
+           only; with several devices XLA gathers its inputs onto every device, so use it on one.
+  "auto":  "cpu" in a process with one CPU device, "xla" otherwise (the configs' default;
+           `resolve_implementation`).
 All mask keys the same way and agree to rounding (tests/test_speed_switches.py).
 
 `masking`: "key" (masked keys get no weight: softmax over the valid keys only, what every paper describes) or
@@ -39,7 +39,7 @@ MASKINGS = ("key", "adapt_code")
 def resolve_implementation(implementation: str, needs_xla: bool = False) -> str:
   """The attention that `implementation` names; "auto" is "cpu" where it is faster and can run, else "xla".
 
-  `needs_xla`: the attention uses what only "xla" has (probability dropout, ADAPT's coded masking).
+  `needs_xla`: the attention uses what only "xla" has (ADAPT's coded masking).
   """
   if implementation != "auto":
     return implementation
@@ -112,7 +112,7 @@ class MultiHeadAttention(nn.Module):
   `key_mask` (B, Lk) bool marks valid context tokens; masked keys get no weight. Queries, keys and values are
   projected to `inner_dim` = H·Dh (default D; RIN's read/write attend at min(D, Dc)), the output back to D.
   Projection kernels are (D, H·Dh) with the head-major output axis named `heads`, so tensor parallelism
-  splits whole heads. `dropout_rate` drops attention probabilities ("xla" only). `masking` is one of MASKINGS
+  splits whole heads. `dropout_rate` drops attention probabilities ("xla" and "cpu"). `masking` is one of MASKINGS
   ("adapt_code": self-attention only, `key_mask` then being each token's presence); `use_bias=False` drops the
   projections' biases (ADAPT's q/k/v). `logit_scale` replaces 1/√Dh ("xla", "fused", "cpu"; FunnyNet-W's fusion as
   coded uses 1); `output_projection=False` returns the attended values (B, Lq, H·Dh) without the last Dense.
@@ -137,12 +137,12 @@ class MultiHeadAttention(nn.Module):
       raise ValueError(f"attention implementation {self.implementation!r}; choose one of {ATTENTION_IMPLEMENTATIONS}")
     if self.masking not in MASKINGS:
       raise ValueError(f"attention masking {self.masking!r}; choose one of {MASKINGS}")
-    implementation = resolve_implementation(self.implementation, self.dropout_rate > 0 or self.masking != "key")
+    implementation = resolve_implementation(self.implementation, self.masking != "key")
     if self.masking == "adapt_code" and (implementation != "xla" or key_mask is None or self.dropout_rate > 0):
       raise ValueError("adapt_code masking needs the 'xla' attention, a key_mask and no probability dropout")
-    if implementation != "xla" and self.dropout_rate > 0:
+    if implementation not in ("xla", "cpu") and self.dropout_rate > 0:
       raise ValueError(
-        f"dropout on attention probabilities ({self.dropout_rate}) runs only with the 'xla' attention, "
+        f"dropout on attention probabilities ({self.dropout_rate}) runs only with the 'xla' or 'cpu' attention, "
         f"not {implementation!r}"
       )
     if self.logit_scale is not None and (implementation == "pallas" or self.masking == "adapt_code"):
@@ -162,7 +162,9 @@ class MultiHeadAttention(nn.Module):
     elif implementation == "pallas":
       attended = pallas_attention(query, key, value, key_mask)
     elif implementation == "cpu":
-      attended = cpu_attention(query, key, value, key_mask, self.logit_scale)
+      dropout = Dropout(self.dropout_rate)
+      seed = None if deterministic or self.dropout_rate == 0 else dropout.seed()
+      attended = cpu_attention(query, key, value, key_mask, self.logit_scale, seed, 1.0 - self.dropout_rate)
     else:
       dropout_fn = lambda probabilities: Dropout(self.dropout_rate)(probabilities, deterministic)
       attended = xla_attention(query, key, value, key_mask, dropout_fn, self.logit_scale)

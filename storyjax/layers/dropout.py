@@ -34,29 +34,35 @@ def hashed_bits(seed, shape: tuple[int, ...]):
   return _finalise(_finalise(index + seed[0]) ^ seed[1])
 
 
+def keep_threshold(keep_probability: float) -> np.uint32:
+  """An element is kept iff its hashed bits are below this."""
+  return np.uint32(min(round(keep_probability * 2**32), 2**32 - 1))
+
+
 def keep_mask(seed, keep_probability: float, shape: tuple[int, ...]):
   """Bool mask of `shape`, each element True with probability keep_probability (to 2⁻³²)."""
-  threshold = np.uint32(min(round(keep_probability * 2**32), 2**32 - 1))
-  return hashed_bits(seed, shape) < threshold
+  return hashed_bits(seed, shape) < keep_threshold(keep_probability)
 
 
 class Dropout(nn.Module):
   """Inverted dropout (..., ) → (..., ): zeroes elements with probability `rate`, scales the rest by 1/(1 − rate).
 
   Same contract as flax.linen.Dropout (rng stream "dropout", `deterministic` turns it off); the mask is
-  keep_mask of a seed drawn from that stream.
+  keep_mask of `seed()`, drawn from that stream (a kernel that applies the same mask itself takes the seed).
   """
 
   rate: float
   rng_collection: str = "dropout"
 
-  @nn.compact
+  def seed(self):
+    """This call's uint32 seed (2,)."""
+    return jax.random.bits(self.make_rng(self.rng_collection), (2,), jnp.uint32)
+
   def __call__(self, inputs, deterministic: bool):
     if deterministic or self.rate == 0.0:
       return inputs
     if self.rate == 1.0:
       return jnp.zeros_like(inputs)
     keep_probability = 1.0 - self.rate
-    seed = jax.random.bits(self.make_rng(self.rng_collection), (2,), jnp.uint32)
-    mask = keep_mask(seed, keep_probability, inputs.shape)
+    mask = keep_mask(self.seed(), keep_probability, inputs.shape)
     return jnp.where(mask, inputs / jnp.asarray(keep_probability, inputs.dtype), jnp.zeros((), inputs.dtype))

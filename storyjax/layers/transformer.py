@@ -33,8 +33,8 @@ REMAT_POLICIES = {
 class BlockOptions:
   """Settings shared by every block of a model that leave its parameters unchanged.
 
-  attention: "xla" or "fused" (storyjax/layers/attention.py; config `model.attention`);
-  attention_dropout_rate: dropout on attention probabilities ("xla" only);
+  attention: one of ATTENTION_IMPLEMENTATIONS (storyjax/layers/attention.py; config `model.attention`);
+  attention_dropout_rate: dropout on attention probabilities ("xla" and "cpu");
   residual_dropout: whether the blocks' `dropout_rate` also drops each residual branch (it always drops the
     MLP's hidden layer);
   remat: one of REMAT_POLICIES (config `model.remat`).

@@ -22,10 +22,10 @@ from storyjax.layers.transformer import BlockOptions, TransformerEncoder
 Dtype = Any
 
 
-def transformer(num_layers: int, num_heads: int, mlp_dim: int, dtype, dropout_rate: float, name: str):
+def transformer(num_layers: int, num_heads: int, mlp_dim: int, dtype, dropout_rate: float, attention: str, name: str):
   """A TransformerEncoder with torch's nn.TransformerEncoderLayer dropout, as the published CLaTr: on the
-  attention probabilities, the residual branches and the MLP hidden layer."""
-  options = BlockOptions(attention_dropout_rate=dropout_rate)
+  attention probabilities, the residual branches and the MLP hidden layer. `attention`: layers/attention.py."""
+  options = BlockOptions(attention=attention, attention_dropout_rate=dropout_rate)
   return TransformerEncoder(num_layers, num_heads, mlp_dim, dtype, dropout_rate, options=options, name=name)
 
 
@@ -38,6 +38,7 @@ class DistributionEncoder(nn.Module):
   mlp_dim: int
   dropout_rate: float = 0.0
   dtype: Dtype = jnp.float32
+  attention: str = "xla"
 
   @nn.compact
   def __call__(self, inputs, mask, deterministic: bool = True):
@@ -53,7 +54,9 @@ class DistributionEncoder(nn.Module):
     )
     tokens = Dropout(self.dropout_rate)(with_positions(tokens), deterministic=deterministic)
     key_mask = jnp.concatenate([jnp.ones((batch, 2), bool), mask], axis=1)
-    encoder = transformer(self.num_layers, self.num_heads, self.mlp_dim, self.dtype, self.dropout_rate, "encoder")
+    encoder = transformer(
+      self.num_layers, self.num_heads, self.mlp_dim, self.dtype, self.dropout_rate, self.attention, "encoder"
+    )
     tokens = encoder(tokens, key_mask, deterministic)
     return tokens[:, 0].astype(jnp.float32), tokens[:, 1].astype(jnp.float32)
 
@@ -74,12 +77,20 @@ class Clatr(nn.Module):
   vocab_size: int = 0
   dropout_rate: float = 0.0
   dtype: Dtype = jnp.float32
+  attention: str = "xla"  # storyjax/layers/attention.py
 
   def setup(self):
     if self.text_encoder not in TEXT_ENCODERS:
       raise ValueError(f"Clatr text_encoder={self.text_encoder!r}; choose one of {TEXT_ENCODERS}.")
     encoder = lambda name: DistributionEncoder(
-      self.width, self.num_layers, self.num_heads, self.mlp_dim, self.dropout_rate, self.dtype, name=name
+      self.width,
+      self.num_layers,
+      self.num_heads,
+      self.mlp_dim,
+      self.dropout_rate,
+      self.dtype,
+      self.attention,
+      name=name,
     )
     self.trajectory_encoder = encoder("trajectory_encoder")
     self.text_encoder_ = encoder("text_encoder")
@@ -90,7 +101,9 @@ class Clatr(nn.Module):
         dtype=self.dtype,
         embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")),
       )
-    self.decoder = transformer(self.num_layers, self.num_heads, self.mlp_dim, self.dtype, self.dropout_rate, "decoder")
+    self.decoder = transformer(
+      self.num_layers, self.num_heads, self.mlp_dim, self.dtype, self.dropout_rate, self.attention, "decoder"
+    )
     self.output_projection = dense(CAMERA_FEATURES, ("embed", "io"), self.dtype, name="output_projection")
 
   def encode_trajectory(self, camera_traj, frame_mask, deterministic: bool = True):

@@ -13,9 +13,11 @@ import ml_collections
 import numpy as np
 
 from storyjax import losses
+from storyjax.base_config import check_choices
 from storyjax.data.et import tagging
 from storyjax.data.et.camera import CAMERA_FEATURES
 from storyjax.errors import ConfigError
+from storyjax.layers.attention import ATTENTION_IMPLEMENTATIONS
 from storyjax.layers.text_encoder import pool_last_valid
 from storyjax.metrics.clatr import mean_cosine, retrieval_recall
 from storyjax.models.clatr import Clatr
@@ -36,8 +38,17 @@ def duplicate_captions(caption, caption_mask):
 class Task(TrajectoryTask):
   """Binds CLaTr to the generic trainer (the contract: storyjax/tasks/base.py)."""
 
+  # How the network computes, not what it is: a run may resume with another attention implementation.
+  non_state_keys = {**TrajectoryTask.non_state_keys, "model": (*TrajectoryTask.non_state_keys["model"], "attention")}
+
   def __init__(self, config: ml_collections.ConfigDict):
     data, model = config.data, config.model
+    check_choices(("model.attention", model.attention, ATTENTION_IMPLEMENTATIONS))
+    if model.attention in ("fused", "pallas") and model.dropout_rate > 0:
+      raise ConfigError(
+        f"model.attention={model.attention!r} cannot drop attention probabilities, which CLaTr's "
+        f"model.dropout_rate={model.dropout_rate} does; use 'auto', 'xla' or 'cpu', or dropout_rate=0."
+      )
     if data.caption not in ("caption", "caption_cam"):
       raise ConfigError(
         f"data.caption={data.caption!r}; choose 'caption_cam' (camera only, as published) or "
@@ -54,6 +65,7 @@ class Task(TrajectoryTask):
       vocab_size=self.caption_inputs.vocab_size,
       dropout_rate=model.dropout_rate,
       dtype=self.dtype,
+      attention=model.attention,
     )
 
   # ---- data -------------------------------------------------------------------------------------

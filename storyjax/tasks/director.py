@@ -61,10 +61,10 @@ class Task(TrajectoryTask):
       raise ConfigError(f"diffusion config: {error}") from error
     if config.eval.protocol not in PROTOCOLS:
       raise ConfigError(f"eval.protocol={config.eval.protocol!r}; choose one of {PROTOCOLS}.")
-    if model.attention not in ("xla", "auto") and model.attention_dropout_rate > 0:
+    if model.attention in ("fused", "pallas") and model.attention_dropout_rate > 0:
       raise ConfigError(
-        f"model.attention_dropout_rate={model.attention_dropout_rate} needs model.attention='xla' or 'auto' (a "
-        f"fused kernel cannot drop attention probabilities); set one of them."
+        f"model.attention_dropout_rate={model.attention_dropout_rate} needs model.attention 'auto', 'xla' or "
+        f"'cpu' (a fused kernel cannot drop attention probabilities); set one of them."
       )
     self.diffusion = diffusion  # EDM σ_data, training noise distribution, sampling schedule
     self.model = Director(
