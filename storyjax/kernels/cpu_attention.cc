@@ -150,8 +150,13 @@ inline void MaskedSoftmax(const float* logits, const float* __restrict valid, bo
     for (int64_t j = 0; j < padded_n; ++j) probabilities[j] = j < n ? 1.f / static_cast<float>(n) : 0.f;
     return;
   }
-  float max_logit = -INFINITY;
-  for (int64_t j = 0; j < padded_n; ++j) max_logit = std::max(max_logit, valid[j] > 0.f ? logits[j] : -INFINITY);
+  Vec running_max = Vec{} - INFINITY;  // padded_n is a multiple of 8
+  for (int64_t j = 0; j < padded_n; j += 8) {
+    const Vec masked = Load(valid + j) > 0.f ? Load(logits + j) : Vec{} - INFINITY;
+    running_max = masked > running_max ? masked : running_max;
+  }
+  float max_logit = running_max[0];
+  for (int lane = 1; lane < 8; ++lane) max_logit = std::max(max_logit, running_max[lane]);
   float sum = 0.f;
   for (int64_t j = 0; j < padded_n; ++j) {
     probabilities[j] = valid[j] * ExpNonPositive(std::min(logits[j] - max_logit, 0.f));
