@@ -9,8 +9,10 @@ feature (the peer's text input; storyjax is fed a fixed random feature through i
 the character trajectory as one token, EDM loss, AdamW. Dropout is matched: `--size=paper` drops the MLP hidden
 layer on both sides (the peer also its residual branches and input, at the same rate), no probability dropout on
 either side (so torch uses its fused attention), no stochastic depth. Rounds alternate the two frameworks in
-one process tree; each reports the median step time of its round. Prints one JSON object with the medians
-over rounds and `ratio` = storyjax / the peer's best mode (eager or torch.compile); < 1 means storyjax is faster.
+one process tree; each reports the median step time of its round. storyjax runs once per `--attention` value
+(default: "auto", the C++ CPU kernel here, and "xla"). Prints one JSON object with the medians over rounds,
+`ratios` = each storyjax step / the peer's best mode (eager or torch.compile), and `ratio`, the first one's;
+< 1 means storyjax is faster.
 """
 
 import importlib.util
@@ -42,7 +44,9 @@ _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per round and framework.
 _MODES = flags.DEFINE_list("torch_modes", ["eager", "compile"], "Peer modes to run.")
 _TORCH_PYTHON = flags.DEFINE_string("torch_python", "/tmp/torchpeer/bin/python", "Python with torch installed.")
 _PEER = flags.DEFINE_string("peer", str(PEER), "The PyTorch peer script.")
-_ATTENTION = flags.DEFINE_string("attention", "auto", "storyjax model.attention.")
+_ATTENTIONS = flags.DEFINE_list(
+  "attention", ["auto", "xla"], "storyjax model.attention values, each timed in every round; `ratio` is the first's."
+)
 _CACHE_DIR = flags.DEFINE_string("cache_dir", "runs/.jax_cache", "Persistent compilation cache.")
 
 
@@ -63,7 +67,7 @@ class PooledClipDirector(director.Task):
     return super().preprocess({**example, **self.CAPTION_FEATURES})
 
 
-def jax_config(size: dict):
+def jax_config(size: dict, attention: str):
   spec = importlib.util.spec_from_file_location("director_config", REPO_ROOT / "configs" / "director.py")
   config_module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(config_module)
@@ -79,7 +83,7 @@ def jax_config(size: dict):
       "dropout_rate": size["dropout"],
       "stochastic_depth": 0.0,
       "attention_dropout_rate": 0.0,
-      "attention": _ATTENTION.value,
+      "attention": attention,
       "dtype": "float32",  # as the peer; `paper` computes in bfloat16, which this CPU has no instructions for
     }
   )
@@ -138,16 +142,18 @@ def main(argv):
   if not pathlib.Path(_TORCH_PYTHON.value).exists():
     raise app.UsageError(f"{_TORCH_PYTHON.value} not found: run `bash ../shared/bench/setup_torch_peer.sh` first")
   size = SIZES[_SIZE.value]
-  config = jax_config(size)
+  config = jax_config(size, _ATTENTIONS.value[0])
   trainer.enable_compilation_cache(pathlib.Path(_CACHE_DIR.value))
-  jax_step = JaxStep(config)
-  rounds = {"storyjax": [], **{f"torch_{mode}": [] for mode in _MODES.value}}
+  jax_steps = {f"storyjax_{attention}": JaxStep(jax_config(size, attention)) for attention in _ATTENTIONS.value}
+  jax_step = next(iter(jax_steps.values()))
+  rounds = {**{name: [] for name in jax_steps}, **{f"torch_{mode}": [] for mode in _MODES.value}}
   peer_report = {}
   for _ in range(_ROUNDS.value):
     for mode in _MODES.value:
       peer_report = peer_step_ms(config, size, mode)
       rounds[f"torch_{mode}"].append(peer_report["step_ms_median"])
-    rounds["storyjax"].append(jax_step.time_steps(_STEPS.value))
+    for name, step in jax_steps.items():
+      rounds[name].append(step.time_steps(_STEPS.value))
   medians = {name: statistics.median(times) for name, times in rounds.items()}
   peer_best = min(value for name, value in medians.items() if name.startswith("torch_"))
   print(
@@ -162,10 +168,11 @@ def main(argv):
         "dropout": size["dropout"],
         "seq_len": {"storyjax": jax_step.seq_len, "torch": peer_report.get("seq_len")},
         "params": {"storyjax": int(jax_step.num_params), "torch": peer_report.get("params")},
-        "attention": _ATTENTION.value,
+        "attention": _ATTENTIONS.value,
         "step_ms_median": medians,
         "step_ms_rounds": rounds,
-        "ratio": medians["storyjax"] / peer_best,
+        "ratio": medians[next(iter(jax_steps))] / peer_best,
+        "ratios": {name: medians[name] / peer_best for name in jax_steps},
         "threads": {"torch": peer_report.get("threads"), "cpus": len(os.sched_getaffinity(0))},
         "torch": peer_report.get("torch"),
         "jax": jax.__version__,
