@@ -127,6 +127,14 @@ def test_auto_attention_is_the_cpu_kernel_only_on_one_cpu_device(monkeypatch):
     cpu_attention_lib.library_path()
 
 
+def test_cpu_kernel_build_failure_names_the_command(monkeypatch, tmp_path):
+  monkeypatch.setenv("STORYJAX_CACHE", str(tmp_path))
+  monkeypatch.setattr(cpu_attention_lib, "COMPILE_FLAGS", ("--no-such-flag",))
+  with pytest.raises(ConfigError, match="model.attention='xla'.*--no-such-flag"):
+    cpu_attention_lib.library_path()
+  assert not list(tmp_path.glob("*.so"))  # nothing half-built is left to load
+
+
 def test_probability_dropout_equals_dropout_on_the_normalised_weights():
   q, k, v, key_mask = _qkv(seed=1)
   keep = 0.7

@@ -74,7 +74,10 @@ def library_path() -> pathlib.Path:
     command = [compiler, *COMPILE_FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(built)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode:
-      raise ConfigError(f"compiling the cpu attention kernel failed ({' '.join(command)}):\n{result.stderr[-3000:]}")
+      raise ConfigError(
+        f"compiling the cpu attention kernel failed (set model.attention='xla' to run without it): "
+        f"{' '.join(command)}\n{result.stderr[-3000:]}"
+      )
     os.replace(built, target)  # atomic: concurrent builders each install a whole file
   return target
 
