@@ -68,7 +68,10 @@ def library_path() -> pathlib.Path:
   target = _cache_dir() / f"cpu_attention-{key}.so"
   if target.exists():
     return target
-  target.parent.mkdir(parents=True, exist_ok=True)
+  try:
+    target.parent.mkdir(parents=True, exist_ok=True)
+  except OSError as error:
+    raise ConfigError(f"cannot create the kernel cache {target.parent} ({error}); set STORYJAX_CACHE") from error
   with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
     built = pathlib.Path(scratch) / target.name
     command = [compiler, *COMPILE_FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(built)]

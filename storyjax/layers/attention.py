@@ -11,8 +11,8 @@
   "cpu":   storyjax.kernels.cpu_attention, a C++ kernel for XLA:CPU (compiled on first use with the system
            g++), about twice as fast as "xla" on CPU (docs/cpu.md), with the same probability dropout. CPU
            only; with several devices XLA gathers its inputs onto every device, so use it on one.
-  "auto":  "cpu" in a process with one CPU device, "xla" otherwise (the configs' default;
-           `resolve_implementation`).
+  "auto":  "cpu" in a process with one CPU device and a C++ compiler, "xla" otherwise (the configs'
+           default; `resolve_implementation`).
 All mask keys the same way and agree to rounding (tests/test_speed_switches.py).
 
 `masking`: "key" (masked keys get no weight: softmax over the valid keys only, what every paper describes) or
