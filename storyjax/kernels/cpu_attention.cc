@@ -328,31 +328,30 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> query, ffi::Buff
   return ffi::Error::Success();
 }
 
+// The arguments both handlers start with: the thread pool, q, k, v, the key mask and the dropout words.
+auto BindAttentionInputs() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::PRED>>()
+      .Arg<ffi::Buffer<ffi::U32>>();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(StoryjaxAttentionForward, Forward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::PRED>>()
-                                  .Arg<ffi::Buffer<ffi::U32>>()
+                              BindAttentionInputs()
                                   .Attr<float>("scale")
                                   .Attr<float>("keep_probability")
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // out
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // probabilities
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(StoryjaxAttentionBackward, Backward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::PRED>>()
-                                  .Arg<ffi::Buffer<ffi::U32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
+                              BindAttentionInputs()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // probabilities
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // out_grad
                                   .Attr<float>("scale")
                                   .Attr<float>("keep_probability")
                                   .Ret<ffi::Buffer<ffi::F32>>()
