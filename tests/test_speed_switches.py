@@ -114,6 +114,11 @@ def test_cpu_kernel_takes_bfloat16_and_no_mask():
   np.testing.assert_allclose(np.asarray(out, np.float32), reference, atol=2e-2)
 
 
+def test_cpu_kernel_refuses_mismatched_head_sizes():
+  with pytest.raises(ValueError, match=r"\(2, 3, 4, 8\), \(2, 5, 4, 6\)"):
+    cpu_attention_lib.cpu_attention(jnp.zeros((2, 3, 4, 8)), jnp.zeros((2, 5, 4, 6)), jnp.zeros((2, 5, 4, 6)))
+
+
 def test_auto_attention_is_the_cpu_kernel_only_on_one_cpu_device(monkeypatch):
   assert jax.device_count() == 8  # the tests' fake devices: "auto" stays on XLA
   assert attention_lib.resolve_implementation("auto") == "xla"

@@ -145,7 +145,8 @@ def cpu_attention(query, key, value, key_mask=None, scale=None, dropout_seed=Non
   """
   if jax.default_backend() != "cpu":
     raise ConfigError(f"model.attention='cpu' runs on CPUs only, not on {jax.default_backend()!r}; use 'fused'")
-  if query.ndim != 4 or key.shape != value.shape or query.shape[::2] != key.shape[::2]:
+  same_batch_heads_dim = (query.shape[0], *query.shape[2:]) == (key.shape[0], *key.shape[2:])
+  if query.ndim != 4 or key.shape != value.shape or not same_batch_heads_dim:
     raise ValueError(f"cpu attention needs q (B, Lq, H, Dh), k/v (B, Lk, H, Dh); got {query.shape}, {key.shape}")
   batch, num_keys = key.shape[:2]
   scale = query.shape[-1] ** -0.5 if scale is None else scale
