@@ -212,29 +212,24 @@ bool ValidKeys(const bool* mask, int64_t n, std::vector<float>& valid) {
   return any;
 }
 
-ffi::Error CheckShapes(const Shape& s, ffi::Span<const int64_t> key_dims, ffi::Span<const int64_t> value_dims,
-                       ffi::Span<const int64_t> mask_dims) {
-  const bool ok = key_dims.size() == 4 && value_dims.size() == 4 && mask_dims.size() == 2 &&
-                  key_dims[0] == s.batch && key_dims[2] == s.heads && key_dims[3] == s.dim &&
-                  value_dims[0] == s.batch && value_dims[1] == s.num_keys && value_dims[2] == s.heads &&
-                  value_dims[3] == s.dim && mask_dims[0] == s.batch && mask_dims[1] == s.num_keys;
-  return ok ? ffi::Error::Success()
-            : ffi::Error::InvalidArgument("cpu attention: q (B, Lq, H, D), k/v (B, Lk, H, D), key_mask (B, Lk)");
-}
-
-Shape ShapeOf(ffi::Span<const int64_t> query_dims, ffi::Span<const int64_t> key_dims) {
-  return {query_dims[0], query_dims[1], key_dims[1], query_dims[2], query_dims[3]};
+// shape ← the sizes of q (B, Lq, H, D), k/v (B, Lk, H, D) and key_mask (B, Lk), or an error if they disagree.
+ffi::Error ReadShape(const ffi::Buffer<ffi::F32>& query, const ffi::Buffer<ffi::F32>& key,
+                     const ffi::Buffer<ffi::F32>& value, const ffi::Buffer<ffi::PRED>& key_mask, Shape& shape) {
+  const auto q = query.dimensions(), k = key.dimensions(), v = value.dimensions(), m = key_mask.dimensions();
+  const bool ok = q.size() == 4 && k.size() == 4 && v.size() == 4 && m.size() == 2 && k[0] == q[0] &&
+                  k[2] == q[2] && k[3] == q[3] && v[0] == q[0] && v[1] == k[1] && v[2] == q[2] && v[3] == q[3] &&
+                  m[0] == q[0] && m[1] == k[1];
+  if (!ok) return ffi::Error::InvalidArgument("cpu attention: q (B, Lq, H, D), k/v (B, Lk, H, D), key_mask (B, Lk)");
+  shape = {q[0], q[1], k[1], q[2], q[3]};
+  return ffi::Error::Success();
 }
 
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> query, ffi::Buffer<ffi::F32> key,
                    ffi::Buffer<ffi::F32> value, ffi::Buffer<ffi::PRED> key_mask, ffi::Buffer<ffi::U32> dropout,
                    float scale, float keep_probability, ffi::ResultBuffer<ffi::F32> out,
                    ffi::ResultBuffer<ffi::F32> probabilities) {
-  if (query.dimensions().size() != 4 || key.dimensions().size() != 4)
-    return ffi::Error::InvalidArgument("cpu attention: q and k must be (B, L, H, D)");
-  const Shape s = ShapeOf(query.dimensions(), key.dimensions());
-  if (ffi::Error error = CheckShapes(s, key.dimensions(), value.dimensions(), key_mask.dimensions()); !error.success())
-    return error;
+  Shape s;
+  if (ffi::Error error = ReadShape(query, key, value, key_mask, s); !error.success()) return error;
   const float *q = query.typed_data(), *k = key.typed_data(), *v = value.typed_data();
   const bool* mask = key_mask.typed_data();
   float *o = out->typed_data(), *p = probabilities->typed_data();
@@ -272,9 +267,8 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> query, ffi::Buff
                     ffi::Buffer<ffi::F32> probabilities, ffi::Buffer<ffi::F32> out_grad, float scale,
                     float keep_probability, ffi::ResultBuffer<ffi::F32> query_grad, ffi::ResultBuffer<ffi::F32> key_grad,
                     ffi::ResultBuffer<ffi::F32> value_grad) {
-  const Shape s = ShapeOf(query.dimensions(), key.dimensions());
-  if (ffi::Error error = CheckShapes(s, key.dimensions(), value.dimensions(), key_mask.dimensions()); !error.success())
-    return error;
+  Shape s;
+  if (ffi::Error error = ReadShape(query, key, value, key_mask, s); !error.success()) return error;
   const float *q = query.typed_data(), *k = key.typed_data(), *v = value.typed_data();
   const float *p = probabilities.typed_data(), *dout = out_grad.typed_data();
   const bool* mask = key_mask.typed_data();
