@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import clatr as clatr_config
 from configs import director as director_config
 from storyjax import trainer
 from storyjax.errors import ConfigError
@@ -211,3 +212,7 @@ def test_fused_attention_refuses_probability_dropout():
   config.model.update({"attention": "fused", "attention_dropout_rate": 0.1})
   with pytest.raises(ConfigError, match="attention_dropout_rate"):
     get_task(config)
+  clatr = clatr_config.get_config("smoke")  # CLaTr drops probabilities at its model.dropout_rate
+  clatr.model.attention = "pallas"
+  with pytest.raises(ConfigError, match="model.dropout_rate=0.1 drops attention probabilities.*'pallas'"):
+    get_task(clatr)

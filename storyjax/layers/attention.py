@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from storyjax.errors import ConfigError
 from storyjax.kernels import semantic_attention
 from storyjax.kernels.cpu_attention import compiler_available, cpu_attention
 from storyjax.layers.dropout import Dropout
@@ -34,6 +35,16 @@ Dtype = Any
 HEAD_AXES = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "fused", "pallas", "cpu")
 MASKINGS = ("key", "adapt_code")
+PROBABILITY_DROPOUT_IMPLEMENTATIONS = ("auto", "xla", "cpu")  # the others are fused kernels
+
+
+def check_probability_dropout(implementation_key: str, implementation: str, rate_key: str, rate: float) -> None:
+  """A ConfigError naming both config keys when `rate` > 0 drops probabilities `implementation` cannot drop."""
+  if rate > 0 and implementation not in PROBABILITY_DROPOUT_IMPLEMENTATIONS:
+    raise ConfigError(
+      f"{rate_key}={rate} drops attention probabilities, which {implementation_key}={implementation!r} cannot (a "
+      f"fused kernel); use one of {PROBABILITY_DROPOUT_IMPLEMENTATIONS}, or {rate_key}=0."
+    )
 
 
 def resolve_implementation(implementation: str, needs_xla: bool = False) -> str:
@@ -140,7 +151,7 @@ class MultiHeadAttention(nn.Module):
     implementation = resolve_implementation(self.implementation, self.masking != "key")
     if self.masking == "adapt_code" and (implementation != "xla" or key_mask is None or self.dropout_rate > 0):
       raise ValueError("adapt_code masking needs the 'xla' attention, a key_mask and no probability dropout")
-    if implementation not in ("xla", "cpu") and self.dropout_rate > 0:
+    if implementation not in PROBABILITY_DROPOUT_IMPLEMENTATIONS and self.dropout_rate > 0:
       raise ValueError(
         f"dropout on attention probabilities ({self.dropout_rate}) runs only with the 'xla' or 'cpu' attention, "
         f"not {implementation!r}"

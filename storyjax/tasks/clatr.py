@@ -17,7 +17,7 @@ from storyjax.base_config import check_choices
 from storyjax.data.et import tagging
 from storyjax.data.et.camera import CAMERA_FEATURES
 from storyjax.errors import ConfigError
-from storyjax.layers.attention import ATTENTION_IMPLEMENTATIONS
+from storyjax.layers.attention import ATTENTION_IMPLEMENTATIONS, check_probability_dropout
 from storyjax.layers.text_encoder import pool_last_valid
 from storyjax.metrics.clatr import mean_cosine, retrieval_recall
 from storyjax.models.clatr import Clatr
@@ -44,11 +44,7 @@ class Task(TrajectoryTask):
   def __init__(self, config: ml_collections.ConfigDict):
     data, model = config.data, config.model
     check_choices(("model.attention", model.attention, ATTENTION_IMPLEMENTATIONS))
-    if model.attention in ("fused", "pallas") and model.dropout_rate > 0:
-      raise ConfigError(
-        f"model.attention={model.attention!r} cannot drop attention probabilities, which CLaTr's "
-        f"model.dropout_rate={model.dropout_rate} does; use 'auto', 'xla' or 'cpu', or dropout_rate=0."
-      )
+    check_probability_dropout("model.attention", model.attention, "model.dropout_rate", model.dropout_rate)
     if data.caption not in ("caption", "caption_cam"):
       raise ConfigError(
         f"data.caption={data.caption!r}; choose 'caption_cam' (camera only, as published) or "

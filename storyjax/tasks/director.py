@@ -15,7 +15,7 @@ from storyjax.data.et import camera, tagging
 from storyjax.data.et.camera import CAMERA_FEATURES
 from storyjax.diffusion import edm, guidance
 from storyjax.errors import ConfigError
-from storyjax.layers.attention import ATTENTION_IMPLEMENTATIONS
+from storyjax.layers.attention import ATTENTION_IMPLEMENTATIONS, check_probability_dropout
 from storyjax.layers.transformer import REMAT_POLICIES
 from storyjax.metrics import clatr as clatr_metrics
 from storyjax.metrics import distribution
@@ -61,11 +61,9 @@ class Task(TrajectoryTask):
       raise ConfigError(f"diffusion config: {error}") from error
     if config.eval.protocol not in PROTOCOLS:
       raise ConfigError(f"eval.protocol={config.eval.protocol!r}; choose one of {PROTOCOLS}.")
-    if model.attention in ("fused", "pallas") and model.attention_dropout_rate > 0:
-      raise ConfigError(
-        f"model.attention_dropout_rate={model.attention_dropout_rate} needs model.attention 'auto', 'xla' or "
-        f"'cpu' (a fused kernel cannot drop attention probabilities); set one of them."
-      )
+    check_probability_dropout(
+      "model.attention", model.attention, "model.attention_dropout_rate", model.attention_dropout_rate
+    )
     self.diffusion = diffusion  # EDM σ_data, training noise distribution, sampling schedule
     self.model = Director(
       num_frames=self.num_frames,
