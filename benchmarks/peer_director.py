@@ -8,11 +8,12 @@ Both sides run the same network at equal sizes: Director A with the caption as o
 feature (the peer's text input; storyjax is fed a fixed random feature through its `text_encoder="clip"` path),
 the character trajectory as one token, EDM loss, AdamW. Dropout is matched: `--size=paper` drops the MLP hidden
 layer on both sides (the peer also its residual branches and input, at the same rate), no probability dropout on
-either side (so torch uses its fused attention), no stochastic depth. Rounds alternate the two frameworks in
-one process tree; each reports the median step time of its round. storyjax runs once per `--attention` value
-(default: "auto", the C++ CPU kernel here, and "xla"). Prints one JSON object with the medians over rounds,
-`ratios` = each storyjax step / the peer's best mode (eager or torch.compile), and `ratio`, the first one's;
-< 1 means storyjax is faster.
+either side (so torch uses its fused attention), no stochastic depth. Both run with the malloc settings of
+storyjax/host_memory.py (the peer through GLIBC_TUNABLES; they speed it up too). Rounds alternate the two
+frameworks in one process tree; each reports the median step time of its round. storyjax runs once per
+`--attention` value (default: "auto", the C++ CPU kernel here, and "xla"). Prints one JSON object with the
+medians over rounds, `ratios` = each storyjax step / the peer's best mode (eager or torch.compile), and `ratio`,
+the first one's; < 1 means storyjax is faster.
 """
 
 import importlib.util
@@ -27,7 +28,7 @@ from absl import app, flags
 import jax
 import numpy as np
 
-from storyjax import trainer
+from storyjax import host_memory, trainer
 from storyjax.tasks import director
 
 SIZES = {
@@ -131,7 +132,8 @@ def peer_step_ms(config, size: dict, mode: str) -> dict:
     f"--mode={mode}",
     f"--steps={_STEPS.value}",
   ]
-  result = subprocess.run(command, capture_output=True, text=True, check=False)
+  environment = {**os.environ, "GLIBC_TUNABLES": host_memory.GLIBC_TUNABLES}  # the malloc storyjax's side has
+  result = subprocess.run(command, capture_output=True, text=True, check=False, env=environment)
   if result.returncode:
     raise RuntimeError(f"the peer failed ({' '.join(command)}):\n{result.stderr[-2000:]}")
   return json.loads(result.stdout.strip().splitlines()[-1])
@@ -139,6 +141,7 @@ def peer_step_ms(config, size: dict, mode: str) -> dict:
 
 def main(argv):
   del argv
+  host_memory.keep_freed_memory()
   if not pathlib.Path(_TORCH_PYTHON.value).exists():
     raise app.UsageError(f"{_TORCH_PYTHON.value} not found: run `bash ../shared/bench/setup_torch_peer.sh` first")
   size = SIZES[_SIZE.value]

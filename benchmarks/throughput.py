@@ -29,7 +29,7 @@ from absl import app, flags
 import jax
 import ml_collections
 
-from storyjax import cli, profiling, trainer
+from storyjax import cli, host_memory, profiling, trainer
 from storyjax.errors import StoryjaxError
 from storyjax.tasks import get_task
 
@@ -197,6 +197,7 @@ def print_table(rows: list[dict]) -> None:
 
 def main(argv):
   del argv
+  host_memory.keep_freed_memory()
   config = cli.CONFIG_FLAG.value
   trainer.enable_compilation_cache(pathlib.Path(_CACHE_DIR.value))
   if not _SWEEP.value:

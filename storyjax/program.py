@@ -13,6 +13,7 @@ import sys
 
 from absl import app, flags, logging
 
+from storyjax import host_memory
 from storyjax.errors import Preempted, StoryjaxError
 
 EXIT_ERROR = 1
@@ -60,6 +61,7 @@ def run_program(main_fn) -> None:
     if len(argv) > 1:
       _exit_with_error(f"unexpected arguments {argv[1:]}: flags are written --name=value.")
     logging.set_verbosity(logging.WARNING)  # Orbax and Grain log every save at INFO.
+    host_memory.keep_freed_memory()
     try:
       main_fn()
     except StoryjaxError as error:
