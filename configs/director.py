@@ -1,6 +1,6 @@
 """Director (model.variant A, B or C) on E.T.-style camera trajectories.
 
-  python -m storyjax.train --config=configs/director.py          # embedded data, 25–30 min on 2 CPU cores
+  python -m storyjax.train --config=configs/director.py          # embedded data, about 23 min on 2 CPU cores
   python -m storyjax.train --config=configs/director.py:smoke    # seconds; used by the tests
   python -m storyjax.train --config=configs/director.py:paper    # published sizes and hyper-parameters
 
