@@ -3,7 +3,7 @@
 XLA:CPU allocates a step's temporaries with malloc on its worker threads and frees them when the step ends
 (Director's default step: one 146 MB buffer). glibc serves a request that large from a worker thread's arena
 with a fresh mmap and returns it with munmap, so every step page-faults its whole scratch memory in again:
-38 000 faults and ~110 ms of system time per step, about a third of the step on 2 cores (docs/cpu.md).
+38 000 faults and ~110 ms of system time per step, a quarter of the process's CPU time on 2 cores (docs/cpu.md).
 `keep_freed_memory` makes glibc serve every thread from the main heap and keep what is freed there, so the
 next step reuses the same pages. The process then holds its peak heap until it exits.
 """
@@ -27,8 +27,8 @@ def keep_freed_memory() -> bool:
   """Sets glibc's malloc to one arena, no mmap'd chunks and no trimming; True where that took effect.
 
   Every storyjax program calls it before its first computation; call it first in your own scripts. Threads that
-  already own an arena keep it, so it works best before JAX has run anything. Where the C library is not glibc
-  (macOS, musl), it does nothing and returns False.
+  already own an arena keep it: once JAX has run a computation, XLA's threads have theirs and this no longer
+  helps them. Where the C library is not glibc (macOS, musl), it does nothing and returns False.
   """
   name = ctypes.util.find_library("c")
   try:
