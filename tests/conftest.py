@@ -7,6 +7,9 @@ import pathlib
 # Set before any backend starts: XLA:CPU's older fusion emitters compile the suite's many small programs faster
 # (subprocesses get the same through fast_compile_env). XLA aborts on unknown flags: drop it if XLA drops it.
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_use_fusion_emitters=false".strip()
+# The suite's many short CLI runs are compile-bound: glibc's default malloc compiles faster than the one arena
+# storyjax's programs set for long runs (storyjax/host_memory.py; tests/test_host_memory.py tests that setting).
+os.environ["STORYJAX_MALLOC"] = "default"
 
 import jax
 import pytest
