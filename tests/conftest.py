@@ -7,17 +7,17 @@ import pathlib
 # Set before any backend starts: XLA:CPU's older fusion emitters compile the suite's many small programs faster
 # (subprocesses get the same through fast_compile_env). XLA aborts on unknown flags: drop it if XLA drops it.
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_use_fusion_emitters=false".strip()
-# The suite's many short CLI runs are compile-bound: glibc's default malloc compiles faster than the one arena
-# storyjax's programs set for long runs (storyjax/host_memory.py; tests/test_host_memory.py tests that setting).
-os.environ["STORYJAX_MALLOC"] = "default"
 
 import jax
 import pytest
 
+from storyjax import host_memory, trainer
 from storyjax import train as train_lib
-from storyjax import trainer
 
 jax.config.update("jax_num_cpu_devices", 8)
+# The suite's many short CLI runs are compile-bound: glibc's default malloc compiles faster than the one arena
+# storyjax's programs set for long runs (read when a program starts; tests/test_host_memory.py tests that setting).
+os.environ[host_memory.OPT_OUT_VARIABLE] = host_memory.OPT_OUT_VALUE
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
