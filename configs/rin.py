@@ -43,6 +43,9 @@ def rin_config(name: str, variant: str | None, variants: tuple) -> ml_collection
       "stochastic_depth": 0.0,
       "text_encoder": "scratch",  # text: "scratch" (trained with the model) or "t5" (frozen FLAN-T5 features)
       "t5_path": "",  # a local FLAN-T5 checkpoint directory (config.json, model.safetensors, tokenizer)
+      # a local diffusers AutoencoderKL directory (the one cache_latents encoded with): with data.channels=4,
+      # storyjax.sample decodes the sampled latents into PNGs
+      "vae_path": "",
       "max_text_length": 32,
       "text_layers": 2,  # scratch text encoder depth
       "num_registers": 16,

@@ -14,9 +14,11 @@ import PIL.Image
 import pytest
 import safetensors.numpy
 
+from configs.cad import get_config as cad_config
 from storyjax.data.images.cache_latents import cache_latents, preprocess_image
 from storyjax.errors import ConfigError, DataError
 from storyjax.models.sd_vae import load_sd_vae
+from storyjax.tasks import rin as rin_task
 
 from conftest import REPO_ROOT
 
@@ -202,6 +204,34 @@ def test_encode_and_decode_match_numpy(checkpoint):
   reference = numpy_decode(state, latents)
   assert decoded.shape == (2, 16, 16, 3) and reference.std() > 0.1
   np.testing.assert_allclose(decoded, reference, atol=1e-4, rtol=1e-4)
+
+
+def _latent_cad_task(**model):
+  config = cad_config("smoke")
+  config.data.update({"channels": 4, "source": "webdataset", "path": "unused", "image_size": 4})
+  config.model.update(model)
+  return rin_task.Task(config)
+
+
+def test_sampled_latents_are_decoded_into_pngs(checkpoint, tmp_path):
+  path, state, _vae = checkpoint
+  latents = np.random.default_rng(2).normal(0, 1, (3, 4, 4, 4)).astype(np.float32)
+  expected = numpy_decode(state, latents)  # (3, 8, 8, 3)
+  _latent_cad_task(vae_path=str(path)).save_samples({"image": latents}, tmp_path)
+  pixels = [np.asarray(PIL.Image.open(tmp_path / f"sample_{index:03d}.png")) for index in range(3)]
+  # save_image_grid frames each image with a 1-pixel border and maps [−1, 1] to 0…255
+  decoded = np.stack(pixels)[:, 1:-1, 1:-1].astype(np.float32) / 127.5 - 1
+  assert decoded.shape == (3, 8, 8, 3) and expected.std() > 0.1
+  np.testing.assert_allclose(decoded, np.clip(expected, -1, 1), atol=1.5 / 127.5)
+  assert (tmp_path / "grid.png").is_file()
+  undecoded = tmp_path / "undecoded"
+  undecoded.mkdir()
+  _latent_cad_task().save_samples({"image": latents}, undecoded)  # no VAE: the latents stay in samples.npz only
+  assert not list(undecoded.iterdir())
+  rgb = cad_config("smoke")
+  rgb.model.vae_path = str(path)
+  with pytest.raises(ConfigError, match=r"model.vae_path is set but data.channels=3"):
+    rin_task.Task(rgb)
 
 
 def test_legacy_attention_names_and_default_scaling_factor(checkpoint, tmp_path):

@@ -36,6 +36,7 @@ from storyjax.layers.attention import ATTENTION_IMPLEMENTATIONS
 from storyjax.layers.transformer import REMAT_POLICIES, BlockOptions
 from storyjax.metrics import scenes as scene_metrics
 from storyjax.models.rin import CONDITIONINGS, RIN
+from storyjax.models.sd_vae import load_sd_vae
 from storyjax.text.caption_inputs import CaptionInputs, empty_prompt_warnings
 from storyjax.text.t5 import T5TextFeatures
 
@@ -50,7 +51,7 @@ class Task:
 
   non_state_keys = {
     "data": ("test_size", "path", "data_dir"),
-    "model": ("attention", "remat", "t5_path"),
+    "model": ("attention", "remat", "t5_path", "vae_path"),
   }
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -99,6 +100,10 @@ class Task:
       raise ConfigError("data.source='tfds' needs data.tfds_name; set --config.data.tfds_name.")
     if t5_path and model.text_encoder != "t5":
       raise ConfigError(f"model.t5_path is set but model.text_encoder={model.text_encoder!r}; it is used with 't5'.")
+    if model.vae_path and data.channels != 4:
+      raise ConfigError(
+        f"model.vae_path is set but data.channels={data.channels}: the VAE decodes SD-VAE latents (data.channels=4)."
+      )
     self.dtype = compute_dtype(model.dtype)
     self.image_size = data.image_size
     self.num_classes = len(scenes.COLOURS) * len(scenes.SHAPES) if data.source == "scenes" else data.num_classes
@@ -443,15 +448,17 @@ class Task:
     return empty_prompt_warnings(prompts) if self.conditioning != "none" else []
 
   def save_samples(self, samples: dict, out_dir: pathlib.Path) -> None:
-    """One PNG per sample and a grid of all (RGB only: SD-VAE latents stay in samples.npz, for the VAE decoder)."""
-    if samples["image"].shape[-1] != 3:
-      logging.info(
-        "samples are %d-channel latents: no PNGs (decode them with storyjax.models.sd_vae)", samples["image"].shape[-1]
-      )
-      return
-    for index, image in enumerate(samples["image"]):
+    """One PNG per sample and a grid of all. SD-VAE latents (data.channels=4) are decoded by the VAE at
+    model.vae_path first; without one they stay in samples.npz only."""
+    images = samples["image"]
+    if self.config.data.channels == 4:
+      if not self.config.model.vae_path:
+        logging.info("samples are SD-VAE latents: set model.vae_path to decode them into PNGs")
+        return
+      images = decode_latents(load_sd_vae(self.config.model.vae_path), images)
+    for index, image in enumerate(images):
       plotting.save_image_grid(out_dir / f"sample_{index:03d}.png", image[None])
-    plotting.save_image_grid(out_dir / "grid.png", samples["image"])
+    plotting.save_image_grid(out_dir / "grid.png", images)
 
   def save_assets(self, workdir: pathlib.Path) -> None:
     """The caption tokenizer and the coherence bin edges (CAD recomputes them per run; we store them)."""
@@ -478,3 +485,9 @@ def _class_accuracy(predicted: dict, examples: list[dict]) -> float:
     found = predicted["present"][index] & (predicted["colour"][index] == colour) & (predicted["shape"][index] == shape)
     hits.append(bool(found.any()))
   return float(np.mean(hits))
+
+
+def decode_latents(vae, latents: np.ndarray, batch_size: int = 8) -> np.ndarray:
+  """Scaled SD-VAE latents (N, h, w, 4) → RGB images (N, h·f, w·f, 3) in about [−1, 1], `batch_size` at a time."""
+  chunks = [np.asarray(vae.decode(latents[start : start + batch_size])) for start in range(0, len(latents), batch_size)]
+  return np.concatenate(chunks)
