@@ -179,9 +179,10 @@ struct DropoutSpec {
   uint32_t seed0, seed1, threshold;
   float keep_probability;
   bool active() const { return keep_probability < 1.f; }
+  float scale() const { return keep_probability > 0.f ? 1.f / keep_probability : 0.f; }
   // dropped (n) ← probabilities (n) with the mask of the row whose first element has flat index `first`.
   void Apply(uint32_t first, const float* __restrict probabilities, int64_t n, float* __restrict dropped) const {
-    const float scale = keep_probability > 0.f ? 1.f / keep_probability : 0.f;
+    const float scale = this->scale();
     for (int64_t j = 0; j < n; ++j) {
       const uint32_t bits = Finalise(Finalise(first + static_cast<uint32_t>(j) + seed0) ^ seed1);
       dropped[j] = bits < threshold ? probabilities[j] * scale : 0.f;
@@ -306,7 +307,10 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> query, ffi::Buff
       if (drop.active()) {
         float* __restrict weight_row = weights + i * keys;
         drop.Apply(static_cast<uint32_t>(first), row, keys, weight_row);  // padded columns: P = 0
-        drop.Apply(static_cast<uint32_t>(first), grad, keys, grad);  // dP ⊙ mask / keep
+        // dP ⊙ mask / keep without hashing again: the kept non-zero P mark the mask, and where P = 0 the gradient
+        // is never read (dS = P ⊙ (dP − Σ P·dP)).
+        const float scale = drop.scale();
+        for (int64_t j = 0; j < keys; ++j) grad[j] = weight_row[j] != 0.f ? grad[j] * scale : 0.f;
       }
       float mean_grad = 0.f;
       for (int64_t j = 0; j < keys; ++j) mean_grad += row[j] * grad[j];
