@@ -83,6 +83,22 @@ def encode_character(char_pos) -> np.ndarray:
   return ((_first_then_deltas(char_pos) - CHAR_VEL_MEAN) / CHAR_VEL_STD).astype(np.float32)
 
 
+def padded_features(camera_pose, char_pos, max_frames: int) -> dict:
+  """A trajectory's first T = max_frames frames as model features, zero-padded to T: camera_traj (T, 9) and
+  char_traj (T, 3) float32 (encode_camera, encode_character), mask (T,) bool, num_frames () int32."""
+  num_frames = min(len(camera_pose), max_frames)
+  camera_traj = np.zeros((max_frames, CAMERA_FEATURES), np.float32)
+  camera_traj[:num_frames] = encode_camera(np.asarray(camera_pose)[:num_frames])
+  char_traj = np.zeros((max_frames, CHARACTER_FEATURES), np.float32)
+  char_traj[:num_frames] = encode_character(np.asarray(char_pos)[:num_frames])
+  return {
+    "camera_traj": camera_traj,
+    "char_traj": char_traj,
+    "mask": np.arange(max_frames) < num_frames,
+    "num_frames": np.int32(num_frames),
+  }
+
+
 def decode_character(feature) -> np.ndarray:
   """(..., N, 3) character feature → (..., N, 3) float64 world positions."""
   feature = np.asarray(feature, np.float64)

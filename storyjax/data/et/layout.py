@@ -196,20 +196,13 @@ class ETSource:
     if not 0 <= index < len(self):
       raise IndexError(f"index {index} is out of range for {self!r}; valid indices are 0..{len(self) - 1}.")
     sample = read_sample(self.root, self.ids[index], self._clip_keys)
-    num_frames = min(len(sample["camera_pose"]), self.max_frames)
-    camera_traj = np.zeros((self.max_frames, 9), np.float32)
-    camera_traj[:num_frames] = camera.encode_camera(sample["camera_pose"][:num_frames])
-    char_traj = np.zeros((self.max_frames, 3), np.float32)
-    char_traj[:num_frames] = camera.encode_character(sample["char_pos"][:num_frames])
-    kept_steps = sample["cam_segments"][: num_frames - 1]
+    features = camera.padded_features(sample["camera_pose"], sample["char_pos"], self.max_frames)
+    kept_steps = sample["cam_segments"][: features["num_frames"] - 1]
     runs = tagging.run_sequence(kept_steps[kept_steps != tagging.PAD_CLASS])
     cam_classes = np.full((max(self.max_segments, len(runs)),), tagging.PAD_CLASS, np.int32)
     cam_classes[: len(runs)] = runs
     item = {
-      "camera_traj": camera_traj,
-      "char_traj": char_traj,
-      "mask": np.arange(self.max_frames) < num_frames,
-      "num_frames": np.int32(num_frames),
+      **features,
       "cam_classes": cam_classes,
       "caption": sample["caption"],
       "caption_cam": sample["caption_cam"],

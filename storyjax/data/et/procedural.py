@@ -414,18 +414,10 @@ class EmbeddedET:
     if not 0 <= index < self.size:
       raise ValueError(f"index {index} is out of range for {self!r}; valid indices are 0..{self.size - 1}.")
     sample = generate_sample(self.seed, self.subset, self.split, int(index), self.max_frames, self.min_frames)
-    num_frames = len(sample["camera_pose"])
-    camera_traj = np.zeros((self.max_frames, 9), np.float32)
-    camera_traj[:num_frames] = camera.encode_camera(sample["camera_pose"])
-    char_traj = np.zeros((self.max_frames, 3), np.float32)
-    char_traj[:num_frames] = camera.encode_character(sample["char_pos"])
     cam_classes = np.full((self.max_segments,), tagging.PAD_CLASS, np.int32)
     cam_classes[: len(sample["cam_classes"])] = sample["cam_classes"]
     return {
-      "camera_traj": camera_traj,
-      "char_traj": char_traj,
-      "mask": np.arange(self.max_frames) < num_frames,
-      "num_frames": np.int32(num_frames),
+      **camera.padded_features(sample["camera_pose"], sample["char_pos"], self.max_frames),
       "cam_classes": cam_classes,
       "caption": sample["caption"],
       "caption_cam": sample["caption_cam"],
