@@ -99,6 +99,9 @@ def rin_config(name: str, variant: str | None, variants: tuple) -> ml_collection
       "num_plots": 32,
       "seed": 1,
       "judge_workdir": "runs/scene_attributes",  # the scene judge (configs/scene_attributes.py)
+      # pytorch-fid's FID Inception weights as .safetensors (storyjax/models/inception.py): adds fid_inception, on
+      # any data source; "" = none
+      "inception_path": "",
       "schedules": ["linear", "cosine"],  # guidance schedules also evaluated by the full evaluation
     }
   )

@@ -35,6 +35,8 @@ from storyjax.errors import CheckpointError, ConfigError
 from storyjax.layers.attention import ATTENTION_IMPLEMENTATIONS
 from storyjax.layers.transformer import REMAT_POLICIES, BlockOptions
 from storyjax.metrics import scenes as scene_metrics
+from storyjax.metrics.distribution import frechet_distance
+from storyjax.models.inception import load_fid_inception
 from storyjax.models.rin import CONDITIONINGS, RIN
 from storyjax.models.sd_vae import load_sd_vae
 from storyjax.text.caption_inputs import CaptionInputs, empty_prompt_warnings
@@ -52,6 +54,7 @@ class Task:
   non_state_keys = {
     "data": ("test_size", "path", "data_dir"),
     "model": ("attention", "remat", "t5_path", "vae_path"),
+    "eval": ("inception_path",),
   }
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -104,6 +107,8 @@ class Task:
       raise ConfigError(
         f"model.vae_path is set but data.channels={data.channels}: the VAE decodes SD-VAE latents (data.channels=4)."
       )
+    if config.eval.inception_path and data.channels == 4 and not model.vae_path:
+      raise ConfigError("eval.inception_path on SD-VAE latents (data.channels=4) needs model.vae_path to decode them.")
     self.dtype = compute_dtype(model.dtype)
     self.image_size = data.image_size
     self.num_classes = len(scenes.COLOURS) * len(scenes.SHAPES) if data.source == "scenes" else data.num_classes
@@ -201,10 +206,14 @@ class Task:
       return np.float32(score)
     return np.float32(coherence_lib.bin_coherence(np.array([score]), edges)[0])
 
+  def _image(self, example: dict) -> np.ndarray:
+    """The example's image (S, S, 3), or its SD-VAE latents (S, S, 4) when data.channels=4, as float32."""
+    channels = self.config.data.channels
+    return checked_image(example, self.image_size, channels, "latents" if channels == 4 else "image")
+
   def preprocess(self, example: dict) -> dict:
     """One source example → image (S, S, C) float32, and label () int32 or text (L[, D]) + text_mask + coherence."""
-    key = "latents" if self.config.data.channels == 4 else "image"
-    features = {"image": checked_image(example, self.image_size, self.config.data.channels, key)}
+    features = {"image": self._image(example)}
     if self.conditioning == "class":
       features["label"] = np.int32(self._label(example))
     elif self.conditioning == "text":
@@ -363,38 +372,56 @@ class Task:
 
   # ---- evaluation -------------------------------------------------------------------------------
   def _judge(self):
-    workdir = pathlib.Path(self.config.eval.judge_workdir).absolute()
-    return scene_metrics.SceneJudge(workdir)
-
-  def evaluate(self, variables, workdir: pathlib.Path, quick: bool = False) -> dict:
-    """Generates for the first test examples' true captions (or classes) and scores the images with the judge.
-
-    fid: Fréchet distance between the judge's features of the generations and of the real test images;
-    caption_accuracy (text) / class_accuracy (class): the prompt's attributes the judge finds. For the
-    configured guidance, then (full evaluation) unguided (ω = 0) and for each schedule in eval.schedules.
-    """
-    eval_config, diffusion = self.config.eval, self.config.diffusion
+    """The scene judge (embedded scenes only), or None with a warning saying why its metrics are skipped."""
     if self.config.data.source != "scenes":
       logging.warning(
         "fid and caption accuracy need the embedded scenes' judge; data.source=%r has none.", self.config.data.source
       )
-      return {}
+      return None
     try:
-      judge = self._judge()
+      return scene_metrics.SceneJudge(pathlib.Path(self.config.eval.judge_workdir).absolute())
     except CheckpointError as error:
       logging.warning("%s: fid and caption/class accuracy are skipped.", error)
+      return None
+
+  def _rgb(self, images: np.ndarray) -> np.ndarray:
+    """Images (N, S, S, 3) as they are, or SD-VAE latents (N, S, S, 4) decoded by the VAE at model.vae_path."""
+    if self.config.data.channels != 4:
+      return images
+    return decode_latents(load_sd_vae(self.config.model.vae_path), images)
+
+  def evaluate(self, variables, workdir: pathlib.Path, quick: bool = False) -> dict:
+    """Generates for the first test examples' prompts (the scenes' true captions) or classes and scores the images.
+
+    With the scene judge: fid, the Fréchet distance between the judge's features of the generations and of the
+    real test images, and caption_accuracy (text) / class_accuracy (class), the prompt's attributes the judge
+    finds. With eval.inception_path, on any data: fid_inception, the same distance in FID Inception-v3's pool
+    features (images resized to 299; latents decoded first). For the configured guidance, then (full evaluation)
+    unguided (ω = 0) and for each schedule in eval.schedules.
+    """
+    eval_config, diffusion = self.config.eval, self.config.diffusion
+    judge = self._judge()
+    inception = load_fid_inception(eval_config.inception_path) if eval_config.inception_path else None
+    if judge is None and inception is None:
       return {}
     test_source = self.source("test")
     num_samples = min(eval_config.quick_num_samples if quick else eval_config.num_samples, len(test_source))
     examples = [test_source[index] for index in range(num_samples)]
     for example in examples:
-      example["caption"] = example["true_caption"]
-    real_features = judge.features(np.stack([example["image"] for example in examples]))
+      example["caption"] = example.get("true_caption", example.get("caption"))
+    real_images = np.stack([self._image(example) for example in examples])
+    real_features = judge.features(real_images) if judge else None
+    real_inception = inception.features(self._rgb(real_images)) if inception else None
     rng = jax.random.PRNGKey(eval_config.seed)
 
     def scores(guidance_spec: str, guidance_weight: float, suffix: str = "") -> tuple[dict, np.ndarray]:
       images = self.generate_examples(variables, examples, rng, guidance_spec, guidance_weight)
-      metrics = {f"fid{suffix}": scene_metrics.fid(real_features, judge.features(images))}
+      metrics = {}
+      if inception:
+        metrics[f"fid_inception{suffix}"] = frechet_distance(real_inception, inception.features(self._rgb(images)))
+      if judge is None:
+        return metrics, images
+      metrics[f"fid{suffix}"] = scene_metrics.fid(real_features, judge.features(images))
       predicted = judge.attributes(images)
       if self.conditioning == "class":
         metrics[f"class_accuracy{suffix}"] = _class_accuracy(predicted, examples)
@@ -415,13 +442,12 @@ class Task:
       guidance_schedule=diffusion.guidance_schedule,
       guidance_weight=float(diffusion.guidance_weight),
     )
-    if jax.process_index() == 0:
+    if jax.process_index() == 0 and (self.config.data.channels == 3 or self.config.model.vae_path):
       plots_dir = workdir / "plots"
       plots_dir.mkdir(parents=True, exist_ok=True)
-      plotting.save_image_grid(plots_dir / "samples.png", images[: eval_config.num_plots])
-      (plots_dir / "samples.txt").write_text(
-        "\n".join(example["caption"] for example in examples[: eval_config.num_plots]) + "\n"
-      )
+      plotting.save_image_grid(plots_dir / "samples.png", self._rgb(images[: eval_config.num_plots]))
+      prompts = [example.get("caption") or example.get("label", "") for example in examples[: eval_config.num_plots]]
+      (plots_dir / "samples.txt").write_text("".join(f"{prompt}\n" for prompt in prompts))
     return results
 
   # ---- generation -------------------------------------------------------------------------------
@@ -450,12 +476,10 @@ class Task:
   def save_samples(self, samples: dict, out_dir: pathlib.Path) -> None:
     """One PNG per sample and a grid of all. SD-VAE latents (data.channels=4) are decoded by the VAE at
     model.vae_path first; without one they stay in samples.npz only."""
-    images = samples["image"]
-    if self.config.data.channels == 4:
-      if not self.config.model.vae_path:
-        logging.info("samples are SD-VAE latents: set model.vae_path to decode them into PNGs")
-        return
-      images = decode_latents(load_sd_vae(self.config.model.vae_path), images)
+    if self.config.data.channels == 4 and not self.config.model.vae_path:
+      logging.info("samples are SD-VAE latents: set model.vae_path to decode them into PNGs")
+      return
+    images = self._rgb(samples["image"])
     for index, image in enumerate(images):
       plotting.save_image_grid(out_dir / f"sample_{index:03d}.png", image[None])
     plotting.save_image_grid(out_dir / "grid.png", images)
