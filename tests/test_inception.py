@@ -86,3 +86,6 @@ def test_cad_evaluation_reports_fid_inception_without_a_judge(checkpoint, runs_d
   latents.eval.inception_path = str(path)
   with pytest.raises(ConfigError, match=r"needs model\.vae_path"):
     rin_task.Task(latents)
+  config.eval.inception_path = str(runs_dir / "typo.safetensors")
+  with pytest.raises(ConfigError, match=r"no FID Inception weights at .*typo\.safetensors"):  # before any training
+    rin_task.Task(config)

@@ -236,12 +236,18 @@ class FIDInception:
     return np.concatenate([np.asarray(chunk, np.float64) for chunk in chunks])
 
 
-@functools.cache
-def load_fid_inception(path: str) -> FIDInception:
-  """pytorch-fid's FID Inception weights saved as safetensors (see HOW_TO_GET) → the network; loaded once per path."""
+def check_weights_file(path: str) -> pathlib.Path:
+  """`path` as a Path if it is a file, else a ConfigError saying how to get the weights (checked before training)."""
   file = pathlib.Path(path)
   if not file.is_file():
     raise ConfigError(f"no FID Inception weights at {file}: expected a .safetensors file; {HOW_TO_GET}")
+  return file
+
+
+@functools.cache
+def load_fid_inception(path: str) -> FIDInception:
+  """pytorch-fid's FID Inception weights saved as safetensors (see HOW_TO_GET) → the network; loaded once per path."""
+  file = check_weights_file(path)
   try:
     state = safetensors.numpy.load_file(file)
   except (safetensors.SafetensorError, OSError) as error:

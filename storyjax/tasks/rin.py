@@ -36,7 +36,7 @@ from storyjax.layers.attention import ATTENTION_IMPLEMENTATIONS
 from storyjax.layers.transformer import REMAT_POLICIES, BlockOptions
 from storyjax.metrics import scenes as scene_metrics
 from storyjax.metrics.distribution import frechet_distance
-from storyjax.models.inception import load_fid_inception
+from storyjax.models.inception import check_weights_file, load_fid_inception
 from storyjax.models.rin import CONDITIONINGS, RIN
 from storyjax.models.sd_vae import load_sd_vae
 from storyjax.text.caption_inputs import CaptionInputs, empty_prompt_warnings
@@ -107,8 +107,10 @@ class Task:
       raise ConfigError(
         f"model.vae_path is set but data.channels={data.channels}: the VAE decodes SD-VAE latents (data.channels=4)."
       )
-    if config.eval.inception_path and data.channels == 4 and not model.vae_path:
-      raise ConfigError("eval.inception_path on SD-VAE latents (data.channels=4) needs model.vae_path to decode them.")
+    if config.eval.inception_path:
+      check_weights_file(config.eval.inception_path)
+      if data.channels == 4 and not model.vae_path:
+        raise ConfigError("eval.inception_path on SD-VAE latents (data.channels=4) needs model.vae_path to decode.")
     self.dtype = compute_dtype(model.dtype)
     self.image_size = data.image_size
     self.num_classes = len(scenes.COLOURS) * len(scenes.SHAPES) if data.source == "scenes" else data.num_classes
