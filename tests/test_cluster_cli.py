@@ -12,6 +12,8 @@ from storyjax import cluster
 from storyjax.data import people
 from storyjax.errors import ConfigError
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):

@@ -8,6 +8,8 @@ from storyjax.clustering import NeighbourSearch, c1c, c1c_partitions, finch, hie
 from storyjax.clustering.muhpc import MuhpcThresholds, muhpc
 from storyjax.clustering.neighbours import top_neighbours
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 def dense_top_k(points, k):
   unit = points / np.linalg.norm(points, axis=1, keepdims=True)

@@ -14,6 +14,8 @@ import pytest
 from storyjax.diffusion import edm
 from storyjax.diffusion.guidance import classifier_free_guidance, guided_denoiser
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 SIGMA_DATA = 0.5
 DATA_MEAN = np.array([1.5, -0.7, 0.3, 0.0])
 DATA_STD = np.array([0.4, 1.0, 2.0, 0.05])

@@ -20,6 +20,8 @@ from storyjax.text.caption_inputs import CaptionInputs
 
 from conftest import REPO_ROOT
 
+pytestmark = pytest.mark.usefixtures("fast_compile")  # the Director training below is mostly compilation
+
 MAX_FRAMES, MIN_FRAMES = 64, 56
 CLIP_DIM = 8
 

@@ -21,6 +21,8 @@ from storyjax.layers.norms import NORMS, make_norm
 from storyjax.layers.patches import PatchEmbedding, patchify, unpatchify
 from storyjax.layers.transformer import TransformerBlock
 
+pytestmark = pytest.mark.usefixtures("fast_compile")  # many small jits: compiling is most of this file's time
+
 RULE_NAMES = {name for name, _ in sharding.LOGICAL_AXIS_RULES}
 EPS = 1e-6
 

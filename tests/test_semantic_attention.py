@@ -11,6 +11,8 @@ import pytest
 from storyjax.kernels import labels_to_bits, semantic_attention, semantic_attention_bitmask
 from storyjax.kernels.semantic_attention_pallas import semantic_attention_bitmask_pallas, semantic_attention_pallas
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 NUM_QUERIES, NUM_KEYS, HEADS, HEAD_DIM = 37, 19, 2, 8  # odd sizes: 3 query and 2 key blocks of 16, padded
 BLOCKS = {"block_q": 16, "block_k": 16}
 
