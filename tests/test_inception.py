@@ -44,6 +44,20 @@ def test_network_matches_numpy_and_reads_every_tensor(checkpoint):
   assert inception_lib.load_fid_inception(str(path)).params.keys() == params.keys()
 
 
+def test_features_come_in_batches_of_one_shape():
+  network = inception_lib.FIDInception({})
+  shapes = []
+
+  def first_pixels(params, images):  # stands in for the network: records the shapes it is called with
+    shapes.append(images.shape)
+    return images.reshape(len(images), -1)[:, :4]
+
+  network._features = first_pixels
+  images = np.random.default_rng(3).uniform(-1, 1, (5, 6, 6, 3))
+  np.testing.assert_allclose(network.features(images, batch_size=2), images.reshape(5, -1)[:, :4], rtol=1e-6)
+  assert shapes == [(2, 6, 6, 3)] * 3  # the last image padded to a batch of 2: one compile
+
+
 @pytest.mark.parametrize("size", [(32, 32), (400, 333)])
 def test_resize_to_299_is_torch_bilinear_without_antialiasing(size):
   images = np.random.default_rng(2).uniform(-1, 1, (2, *size, 3)).astype(np.float32)

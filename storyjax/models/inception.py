@@ -230,10 +230,13 @@ class FIDInception:
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"FID Inception images must be (B, H, W, 3) RGB in [-1, 1], got shape {images.shape}")
-    chunks = [
-      self._features(self.params, images[start : start + batch_size]) for start in range(0, len(images), batch_size)
-    ]
-    return np.concatenate([np.asarray(chunk, np.float64) for chunk in chunks])
+    features = []
+    for start in range(0, len(images), batch_size):
+      chunk = images[start : start + batch_size]
+      if len(images) > batch_size:  # the last chunk padded to the others' shape: one compile in all
+        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - len(chunk), axis=0)])
+      features.append(np.asarray(self._features(self.params, chunk), np.float64)[: len(images) - start])
+    return np.concatenate(features)
 
 
 def check_weights_file(path: str) -> pathlib.Path:
