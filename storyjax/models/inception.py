@@ -20,6 +20,7 @@ import safetensors
 import safetensors.numpy
 
 from storyjax.errors import ConfigError
+from storyjax.text.hf_files import checkpoint_tensor
 
 INPUT_SIZE = 299
 FEATURES = 2048
@@ -185,16 +186,11 @@ def convert_state_dict(state: dict[str, np.ndarray]) -> dict:
   """pytorch-fid's state dict (torch names and layouts; `fc.*` and `num_batches_tracked` ignored) → Flax params.
 
   Each ConvBN gets kernel = weight (O, I, kh, kw) as (kh, kw, I, O), scale = γ / √(running_var + 0.001) and
-  bias = β − running_mean · scale. A missing or wrongly shaped tensor is a ConfigError naming it.
+  bias = β − running_mean · scale. A missing or wrongly shaped tensor is a DataError naming it.
   """
 
   def tensor(name: str, shape: tuple[int, ...]) -> np.ndarray:
-    if name not in state:
-      raise ConfigError(f"FID Inception weights lack {name!r}; {HOW_TO_GET}")
-    value = np.asarray(state[name], np.float64)
-    if value.shape != shape:
-      raise ConfigError(f"FID Inception tensor {name!r} has shape {value.shape}, expected {shape}")
-    return value
+    return checkpoint_tensor(state, (name,), shape, "FID Inception")
 
   def conv_bn(prefix: str, shapes: dict) -> dict:
     kh, kw, channels_in, channels_out = shapes["conv"]["kernel"].shape
@@ -203,11 +199,7 @@ def convert_state_dict(state: dict[str, np.ndarray]) -> dict:
       tensor(f"{prefix}.bn.{name}", (channels_out,)) for name in ("weight", "bias", "running_mean", "running_var")
     )
     scale = gamma / np.sqrt(variance + BATCH_NORM_EPS)
-    return {
-      "conv": {"kernel": weight.transpose(2, 3, 1, 0).astype(np.float32)},
-      "scale": scale.astype(np.float32),
-      "bias": (beta - mean * scale).astype(np.float32),
-    }
+    return {"conv": {"kernel": weight.transpose(2, 3, 1, 0)}, "scale": scale, "bias": beta - mean * scale}
 
   def walk(shapes: dict, prefix: str) -> dict:
     if "conv" in shapes:
