@@ -20,6 +20,7 @@ import safetensors
 import safetensors.numpy
 
 from storyjax.errors import ConfigError
+from storyjax.layers.conv import conv
 from storyjax.text.hf_files import checkpoint_tensor
 
 INPUT_SIZE = 299
@@ -42,14 +43,8 @@ class ConvBN(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x = nn.Conv(
-      self.features,
-      self.kernel_size,
-      strides=(self.strides, self.strides),
-      padding=[(self.padding[0], self.padding[0]), (self.padding[1], self.padding[1])],
-      use_bias=False,
-      name="conv",
-    )(x)
+    padding = [(self.padding[0], self.padding[0]), (self.padding[1], self.padding[1])]
+    x = conv(self.features, self.kernel_size, (self.strides, self.strides), padding, name="conv", use_bias=False)(x)
     scale = self.param("scale", nn.initializers.ones, (self.features,))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     return nn.relu(x * scale + bias)
@@ -179,7 +174,7 @@ def resize_for_inception(images) -> jax.Array:
 def _parameter_shapes() -> dict:
   """The Flax parameter tree of FIDInceptionV3 as ShapeDtypeStructs (no weights are made)."""
   tree = jax.eval_shape(FIDInceptionV3().init, jax.random.PRNGKey(0), jnp.zeros((1, 75, 75, 3)))
-  return tree["params"]
+  return nn.unbox(tree["params"])
 
 
 def convert_state_dict(state: dict[str, np.ndarray]) -> dict:

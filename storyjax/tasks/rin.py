@@ -386,6 +386,10 @@ class Task:
       logging.warning("%s: fid and caption/class accuracy are skipped.", error)
       return None
 
+  def _has_rgb(self) -> bool:
+    """Whether samples can be shown as RGB: images, or SD-VAE latents with model.vae_path to decode them."""
+    return self.config.data.channels != 4 or bool(self.config.model.vae_path)
+
   def _rgb(self, images: np.ndarray) -> np.ndarray:
     """Images (N, S, S, 3) as they are, or SD-VAE latents (N, S, S, 4) decoded by the VAE at model.vae_path."""
     if self.config.data.channels != 4:
@@ -444,7 +448,7 @@ class Task:
       guidance_schedule=diffusion.guidance_schedule,
       guidance_weight=float(diffusion.guidance_weight),
     )
-    if jax.process_index() == 0 and (self.config.data.channels == 3 or self.config.model.vae_path):
+    if jax.process_index() == 0 and self._has_rgb():
       plots_dir = workdir / "plots"
       plots_dir.mkdir(parents=True, exist_ok=True)
       plotting.save_image_grid(plots_dir / "samples.png", self._rgb(images[: eval_config.num_plots]))
@@ -478,7 +482,7 @@ class Task:
   def save_samples(self, samples: dict, out_dir: pathlib.Path) -> None:
     """One PNG per sample and a grid of all. SD-VAE latents (data.channels=4) are decoded by the VAE at
     model.vae_path first; without one they stay in samples.npz only."""
-    if self.config.data.channels == 4 and not self.config.model.vae_path:
+    if not self._has_rgb():
       logging.info("samples are SD-VAE latents: set model.vae_path to decode them into PNGs")
       return
     images = self._rgb(samples["image"])
