@@ -15,7 +15,8 @@ stages' workdirs, "" = none); loss: anchor modality, temperature (initial, learn
 normalised features), noise_sigma (input noise of stage 2's views); data: root ("" = embedded procedural
 recordings, else the StressID layout), modalities (comma list used; the others are masked everywhere), the
 embedded set's sizes and availability (missing_video/missing_audio, missing_at_test_only "" | "audio" |
-"video" | "audio_video"), window/stride seconds. The loop keys are documented in storyjax/base_config.py.
+"video" | "audio_video"), shared_state_std (the recording-level state that couples the views; 0 = independent
+views), window/stride seconds. The loop keys are documented in storyjax/base_config.py.
 """
 
 import ml_collections
@@ -75,6 +76,7 @@ def get_config(variant: str | None = None, stage: str = "classify", name: str = 
       "missing_video": 0.18,
       "missing_audio": 0.46,
       "missing_at_test_only": "",
+      "shared_state_std": 0.8,
       "window_seconds": 30,
       "stride_seconds": 15,
       "seed": 0,

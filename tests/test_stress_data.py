@@ -138,17 +138,26 @@ def arousal_statistics(recording: dict, sample_rate: int) -> dict:
   }
 
 
-def test_each_modality_carries_arousal():
-  recordings = StressRecordings("train", 10, audio_rate=1000, missing_audio=0.0, missing_video=0.0)
+def recordings_statistics(recordings: StressRecordings) -> tuple[dict, dict]:
+  """({name: (N,) arousal statistic of each recording, with the video factor decoded by the generator's projection},
+  {"arousal", "shared_state": (N,)})."""
   rows = [
     (recording, arousal_statistics(recording, recordings.sample_rate))
     for recording in map(recordings.recording, range(len(recordings)))
   ]
-  arousal = np.array([recording["arousal"] for recording, _ in rows])
   statistics = {name: np.array([stats[name] for _, stats in rows]) for name in rows[0][1]}
-  # video: the arousal factor decoded with the generator's projection
   decoded = [np.linalg.lstsq(recordings.video_projection, recording["video"].mean(0))[0][0] for recording, _ in rows]
   statistics["video_decoded"] = np.array(decoded)
+  latents = {name: np.array([recording[name] for recording, _ in rows]) for name in ("arousal", "shared_state")}
+  return statistics, latents
+
+
+def test_each_modality_carries_arousal():
+  options = {"audio_rate": 1000, "missing_audio": 0.0, "missing_video": 0.0, "shared_state_std": 0.0}
+  recordings = StressRecordings("train", 10, **options)
+  statistics, latents = recordings_statistics(recordings)
+  arousal = latents["arousal"]
+  assert not latents["shared_state"].any()  # independent views
   subject = np.arange(len(recordings)) // len(TASKS)
 
   def within_subject(values):
@@ -164,6 +173,31 @@ def test_each_modality_carries_arousal():
   # the modalities are noisy views: their standardised sum follows arousal better than any one of them
   fused = sum(sign.get(name, 1.0) * (values - values.mean()) / values.std() for name, values in statistics.items())
   assert np.corrcoef(fused, arousal)[0, 1] > max(correlations.values()) + 0.05
+
+
+def test_shared_state_couples_the_views():
+  """The recording-level state moves each view with its loading's sign; the complete set's sum cancels it, the
+  physiological subset's does not."""
+  recordings = StressRecordings("train", 10, audio_rate=1000, missing_audio=0.0, missing_video=0.0)
+  statistics, latents = recordings_statistics(recordings)
+  arousal, state = latents["arousal"], latents["shared_state"]
+  assert 0.6 < state.std() < 1.0 and abs(np.corrcoef(state, arousal)[0, 1]) < 0.2  # N(0, 0.8²), not arousal
+  # each statistic's part not explained by arousal follows the state with the loading's sign
+  loadings = {"heart_rate": 1, "eda_level": 1, "breathing_rate": -1, "video_decoded": -1, "audio_energy": 0}
+  design = np.stack([np.ones_like(arousal), arousal], axis=1)
+  for name, loading in loadings.items():
+    values = statistics[name]
+    residual = values - design @ np.linalg.lstsq(design, values)[0]
+    correlation = np.corrcoef(residual, state)[0, 1]
+    assert (correlation > 0.5) if loading > 0 else (correlation < -0.5) if loading < 0 else abs(correlation) < 0.25, (
+      name,
+      correlation,
+    )
+  z = {name: (values - values.mean()) / values.std() for name, values in statistics.items()}
+  physiological = z["heart_rate"] + z["eda_level"] + z["breathing_rate"]
+  complete = physiological + z["video_decoded"]
+  assert np.corrcoef(physiological, state)[0, 1] > 0.4 and abs(np.corrcoef(complete, state)[0, 1]) < 0.2
+  assert np.corrcoef(complete, arousal)[0, 1] > np.corrcoef(physiological, arousal)[0, 1] + 0.1
 
 
 def test_windows_are_slices_of_the_recordings():
@@ -210,7 +244,8 @@ def test_normalised_signals_are_near_standard():
   recordings = StressRecordings("train", 4, audio_rate=1000)
   for modality in PHYSIO_MODALITIES:
     values = np.concatenate([standardised(recordings.recording(index), modality) for index in range(48)])
-    assert abs(values.mean()) < 0.35 and 0.6 < values.std() < 1.5, modality
+    # EDA's tonic level is exponential in its view, which the shared state widens: σ 1.8 (0.8 without the state)
+    assert abs(values.mean()) < 0.35 and 0.6 < values.std() < 2.0, modality
 
 
 def reference_filterbank(rate: int, n_fft: int, num_mels: int, fmin: float, fmax: float) -> np.ndarray:
@@ -378,6 +413,7 @@ def test_config_errors():
     ({"split": "train", "num_subjects": 1, "missing_audio": 1.0}, r"missing_audio=1.0: .* \[0, 1\)"),
     ({"split": "train", "num_subjects": 1, "missing_video": -0.1}, r"missing_video=-0.1"),
     ({"split": "train", "num_subjects": 1, "missing_at_test_only": "ecg"}, "missing_at_test_only='ecg'"),
+    ({"split": "train", "num_subjects": 1, "shared_state_std": -0.5}, r"shared_state_std=-0.5: choose 0"),
   ):
     with pytest.raises(ConfigError, match=match):
       StressRecordings(**kwargs)

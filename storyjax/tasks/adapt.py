@@ -133,6 +133,7 @@ class Task:
       data.missing_video,
       data.missing_audio,
       data.missing_at_test_only or None,
+      data.shared_state_std,
       data.seed,
     )
 

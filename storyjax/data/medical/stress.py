@@ -18,6 +18,11 @@ the views beats each one:
 - audio: in the tasks with speech (SPEECH_TASKS), voiced syllables whose rate, pitch and energy rise with a; a noise
   floor elsewhere.
 - video: per clip, a fixed random projection of [a, appearance, lighting] plus noise.
+The views are not independent given a: a recording-level state unrelated to stress (`shared_state_std`, in view
+units) moves ECG and EDA up and respiration and video down (SHARED_STATE_LOADINGS). Each modality alone mistakes it
+for arousal; the complete set cancels it and a subset can cancel it only by weighting its views unequally, which
+a joint model can learn and an average of per-modality classifiers cannot. `shared_state_std=0` gives independent
+views.
 Signals are stored in StressID's raw units (ADC counts, so the published μ/σ bring them near zero mean and unit
 variance) at `sample_rate` Hz instead of 500, to keep CPU training cheap.
 
@@ -97,12 +102,20 @@ TASK_LOGITS = {
 SUSCEPTIBILITY_STD = 0.7
 RECORDING_NOISE_STD = 0.5  # of the arousal logit, per recording
 VIEW_NOISE_STD = {"ecg": 0.3, "eda": 0.3, "rr": 0.3, "audio": 0.3, "video": 0.3}
+# A recording-level bodily state unrelated to stress (posture, warmth, caffeine, …), N(0, shared_state_std²) in view
+# units, added to each view with these signs: it raises heart rate and skin conductance, slows breathing and moves
+# the face the way calm does. No single modality can tell it from arousal; the complete set cancels it when the
+# views are summed, a subset of them does not.
+SHARED_STATE_LOADINGS = {"ecg": 1.0, "eda": 1.0, "rr": -1.0, "audio": 0.0, "video": -1.0}
+SHARED_STATE_STD = 0.8
+VIEW_RANGE = (-0.25, 1.25)  # views are clipped to this range widened by 2 shared_state_std on each side
 LABEL_THRESHOLD = 0.5
 _ADC_MAX = 65535  # 16-bit counts
 _MAX_SUBJECTS = 32768  # train and test subjects get disjoint ids among the 65536 4-hex-digit ones
 _VIDEO_FACTORS = 6  # arousal, 4 of appearance, lighting
 # random streams, numbered from 1: numpy's seed sequences ignore trailing zeros
 _SUBJECT_IDS, _PROJECTION, _TRAITS, _AROUSAL, _AVAILABILITY, _SIGNALS = range(1, 7)
+_SHARED_STATE = _SIGNALS + len(MODALITIES)  # after the signals' streams, one per modality
 # P, Q, R, S, T waves of a beat: (offset from the R peak in s, amplitude, width σ in s); T's offset scales with √RR.
 _BEAT_WAVES = ((-0.17, 0.12, 0.025), (-0.035, -0.12, 0.01), (0.0, 1.0, 0.012), (0.035, -0.25, 0.01), (0.25, 0.3, 0.045))
 _VIDEO_LINE = "subj:task:clipIdx:label:target:[v0, v1, …]"
@@ -283,8 +296,9 @@ class StressRecordings:
 
   Audio (`missing_audio`) and video (`missing_video`) are missing at random in both splits; with
   `missing_at_test_only` ("audio", "video" or "audio_video") the train split is complete, every test recording lacks
-  that modality and the rates are unused. Signals never depend on availability, the video projection and task
-  propensities only on `seed`, and subjects of the two splits are disjoint.
+  that modality and the rates are unused. `shared_state_std` (view units) scales the recording-level state shared
+  by the views; at 0 the views are independent given the arousal. Signals never depend on availability, the video
+  projection and task propensities only on `seed`, and subjects of the two splits are disjoint.
   """
 
   def __init__(
@@ -299,6 +313,7 @@ class StressRecordings:
     missing_video: float = 0.18,
     missing_audio: float = 0.46,
     missing_at_test_only: str | None = None,
+    shared_state_std: float = SHARED_STATE_STD,
     seed: int = 0,
   ):
     if split not in SPLITS:
@@ -317,6 +332,9 @@ class StressRecordings:
         raise ConfigError(f"{name}={rate}: a missing rate is a probability in [0, 1)")
     if missing_at_test_only not in MISSING_AT_TEST_ONLY:
       raise ConfigError(f"missing_at_test_only={missing_at_test_only!r}; choose one of {MISSING_AT_TEST_ONLY}")
+    if not 0.0 <= shared_state_std <= 2.0:
+      raise ConfigError(f"shared_state_std={shared_state_std}: choose 0 (independent views) to 2 (in view units)")
+    self.shared_state_std = shared_state_std
     self.split, self.num_subjects, self.seconds, self.seed = split, num_subjects, seconds, seed
     self.sample_rate, self.audio_rate, self.num_mels, self.video_dim = sample_rate, audio_rate, num_mels, video_dim
     self.missing_video, self.missing_audio, self.missing_at_test_only = (
@@ -388,17 +406,27 @@ class StressRecordings:
     logit += self._stream(index, _AROUSAL).normal(0.0, RECORDING_NOISE_STD)
     return float(1.0 / (1.0 + np.exp(-logit)))
 
+  def shared_state(self, index: int) -> float:
+    """Recording `index`'s bodily state unrelated to stress, N(0, shared_state_std²) (SHARED_STATE_LOADINGS)."""
+    self._check(index)
+    return float(self._stream(index, _SHARED_STATE).normal(0.0, self.shared_state_std))
+
   def recording(self, index: int) -> dict:
     """{"subject" (4 hex digits), "task", "ecg"/"eda"/"rr" (seconds·sample_rate,) float32 ADC counts, "audio"
     (seconds·audio_rate,) float32 in [-1, 1] or None, "video" (num_clips, video_dim) float32 or None, "label" int,
-    "arousal" float}."""
-    arousal, present = self.arousal(index), self.present(index)
+    "arousal" float, "shared_state" float}."""
+    arousal, present, state = self.arousal(index), self.present(index), self.shared_state(index)
     subject, task = divmod(index, len(TASKS))
     traits = self.traits(subject)
     seconds, rate = self.seconds, self.sample_rate
     rngs = {modality: self._stream(index, _SIGNALS + offset) for offset, modality in enumerate(MODALITIES)}
-    views = {modality: float(arousal + rngs[modality].normal(0.0, VIEW_NOISE_STD[modality])) for modality in rngs}
-    views = {modality: min(max(view, -0.25), 1.25) for modality, view in views.items()}
+    # each modality's view: arousal + loading · state + its own noise, in VIEW_RANGE widened by 2 σ of the state
+    low, high = VIEW_RANGE[0] - 2 * self.shared_state_std, VIEW_RANGE[1] + 2 * self.shared_state_std
+    views = {
+      modality: arousal + SHARED_STATE_LOADINGS[modality] * state + rng.normal(0.0, VIEW_NOISE_STD[modality])
+      for modality, rng in rngs.items()
+    }
+    views = {modality: min(max(view, low), high) for modality, view in views.items()}
     result = {
       "subject": self.subjects[subject],
       "task": TASKS[task],
@@ -409,6 +437,7 @@ class StressRecordings:
       "video": None,
       "label": int(arousal > LABEL_THRESHOLD),
       "arousal": arousal,
+      "shared_state": state,
     }
     if present[MODALITIES.index("audio")]:
       result["audio"] = _audio(rngs["audio"], views["audio"], traits, TASKS[task], seconds, self.audio_rate)
