@@ -80,7 +80,7 @@ def test_every_key_of_the_medical_configs_is_read(key_runs, runs_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["cosemb_pretrain"])
+@pytest.mark.parametrize("name", ["cosemb_pretrain", "adapt"])
 def test_resumes_exactly_with_batch_norm_state(name, runs_dir, key_runs):
   """The key run (2 steps in one go) against a crash in step 2 and a restart from the step-1 checkpoint: BatchNorm
   statistics and the curriculum's step counter (the same mutable-state path every medical task uses)."""
