@@ -90,7 +90,7 @@ def get_config(variant: str | None = None, stage: str = "classify", name: str = 
     config.batch_size = 128
   if variant == "smoke":
     config.model.update(
-      {"width": 8, "mlp_dim": 16, "signal_channels": (4, 4, 4), "signal_kernel_sizes": (5, 3, 3), "audio_width": 4}
+      {"width": 8, "mlp_dim": 16, "signal_channels": (4,), "signal_kernel_sizes": (5, 3, 3), "audio_width": 4}
     )
     config.model.update({"audio_dim": 8, "anchor_run": "", "contrastive_run": ""})
     config.data.update({"train_subjects": 2, "test_subjects": 1, "seconds": 30, "sample_rate": 20, "audio_rate": 1000})
