@@ -120,6 +120,7 @@ def test_classify_stage_starts_from_the_earlier_stages(runs_dir, key_runs):
     ("cosemb", "model.num_folds", 1, "num_folds"),
     ("adapt", "data.modalities", "ecg,thermal", "data.modalities"),
     ("adapt", "stage", "finetune", "stage"),
+    ("adapt", "data.shared_state_std", -1.0, "shared_state_std=-1.0"),
     ("adapt_anchor", "model.fusion", "late", "late-fusion"),
   ],
 )
