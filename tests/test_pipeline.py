@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from storyjax.data.pipeline import Prefetcher, make_train_iterator
+from storyjax.data.pipeline import Prefetcher, apply_in_batches, make_train_iterator
 from storyjax.errors import ConfigError
 
 NUM_EXAMPLES, GLOBAL_BATCH = 48, 12
@@ -94,3 +94,18 @@ def test_prefetcher_runs_ahead_by_depth_and_stops_on_close():
   assert len(transformed) == 4
   prefetcher.close()
   assert not prefetcher._thread.is_alive()
+
+
+def test_apply_in_batches_pads_the_last_chunk_and_drops_the_padding():
+  shapes = []
+
+  def fn(values, offsets):
+    shapes.append((values.shape, offsets.shape))
+    return {"sum": values.sum(-1) + offsets, "rows": values}
+
+  values, offsets = np.arange(14.0).reshape(7, 2), np.arange(7.0) * 10
+  outputs = apply_in_batches(fn, (values, offsets), 3)
+  assert shapes == [((3, 2), (3,))] * 3  # 3 + 3 + 1 padded to 3: one shape
+  np.testing.assert_array_equal(outputs["sum"], values.sum(-1) + offsets)
+  np.testing.assert_array_equal(outputs["rows"], values)
+  assert isinstance(outputs["sum"], np.ndarray)

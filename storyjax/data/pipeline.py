@@ -56,6 +56,18 @@ def make_train_iterator(
   return iter(batches)
 
 
+def apply_in_batches(fn: Callable, arrays, batch_size: int):
+  """fn(*chunks) over `batch_size` rows at a time of `arrays` (host arrays of equal length N ≥ 1), the last chunk
+  padded by repeating its last row so that one shape is compiled → fn's outputs (any pytree of (batch_size, …)
+  arrays) as numpy, the padding dropped and the chunks concatenated: (N, …)."""
+  outputs = []
+  for start in range(0, len(arrays[0]), batch_size):
+    chunk = [array[start : start + batch_size] for array in arrays]
+    padded = [np.concatenate([part, np.repeat(part[-1:], batch_size - len(part), axis=0)]) for part in chunk]
+    outputs.append(jax.tree.map(lambda leaf, size=len(chunk[0]): np.asarray(leaf)[:size], fn(*padded)))
+  return jax.tree.map(lambda *leaves: np.concatenate(leaves), *outputs)
+
+
 class Prefetcher:
   """Iterates over `transform(batch)` for the batches of `iterator`, computed `depth` batches ahead in a thread.
 

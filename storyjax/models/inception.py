@@ -19,6 +19,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from storyjax.data.pipeline import apply_in_batches
 from storyjax.errors import ConfigError
 from storyjax.layers.conv import conv
 from storyjax.text.hf_files import checkpoint_tensor
@@ -217,13 +218,10 @@ class FIDInception:
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"FID Inception images must be (B, H, W, 3) RGB in [-1, 1], got shape {images.shape}")
-    features = []
-    for start in range(0, len(images), batch_size):
-      chunk = images[start : start + batch_size]
-      if len(images) > batch_size:  # the last chunk padded to the others' shape: one compile in all
-        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - len(chunk), axis=0)])
-      features.append(np.asarray(self._features(self.params, chunk), np.float64)[: len(images) - start])
-    return np.concatenate(features)
+    # fewer images than a batch run as they are; more, with the last chunk padded to the others' shape
+    chunk_size = min(batch_size, len(images))
+    features = apply_in_batches(lambda chunk: self._features(self.params, chunk), (images,), chunk_size)
+    return features.astype(np.float64)
 
 
 def check_weights_file(path: str) -> pathlib.Path:

@@ -30,6 +30,7 @@ from storyjax.data.images import scenes
 from storyjax.data.images.arrays import checked_image
 from storyjax.data.images.captioned import ImageFolderSource, WebDatasetSource
 from storyjax.data.images.tfds_images import TfdsImageSource
+from storyjax.data.pipeline import apply_in_batches
 from storyjax.diffusion import gaussian, guidance
 from storyjax.errors import CheckpointError, ConfigError
 from storyjax.layers.attention import ATTENTION_IMPLEMENTATIONS
@@ -518,6 +519,6 @@ def _class_accuracy(predicted: dict, examples: list[dict]) -> float:
 
 
 def decode_latents(vae, latents: np.ndarray, batch_size: int = 8) -> np.ndarray:
-  """Scaled SD-VAE latents (N, h, w, 4) → RGB images (N, h·f, w·f, 3) in about [−1, 1], `batch_size` at a time."""
-  chunks = [np.asarray(vae.decode(latents[start : start + batch_size])) for start in range(0, len(latents), batch_size)]
-  return np.concatenate(chunks)
+  """Scaled SD-VAE latents (N, h, w, 4) → RGB images (N, h·f, w·f, 3) in about [−1, 1], `batch_size` at a time
+  (fewer latents than that in one call; the last chunk padded to the others' shape)."""
+  return apply_in_batches(vae.decode, (latents,), min(batch_size, len(latents)))

@@ -20,6 +20,7 @@ from storyjax import losses
 from storyjax.base_config import check_choices, compute_dtype
 from storyjax.data.images.arrays import checked_image
 from storyjax.data.images.segmented import NUM_LABELS, SegmentationFolderSource, SegmentedSceneSource
+from storyjax.data.pipeline import apply_in_batches
 from storyjax.errors import ConfigError, DataError
 from storyjax.kernels.semantic_attention import IMPLEMENTATIONS as SCA_IMPLEMENTATIONS
 from storyjax.layers.semantic import TRANSFORMER_NORMS
@@ -185,16 +186,6 @@ class Task:
     latents = self.model.apply(variables, images, labels, method=SCAM.encode)
     return self.model.apply(variables, labels, latents, deterministic=True, method=SCAM.generate), latents
 
-  def _batched(self, fn, *arrays):
-    """fn over chunks of eval.batch_size (the last one padded, so one shape compiles) → numpy outputs."""
-    batch_size, count = self.config.eval.batch_size, len(arrays[0])
-    outputs = []
-    for start in range(0, count, batch_size):
-      chunk = [array[start : start + batch_size] for array in arrays]
-      padded = [np.concatenate([part, np.repeat(part[-1:], batch_size - len(part), axis=0)]) for part in chunk]
-      outputs.append(jax.tree.map(lambda leaf, size=len(chunk[0]): np.asarray(leaf)[:size], fn(*padded)))
-    return jax.tree.map(lambda *leaves: np.concatenate(leaves), *outputs)
-
   def swap_latents(self, latents, donor_latents, label: int):
     """(B, N_lat, D) latents with the rows of `label` (latents_per_label of them) taken from `donor_latents`."""
     per_label = self.config.model.latents_per_label
@@ -211,13 +202,14 @@ class Task:
     examples = [test_source[index] for index in range(count)]
     features = [self.preprocess(example) for example in examples]
     batch = {key: np.stack([feature[key] for feature in features]) for key in ("image", "labels")}
-    reconstructions, latents = self._batched(
-      lambda images, labels: self._reconstruct(variables, images, labels), batch["image"], batch["labels"]
+    batch_size = self.config.eval.batch_size
+    reconstructions, latents = apply_in_batches(
+      lambda images, labels: self._reconstruct(variables, images, labels), (batch["image"], batch["labels"]), batch_size
     )
     donors = np.roll(np.arange(count), -1)
     swapped_latents = self.swap_latents(latents, latents[donors], self.swap_label)
-    swapped = self._batched(
-      lambda labels, latents: self._generate(variables, labels, latents), batch["labels"], swapped_latents
+    swapped = apply_in_batches(
+      lambda labels, latents: self._generate(variables, labels, latents), (batch["labels"], swapped_latents), batch_size
     )
     region = batch["labels"] == self.swap_label
     results = {

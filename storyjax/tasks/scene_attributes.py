@@ -19,6 +19,7 @@ from storyjax.base_config import compute_dtype
 from storyjax.data.images.arrays import checked_image
 from storyjax.data.images.scenes import PER_SLOT_KEYS, SIZES, SceneSource
 from storyjax.data.images.shapes import COLOURS, SHAPES
+from storyjax.data.pipeline import apply_in_batches
 from storyjax.errors import ConfigError, DataError
 from storyjax.losses import masked_mean
 from storyjax.models.scene_classifier import SceneClassifier
@@ -100,14 +101,7 @@ class Task:
           f"the scene judge reads images (N >= 1, {self.image_size}, {self.image_size}, 3) in [-1, 1], "
           f"got shape {images.shape}"
         )
-      chunks = []
-      for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - len(chunk), axis=0)])
-        chunks.append(
-          {key: value[: len(chunk)] for key, value in jax.device_get(self._predict(variables, padded)).items()}
-        )
-      return {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
+      return apply_in_batches(lambda chunk: self._predict(variables, chunk), (images,), batch_size)
 
     return predict
 
