@@ -24,6 +24,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.model.update({"conditioning": "text", "coherence": variant != "textrin" and variant != "filtered"})
   # CAD never drops its condition: the unconditional branch is the same prompt at coherence 0 (eq 3.4).
   config.diffusion.update({"condition_dropout": 0.0 if config.model.coherence else 0.1, "guidance_weight": 1.0})
+  # storyjax.sample: the coherence the prompts are generated at, in [0, 1] (1 = trusted; lower follows them less;
+  # with data.coherence_bins=n the levels are k/(n−1)); CAD only
+  config.sample = ml_collections.ConfigDict({"coherence": 1.0})
   if variant == "smoke":
     config.data.coherence_bins = 4  # exercises the binning
   elif variant == "filtered":

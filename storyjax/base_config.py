@@ -118,8 +118,8 @@ ZERO_ALLOWED_INTS = frozenset(
 )
 # Integer keys that may be negative, with their least value.
 NEGATIVE_ALLOWED_INTS = {"char_index": -1}  # Director's sample.char_index: -1 = a character standing still
-# Float keys that are probabilities or decay rates, in [0, 1].
-UNIT_FLOATS = frozenset({"stochastic_depth", "ema_decay", "b1", "b2"})
+# Float keys that are probabilities, decay rates or coherences, in [0, 1].
+UNIT_FLOATS = frozenset({"stochastic_depth", "ema_decay", "b1", "b2", "coherence"})
 # Float keys that must be > 0.
 POSITIVE_FLOATS = frozenset(
   {"learning_rate", "temperature", "eps", "grad_clip_norm", "sigma_data", "sigma_min", "sigma_max", "p_std", "rho"}
@@ -164,7 +164,9 @@ def check_values(config: ml_collections.ConfigDict, prefix: str = "") -> None:
       if value != value:
         raise ConfigError(f"{key} is NaN; set --config.{key} to a number.")
       if _is_unit_float(name) and not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{key}={value}: it is a probability or decay in [0, 1]; set --config.{key} to one.")
+        raise ConfigError(
+          f"{key}={value}: it is a probability, decay or coherence in [0, 1]; set --config.{key} to one."
+        )
       if name in POSITIVE_FLOATS and not value > 0.0:
         raise ConfigError(f"{key}={value}: it must be > 0; set --config.{key} to a positive number.")
       if prefix == "loss." and value < 0.0:

@@ -72,7 +72,7 @@ def test_every_size_rejects_zero_and_negatives(name):
 def test_probabilities_rates_and_nan_are_checked():
   config = smoke("director")
   for key, value, message in (
-    ("model.dropout_rate", 1.5, "probability or decay in"),
+    ("model.dropout_rate", 1.5, "probability, decay or coherence in"),
     ("optimizer.learning_rate", 0.0, "must be > 0"),
     ("optimizer.learning_rate", float("nan"), "is NaN"),
     ("sample.char_index", -2, "an integer ≥ -1"),

@@ -1,4 +1,5 @@
-"""The RIN / CAD task: each model's unconditional branch, unguided sampling, coherence bins, CIFAR-10 via TFDS."""
+"""The RIN / CAD task: each model's unconditional branch, unguided sampling, sample.coherence, coherence bins,
+CIFAR-10 via TFDS."""
 
 import functools
 import json
@@ -12,7 +13,9 @@ import tensorflow_datasets as tfds
 
 from configs import cad as cad_config
 from configs import rin as rin_config
+from storyjax import base_config
 from storyjax.diffusion import gaussian
+from storyjax.errors import ConfigError
 from storyjax.tasks import get_task
 
 # XLA:CPU without LLVM's optimisations for this file's own jits: less than half the compile time, most of each test.
@@ -97,6 +100,28 @@ def test_unconfident_prompt_and_class_label_branches():
   class_batch = rin_task._prompt_batch(rin_examples)
   assert (np.asarray(class_batch["label"]) >= 0).all()
   np.testing.assert_array_equal(rin_task._uncond_batch(class_batch)["label"], -1)
+
+
+def test_sample_coherence_is_the_prompts_coherence(monkeypatch):
+  config = cad_config.get_config("smoke")
+  config.sample.coherence = 0.25
+  task = get_task(config)
+  seen = []
+
+  def generate(variables, batch, rng, guidance_spec, guidance_weight):
+    seen.append(np.asarray(batch["coherence"]))
+    return np.zeros(batch["image"].shape, np.float32)
+
+  monkeypatch.setattr(task, "_generate", generate)
+  task.sample(None, ["a red circle at the top left"], jax.random.PRNGKey(0))
+  np.testing.assert_array_equal(np.concatenate(seen), 0.25)
+  config.sample.coherence = 1.5
+  with pytest.raises(ConfigError, match=r"^sample.coherence=1.5: it is a probability, decay or coherence in"):
+    base_config.check_values(config)
+  config.sample.coherence = 0.25
+  config.model.coherence, config.diffusion.condition_dropout = False, 0.1  # TextRIN
+  with pytest.raises(ConfigError, match=r"^sample.coherence=0.25: this model has no coherence token"):
+    get_task(config)
 
 
 def test_coherence_bins_are_stored_with_the_run(tmp_path):

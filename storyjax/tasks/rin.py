@@ -90,6 +90,13 @@ class Task:
         guidance.validate_schedule(spec)
     except ValueError as error:
       raise ConfigError(f"diffusion config: {error}") from error
+    # The coherence `sample` generates at (configs/cad.py's sample.coherence; 1 = a trusted prompt).
+    self.sample_coherence = config.sample.coherence if "sample" in config else 1.0
+    if self.sample_coherence != 1.0 and not model.coherence:
+      raise ConfigError(
+        f"sample.coherence={self.sample_coherence}: this model has no coherence token (model.coherence=False); "
+        "leave it at 1."
+      )
     if data.coherence_bins == 1:  # (check_values has refused negative values)
       raise ConfigError(f"data.coherence_bins={data.coherence_bins}: 0 (raw scores) or ≥ 2 levels.")
     tfds_name, data_dir, path, t5_path = data.tfds_name, data.data_dir, data.path, model.t5_path
@@ -360,15 +367,22 @@ class Task:
         batch["unconfident"] = {"text": jnp.asarray(unconfident_text), "text_mask": jnp.asarray(unconfident_mask)}
     return batch
 
-  def generate_examples(self, variables, examples: list[dict], rng, guidance_spec: str, guidance_weight: float):
-    """Samples (N, S, S, C) for N examples' conditions, eval.batch_size at a time (the last batch padded)."""
+  def generate_examples(
+    self, variables, examples: list[dict], rng, guidance_spec: str, guidance_weight: float, coherence: float = 1.0
+  ):
+    """Samples (N, S, S, C) for N examples' conditions at `coherence` (CAD), eval.batch_size at a time (the last
+    batch padded)."""
     batch_size = self.config.eval.batch_size
     generated = []
     for start in range(0, len(examples), batch_size):
       chunk = examples[start : start + batch_size]
       padded = chunk + chunk[-1:] * (batch_size - len(chunk))
       samples = self._generate(
-        variables, self._prompt_batch(padded), jax.random.fold_in(rng, start), guidance_spec, guidance_weight
+        variables,
+        self._prompt_batch(padded, coherence),
+        jax.random.fold_in(rng, start),
+        guidance_spec,
+        guidance_weight,
       )
       generated.append(np.asarray(samples)[: len(chunk)])
     return np.concatenate(generated)
@@ -468,8 +482,10 @@ class Task:
       examples = [{"label": names.index(prompt)} for prompt in prompts]
     else:
       examples = [{"caption": prompt} for prompt in prompts]
-    diffusion = self.config.diffusion
-    images = self.generate_examples(variables, examples, rng, diffusion.guidance_schedule, diffusion.guidance_weight)
+    diffusion, coherence = self.config.diffusion, self.sample_coherence
+    images = self.generate_examples(
+      variables, examples, rng, diffusion.guidance_schedule, diffusion.guidance_weight, coherence
+    )
     return {"image": images, "prompt": np.array(prompts)}
 
   def prompt_warnings(self, prompts) -> list[str]:
