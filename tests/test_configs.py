@@ -28,8 +28,9 @@ def leaf_keys(config: ml_collections.ConfigDict, prefix: str = "") -> set[str]:
 
 
 def variants(module) -> list:
+  """The variants that load: those the module declares (VARIANTS), else None / smoke / paper; never a made-up one."""
   variants = []
-  for variant in (None, "smoke", "paper", "no_such_variant"):
+  for variant in (*getattr(module, "VARIANTS", (None, "smoke", "paper")), "no_such_variant"):
     try:
       module.get_config(variant)
       variants.append(variant)

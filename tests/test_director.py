@@ -1,6 +1,7 @@
 """Director A/B/C: the shared block against a numpy reference, and the conditioning invariances of each variant."""
 
 import json
+import logging
 
 import flax.linen as nn
 import jax
@@ -13,6 +14,7 @@ from configs import director as director_config
 from storyjax import train as train_lib
 from storyjax.layers.transformer import TransformerBlock
 from storyjax.models.director import Director
+from storyjax.tasks.director import Task
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
@@ -235,9 +237,9 @@ def test_smoke_config_trains_every_variant(runs_dir, variant):
 
 
 def test_paper_config_keeps_the_published_optimisation():
-  """The embedded-data defaults (lr 3e-4, p_mean 0) must not leak into the published recipe."""
+  """The embedded-data recipes (lr 1e-3 for A, 3e-4 for B and C, p_mean 0) must not leak into the published one."""
   default, paper = director_config.get_config(), director_config.get_config("paper")
-  assert (default.optimizer.learning_rate, default.diffusion.p_mean) == (3e-4, 0.0)
+  assert (default.model.variant, default.optimizer.learning_rate, default.diffusion.p_mean) == ("A", 1e-3, 0.0)
   optimizer = paper.optimizer
   assert (optimizer.learning_rate, optimizer.weight_decay, optimizer.warmup_steps) == (1e-4, 0.1, 5000)
   assert (paper.diffusion.p_mean, paper.diffusion.p_std, paper.diffusion.rho, paper.diffusion.guidance_weight) == (
@@ -246,3 +248,17 @@ def test_paper_config_keeps_the_published_optimisation():
     40.0,
     1.4,
   )
+
+
+def test_b_and_c_configs_carry_their_recipe_and_b_warns_at_a_learning_rate_it_does_not_learn_at(caplog):
+  for variant in ("B", "C"):
+    config = director_config.get_config(variant)
+    assert (config.model.variant, config.optimizer.learning_rate, config.name) == (variant, 3e-4, f"director_{variant}")
+  b_config = director_config.get_config("B")
+  with caplog.at_level(logging.WARNING):
+    Task(b_config)
+  assert "learning_rate" not in caplog.text
+  b_config.optimizer.learning_rate = 1e-3
+  with caplog.at_level(logging.WARNING):
+    Task(b_config)
+  assert "optimizer.learning_rate=0.001" in caplog.text and "configs/director.py:B" in caplog.text
