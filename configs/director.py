@@ -21,14 +21,15 @@ VARIANTS = (None, "B", "C", "smoke", "paper")
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config = base_config("director", variant, variants=VARIANTS)
+  model_variant = variant if variant in ("B", "C") else "A"  # smoke and paper: A (set model.variant to change)
   if variant in (None, "B", "C"):
-    config.optimizer.learning_rate, config.total_steps = EMBEDDED_RECIPES[variant or "A"]
+    config.optimizer.learning_rate, config.total_steps = EMBEDDED_RECIPES[model_variant]
     config.eval_every = 500  # tag accuracy of eval.quick_num_samples test captions, logged as eval/tag_accuracy
   config.optimizer.b2 = 0.95
 
   config.model = ml_collections.ConfigDict(
     {
-      "variant": variant if variant in ("B", "C") else "A",
+      "variant": model_variant,
       "caption_tokens": "sequence",  # caption_tokens: A only (B pools, C attends to all)
       "num_registers": 16,
       "condition_layers": 2,  # C only: learned registers, condition transformer depth
