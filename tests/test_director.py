@@ -237,7 +237,7 @@ def test_smoke_config_trains_every_variant(runs_dir, variant):
 
 
 def test_paper_config_keeps_the_published_optimisation():
-  """The embedded-data recipes (lr 1e-3 for A, 3e-4 for B and C, p_mean 0) must not leak into the published one."""
+  """The embedded-data recipes (lr 1e-3 for A and C, 3e-4 for B, p_mean 0) must not leak into the published one."""
   default, paper = director_config.get_config(), director_config.get_config("paper")
   assert (default.model.variant, default.optimizer.learning_rate, default.diffusion.p_mean) == ("A", 1e-3, 0.0)
   optimizer = paper.optimizer
@@ -251,9 +251,13 @@ def test_paper_config_keeps_the_published_optimisation():
 
 
 def test_b_and_c_configs_carry_their_recipe_and_b_warns_at_a_learning_rate_it_does_not_learn_at(caplog):
-  for variant in ("B", "C"):
+  for variant, learning_rate in (("B", 3e-4), ("C", 1e-3)):
     config = director_config.get_config(variant)
-    assert (config.model.variant, config.optimizer.learning_rate, config.name) == (variant, 3e-4, f"director_{variant}")
+    assert (config.model.variant, config.optimizer.learning_rate, config.name) == (
+      variant,
+      learning_rate,
+      f"director_{variant}",
+    )
   b_config = director_config.get_config("B")
   with caplog.at_level(logging.WARNING):
     Task(b_config)
