@@ -1,5 +1,5 @@
 """The RIN / CAD task: each model's unconditional branch, unguided sampling, sample.coherence, coherence bins,
-CIFAR-10 via TFDS."""
+CIFAR-10 via TFDS, the denoising errors."""
 
 import functools
 import json
@@ -78,6 +78,7 @@ def test_unconditional_branch_and_unguided_sampling(variant):
       diffusion.num_steps,
       diffusion.sampler,
       rng=rng_sampler,
+      prediction=diffusion.prediction,
       initial_state=latents0,
     )
     return alone
@@ -86,6 +87,29 @@ def test_unconditional_branch_and_unguided_sampling(variant):
   # Equal up to float32 rounding: the guided call runs a batch of 4 (cond and uncond), this one a batch of 2.
   np.testing.assert_allclose(guided, jnp.clip(alone, -1, 1), atol=1e-4)
   assert np.abs(generate(variables, batch, rng, "static", 3.0) - guided).max() > 1e-3
+
+
+def test_denoising_errors_against_a_hand_computation():
+  """x̂₀ MSE from own, rolled and coherence-0 conditions, recomputed from the v-prediction formula in numpy."""
+  config = cad_config.get_config("smoke")
+  assert config.diffusion.prediction == "v"
+  task, examples = _task_and_examples(config)
+  variables = _random_variables(task, examples)
+  rng, gammas = jax.random.PRNGKey(5), (0.5, 0.01)
+  errors = task.denoising_errors(variables, examples, gammas, rng)
+  assert set(errors) == {"gamma", "own", "other", "coherence_0", "image_variance"}
+  clean = np.stack([example["image"] for example in examples])
+  batch = task._prompt_batch(examples)
+  swapped = {key: value[::-1] for key, value in batch.items()}  # two examples: rolling by one swaps them
+  for index, gamma in enumerate(gammas):
+    noise = np.asarray(jax.random.normal(jax.random.fold_in(rng, index), clean.shape))
+    noisy = np.sqrt(gamma) * clean + np.sqrt(1 - gamma) * noise
+    for name, conditions in (("own", batch), ("other", swapped), ("coherence_0", {**batch, "coherence": jnp.zeros(2)})):
+      v_hat, _ = task._apply(variables, conditions, jnp.asarray(noisy), jnp.full((2,), gamma), None)
+      x0_hat = np.sqrt(gamma) * noisy - np.sqrt(1 - gamma) * np.asarray(v_hat)
+      np.testing.assert_allclose(errors[name][index], np.mean((x0_hat - clean) ** 2), rtol=1e-4)
+  assert abs(errors["own"][1] - errors["other"][1]) > 1e-3  # random parameters read the caption
+  np.testing.assert_allclose(errors["image_variance"], clean.var(axis=0).mean(), rtol=1e-5)
 
 
 def test_unconfident_prompt_and_class_label_branches():

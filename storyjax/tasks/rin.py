@@ -471,6 +471,38 @@ class Task:
       (plots_dir / "samples.txt").write_text("".join(f"{prompt}\n" for prompt in prompts))
     return results
 
+  def denoising_errors(self, variables, examples: list[dict], gammas, rng) -> dict:
+    """Whether the model reads its conditions, without sampling: the x̂₀ MSE of N examples' images noised to each
+    signal variance γ in `gammas`, predicted in one pass (no self-conditioning) from the examples' own conditions
+    (coherence 1), from the next example's (conditions rolled by one) and, for CAD, from their own at coherence 0.
+
+    → {"gamma", "own", "other"[, "coherence_0"]: lists of floats, one per γ; "image_variance": the MSE of
+    predicting the mean image}. At high noise (γ → 0) a model that ignores its conditions scores own ≈ other ≈
+    image_variance, and ε-prediction's x̂₀ error is its ε̂ error times (1 − γ)/γ.
+    """
+    conditions = self._prompt_batch(examples)
+    clean = jnp.asarray(np.stack([self._image(example) for example in examples]))
+    branches = {"own": conditions, "other": jax.tree.map(lambda leaf: jnp.roll(leaf, 1, axis=0), conditions)}
+    if self.config.model.coherence:
+      branches["coherence_0"] = {**conditions, "coherence": jnp.zeros_like(conditions["coherence"])}
+    prediction_type = self.config.diffusion.prediction
+
+    @jax.jit
+    def error(conditions, noisy, gamma):
+      prediction, _ = self._apply(variables, conditions, noisy, gamma, None)
+      x0_hat, _ = gaussian.predicted_x0_and_eps(prediction, noisy, gamma, prediction_type, clip_x0=False)
+      return jnp.mean((x0_hat - clean) ** 2)
+
+    errors = {"gamma": [float(value) for value in gammas], **{name: [] for name in branches}}
+    errors["image_variance"] = float(jnp.var(clean, axis=0).mean())
+    for index, value in enumerate(errors["gamma"]):
+      gamma = jnp.full(clean.shape[:1], value, jnp.float32)
+      noise = jax.random.normal(jax.random.fold_in(rng, index), clean.shape, jnp.float32)
+      noisy = gaussian.add_noise(clean, noise, gamma)
+      for name, branch in branches.items():
+        errors[name].append(float(error(branch, noisy, gamma)))
+    return errors
+
   # ---- generation -------------------------------------------------------------------------------
   def sample(self, variables, prompts, rng) -> dict:
     """One image per prompt: a caption (text), or a class name such as "red circle" (class) → image (N, S, S, C)."""
