@@ -24,7 +24,7 @@ def rin_config(name: str, variant: str | None, variants: tuple) -> ml_collection
   if variant != "smoke":
     config.update({"total_steps": 3000, "eval_every": 500})
     config.optimizer.warmup_steps = 200
-  config.optimizer.update({"learning_rate": 1e-3, "b2": 0.99})
+  config.optimizer.update({"learning_rate": 2e-3, "b2": 0.99})
   config.model = ml_collections.ConfigDict(
     {
       "conditioning": "class",  # "none", "class" or "text" (TextRIN)
@@ -80,7 +80,9 @@ def rin_config(name: str, variant: str | None, variants: tuple) -> ml_collection
     {
       "train_schedule": "cosine",  # noise schedules: storyjax/diffusion/gaussian.py (name:param=value,…)
       "sample_schedule": "cosine",
-      "prediction": "eps",
+      # v, where RIN and CAD publish ε (their `paper` variants): after a few thousand CPU steps an ε-model's x̂₀ at
+      # high noise is worse than the data mean and ignores the condition, so the layout is never learned (README)
+      "prediction": "v",
       "self_condition_rate": 0.9,  # 0 = no latent self-conditioning
       "condition_dropout": 0.1,  # CFG-trained models only (class, TextRIN without coherence)
       "uncond": "same_prompt",  # CAD's unconditional branch: "same_prompt" (eq 3.4) or "unconfident_prompt"
@@ -183,6 +185,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       {
         "train_schedule": "sigmoid:start=-3,end=3,tau=0.9" if cifar else "linear",
         "sample_schedule": "cosine",
+        "prediction": "eps",
         "sampler": "ddpm",
         "num_steps": 1000 if cifar else 250,
       }
