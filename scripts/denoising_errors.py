@@ -24,10 +24,7 @@ GAMMAS = (0.9, 0.5, 0.1, 0.03, 0.01)
 def denoising_errors(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   task = get_task(config)
   _, variables, step = trainer.restore_for_inference(task, config, pathlib.Path(workdir))
-  test_source = task.source("test")
-  examples = [test_source[index] for index in range(min(config.eval.num_samples, len(test_source)))]
-  for example in examples:
-    example["caption"] = example.get("true_caption", example.get("caption"))
+  examples = task.prompted_test_examples(config.eval.num_samples)
   errors = task.denoising_errors(variables, examples, GAMMAS, jax.random.PRNGKey(config.eval.seed))
   results = {"step": step, **errors}
   print(json.dumps(results))

@@ -411,6 +411,14 @@ class Task:
       return images
     return decode_latents(load_sd_vae(self.config.model.vae_path), images)
 
+  def prompted_test_examples(self, num_samples: int) -> list[dict]:
+    """The first num_samples test examples (at most all), each prompted with its true caption where it has one."""
+    test_source = self.source("test")
+    examples = [test_source[index] for index in range(min(num_samples, len(test_source)))]
+    for example in examples:
+      example["caption"] = example.get("true_caption", example.get("caption"))
+    return examples
+
   def evaluate(self, variables, workdir: pathlib.Path, quick: bool = False) -> dict:
     """Generates for the first test examples' prompts (the scenes' true captions) or classes and scores the images.
 
@@ -425,11 +433,8 @@ class Task:
     inception = load_fid_inception(eval_config.inception_path) if eval_config.inception_path else None
     if judge is None and inception is None:
       return {}
-    test_source = self.source("test")
-    num_samples = min(eval_config.quick_num_samples if quick else eval_config.num_samples, len(test_source))
-    examples = [test_source[index] for index in range(num_samples)]
-    for example in examples:
-      example["caption"] = example.get("true_caption", example.get("caption"))
+    examples = self.prompted_test_examples(eval_config.quick_num_samples if quick else eval_config.num_samples)
+    num_samples = len(examples)
     real_images = np.stack([self._image(example) for example in examples])
     real_features = judge.features(real_images) if judge else None
     real_inception = inception.features(self._rgb(real_images)) if inception else None
