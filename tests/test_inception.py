@@ -92,7 +92,8 @@ def test_cad_evaluation_reports_fid_inception_without_a_judge(checkpoint, runs_d
   source = task.source("test")
   variables = nn.unbox(jax.jit(task.init)(jax.random.PRNGKey(0), task.batch([source[0], source[1]])))
   results = task.evaluate(variables, runs_dir / "cad_inception", quick=True)
-  assert set(results) == {"fid_inception"} and np.isfinite(results["fid_inception"]) and results["fid_inception"] > 0
+  assert set(results) == {"fid_inception", "fid_inception_unguided"}  # the configured ω = 1 and unguided
+  assert np.isfinite(results["fid_inception"]) and results["fid_inception"] > 0
   latents = cad_config("smoke")
   latents.data.update({"channels": 4, "source": "webdataset", "path": "unused", "image_size": 4})
   latents.eval.inception_path = str(path)

@@ -101,15 +101,62 @@ def test_denoising_errors_against_a_hand_computation():
   clean = np.stack([example["image"] for example in examples])
   batch = task._prompt_batch(examples)
   swapped = {key: value[::-1] for key, value in batch.items()}  # two examples: rolling by one swaps them
+  apply = fast_jit(task._apply)
   for index, gamma in enumerate(gammas):
     noise = np.asarray(jax.random.normal(jax.random.fold_in(rng, index), clean.shape))
     noisy = np.sqrt(gamma) * clean + np.sqrt(1 - gamma) * noise
     for name, conditions in (("own", batch), ("other", swapped), ("coherence_0", {**batch, "coherence": jnp.zeros(2)})):
-      v_hat, _ = task._apply(variables, conditions, jnp.asarray(noisy), jnp.full((2,), gamma), None)
+      v_hat, _ = apply(variables, conditions, jnp.asarray(noisy), jnp.full((2,), gamma), None)
       x0_hat = np.sqrt(gamma) * noisy - np.sqrt(1 - gamma) * np.asarray(v_hat)
       np.testing.assert_allclose(errors[name][index], np.mean((x0_hat - clean) ** 2), rtol=1e-4)
   assert abs(errors["own"][1] - errors["other"][1]) > 1e-3  # random parameters read the caption
   np.testing.assert_allclose(errors["image_variance"], clean.var(axis=0).mean(), rtol=1e-5)
+
+
+class ThresholdJudge:
+  """A scene judge that finds exactly a prompt's claims in images whose first pixel is positive, else no object."""
+
+  def __init__(self, claims: dict):
+    self.claims = claims
+
+  def features(self, images):
+    return np.asarray(images).reshape(len(images), -1)[:, :5]
+
+  def attributes(self, images):
+    lit = np.asarray(images)[:, 0, 0, 0] > 0
+    return {key: np.where(lit[:, None], value, 0) for key, value in self.claims.items()}
+
+
+def test_evaluation_scores_each_setting_per_prompt(tmp_path, monkeypatch):
+  """The configured guidance, unguided (in the quick evaluation too) and each schedule, scored per prompt and written
+  to eval_prompts.npz; the generations stand in for a model (lit where guided statically, dark elsewhere)."""
+  config = cad_config.get_config("smoke")
+  config.eval.schedules = ["linear"]
+  task = get_task(config)
+  examples = task.prompted_test_examples(config.eval.num_samples)
+  present = np.stack([example["present"] for example in examples])
+  claims = {key: np.stack([example[key] for example in examples]) for key in ("present", "colour", "shape", "size")}
+  monkeypatch.setattr(task, "_judge", lambda: ThresholdJudge(claims))
+
+  def generate_examples(variables, examples, rng, guidance_spec, guidance_weight):
+    lit = guidance_spec == "static" and guidance_weight > 0
+    return np.full((len(examples), 16, 16, 3), 0.5 if lit else -0.5, np.float32)
+
+  monkeypatch.setattr(task, "generate_examples", generate_examples)
+  quick = task.evaluate(None, tmp_path, quick=True)
+  assert set(quick) == {"fid", "caption_accuracy", "fid_unguided", "caption_accuracy_unguided"}
+  assert not (tmp_path / "eval_prompts.npz").exists()
+  results = task.evaluate(None, tmp_path)
+  # A dark image is right only about the prompt's empty slots: (4 − n) of its 4·n + (4 − n) claims.
+  num_objects = present.sum(1)
+  dark = (4 - num_objects) / (3 * num_objects + 4)
+  assert results["caption_accuracy"] == 1.0 and results["caption_accuracy_unguided"] == pytest.approx(dark.mean())
+  with np.load(tmp_path / "eval_prompts.npz") as prompts:
+    assert set(prompts) == {"prompt", "caption_accuracy", "caption_accuracy_unguided", "caption_accuracy_linear"}
+    np.testing.assert_array_equal(prompts["prompt"], [example["caption"] for example in examples])
+    np.testing.assert_array_equal(prompts["caption_accuracy"], np.ones(len(examples)))
+    np.testing.assert_allclose(prompts["caption_accuracy_linear"], dark)
+  assert results["fid_linear"] == pytest.approx(results["fid_unguided"]) and results["num_samples"] == len(examples)
 
 
 def test_unconfident_prompt_and_class_label_branches():

@@ -44,7 +44,12 @@ def _per_slot(values: dict, name: str) -> dict[str, np.ndarray]:
 
 
 def caption_accuracy(predicted: dict, claims: dict) -> float:
-  """The mean over prompts of the fraction of each prompt's claims the judge finds in its image.
+  """The mean over prompts of prompt_caption_accuracies."""
+  return float(np.mean(prompt_caption_accuracies(predicted, claims)))
+
+
+def prompt_caption_accuracies(predicted: dict, claims: dict) -> np.ndarray:
+  """(N,) float64: for each prompt, the fraction of its claims the judge finds in its image.
 
   predicted: SceneJudge.attributes of the images; claims: the prompts' per-slot claims, keys "present", "colour",
   "shape", "size" (N, 4) (a scene example's caption_* keys without the prefix, or its truth keys for its
@@ -61,7 +66,7 @@ def caption_accuracy(predicted: dict, claims: dict) -> float:
   for key in ("colour", "shape", "size"):
     right += claimed & found & (predicted[key] == claims[key])
   num_claims = 4 * claimed.sum(1) + (~claimed).sum(1)
-  return float(np.mean(right.sum(1) / num_claims))
+  return right.sum(1) / num_claims
 
 
 def fid(real_features, fake_features) -> float:

@@ -425,8 +425,10 @@ class Task:
     With the scene judge: fid, the Fréchet distance between the judge's features of the generations and of the
     real test images, and caption_accuracy (text) / class_accuracy (class), the prompt's attributes the judge
     finds. With eval.inception_path, on any data: fid_inception, the same distance in FID Inception-v3's pool
-    features (images resized to 299; latents decoded first). For the configured guidance, then (full evaluation)
-    unguided (ω = 0) and for each schedule in eval.schedules.
+    features (images resized to 299; latents decoded first). For the configured guidance and unguided (ω = 0,
+    suffix _unguided; the quick evaluation too, as guidance trades fid for accuracy), then (full evaluation) for
+    each schedule in eval.schedules. The full evaluation also writes each prompt's accuracy per setting to
+    workdir/eval_prompts.npz (with its "prompt"), which scripts/compare_evaluations.py pairs across runs.
     """
     eval_config, diffusion = self.config.eval, self.config.diffusion
     judge = self._judge()
@@ -439,41 +441,46 @@ class Task:
     real_features = judge.features(real_images) if judge else None
     real_inception = inception.features(self._rgb(real_images)) if inception else None
     rng = jax.random.PRNGKey(eval_config.seed)
+    results, prompt_scores = {}, {}
 
-    def scores(guidance_spec: str, guidance_weight: float, suffix: str = "") -> tuple[dict, np.ndarray]:
+    def score(guidance_spec: str, guidance_weight: float, suffix: str = "") -> np.ndarray:
       images = self.generate_examples(variables, examples, rng, guidance_spec, guidance_weight)
-      metrics = {}
       if inception:
-        metrics[f"fid_inception{suffix}"] = frechet_distance(real_inception, inception.features(self._rgb(images)))
+        results[f"fid_inception{suffix}"] = frechet_distance(real_inception, inception.features(self._rgb(images)))
       if judge is None:
-        return metrics, images
-      metrics[f"fid{suffix}"] = scene_metrics.fid(real_features, judge.features(images))
+        return images
+      results[f"fid{suffix}"] = scene_metrics.fid(real_features, judge.features(images))
       predicted = judge.attributes(images)
       if self.conditioning == "class":
-        metrics[f"class_accuracy{suffix}"] = _class_accuracy(predicted, examples)
+        key, accuracies = f"class_accuracy{suffix}", _class_hits(predicted, examples)
       else:
         # The prompts are the true captions: their claims are the real images' attributes.
         claims = {key: np.stack([example[key] for example in examples]) for key in scenes.PER_SLOT_KEYS}
-        metrics[f"caption_accuracy{suffix}"] = scene_metrics.caption_accuracy(predicted, claims)
-      return metrics, images
+        key, accuracies = f"caption_accuracy{suffix}", scene_metrics.prompt_caption_accuracies(predicted, claims)
+      results[key], prompt_scores[key] = float(np.mean(accuracies)), accuracies
+      return images
 
-    results, images = scores(diffusion.guidance_schedule, diffusion.guidance_weight)
+    images = score(diffusion.guidance_schedule, diffusion.guidance_weight)
+    if diffusion.guidance_weight != 0:
+      score("static", 0.0, "_unguided")
     if quick:
       return results
-    results.update(scores("static", 0.0, "_unguided")[0])
     for spec in eval_config.schedules:
-      results.update(scores(spec, diffusion.guidance_weight, f"_{spec.split(':')[0]}")[0])
+      score(spec, diffusion.guidance_weight, f"_{spec.split(':')[0]}")
     results.update(
       num_samples=num_samples,
       guidance_schedule=diffusion.guidance_schedule,
       guidance_weight=float(diffusion.guidance_weight),
     )
-    if jax.process_index() == 0 and self._has_rgb():
-      plots_dir = workdir / "plots"
-      plots_dir.mkdir(parents=True, exist_ok=True)
-      plotting.save_image_grid(plots_dir / "samples.png", self._rgb(images[: eval_config.num_plots]))
-      prompts = [example.get("caption") or example.get("label", "") for example in examples[: eval_config.num_plots]]
-      (plots_dir / "samples.txt").write_text("".join(f"{prompt}\n" for prompt in prompts))
+    if jax.process_index() == 0:
+      prompts = [example.get("caption") or example.get("label", "") for example in examples]
+      if prompt_scores:
+        np.savez(workdir / "eval_prompts.npz", prompt=np.asarray([str(prompt) for prompt in prompts]), **prompt_scores)
+      if self._has_rgb():
+        plots_dir = workdir / "plots"
+        plots_dir.mkdir(parents=True, exist_ok=True)
+        plotting.save_image_grid(plots_dir / "samples.png", self._rgb(images[: eval_config.num_plots]))
+        (plots_dir / "samples.txt").write_text("".join(f"{prompt}\n" for prompt in prompts[: eval_config.num_plots]))
     return results
 
   def denoising_errors(self, variables, examples: list[dict], gammas, rng) -> dict:
@@ -560,15 +567,15 @@ class Task:
       self._bin_edges = np.asarray(json.loads(path.read_text())["edges"], np.float64)
 
 
-def _class_accuracy(predicted: dict, examples: list[dict]) -> float:
-  """Fraction of generations where the judge finds an object of the prompted colour and shape."""
+def _class_hits(predicted: dict, examples: list[dict]) -> np.ndarray:
+  """(N,) float64: 1 where the judge finds an object of the prompted colour and shape in the generation."""
   hits = []
   for index, example in enumerate(examples):
     slot = int(np.argmax(example["present"]))
     colour, shape = example["colour"][slot], example["shape"][slot]
     found = predicted["present"][index] & (predicted["colour"][index] == colour) & (predicted["shape"][index] == shape)
     hits.append(bool(found.any()))
-  return float(np.mean(hits))
+  return np.asarray(hits, np.float64)
 
 
 def decode_latents(vae, latents: np.ndarray, batch_size: int = 8) -> np.ndarray:
