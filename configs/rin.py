@@ -104,7 +104,7 @@ def rin_config(name: str, variant: str | None, variants: tuple) -> ml_collection
       # pytorch-fid's FID Inception weights as .safetensors (storyjax/models/inception.py): adds fid_inception, on
       # any data source; "" = none
       "inception_path": "",
-      "schedules": ["linear", "cosine"],  # guidance schedules also evaluated by the full evaluation
+      "schedules": ("linear", "cosine"),  # guidance schedules also evaluated by the full evaluation
     }
   )
   if variant == "smoke":
@@ -125,7 +125,7 @@ def rin_config(name: str, variant: str | None, variants: tuple) -> ml_collection
     )
     config.data.update({"image_size": 16, "train_size": 64, "test_size": 8, "coherence_bin_samples": 64})
     config.diffusion.num_steps = 3
-    config.eval.update({"num_samples": 4, "quick_num_samples": 4, "batch_size": 4, "num_plots": 4, "schedules": []})
+    config.eval.update({"num_samples": 4, "quick_num_samples": 4, "batch_size": 4, "num_plots": 4, "schedules": ()})
   return config
 
 

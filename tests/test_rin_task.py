@@ -131,7 +131,7 @@ def test_evaluation_scores_each_setting_per_prompt(tmp_path, monkeypatch):
   """The configured guidance, unguided (in the quick evaluation too) and each schedule, scored per prompt and written
   to eval_prompts.npz; the generations stand in for a model (lit where guided statically, dark elsewhere)."""
   config = cad_config.get_config("smoke")
-  config.eval.schedules = ["linear"]
+  config.eval.schedules = ("linear",)
   task = get_task(config)
   examples = task.prompted_test_examples(config.eval.num_samples)
   present = np.stack([example["present"] for example in examples])
