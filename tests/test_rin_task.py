@@ -144,7 +144,9 @@ def test_evaluation_scores_each_setting_per_prompt(tmp_path, monkeypatch):
 
   monkeypatch.setattr(task, "generate_examples", generate_examples)
   quick = task.evaluate(None, tmp_path, quick=True)
-  assert set(quick) == {"fid", "caption_accuracy", "fid_unguided", "caption_accuracy_unguided"}
+  kinds = {f"claims_{kind}" for kind in ("present", "empty", "colour", "shape", "size")}
+  assert set(quick) == {"fid", "caption_accuracy", "fid_unguided", "caption_accuracy_unguided", *kinds}
+  assert all(quick[kind] == 1.0 for kind in kinds)  # the lit images: every claim found
   assert not (tmp_path / "eval_prompts.npz").exists()
   results = task.evaluate(None, tmp_path)
   # A dark image is right only about the prompt's empty slots: (4 − n) of its 4·n + (4 − n) claims.

@@ -25,7 +25,7 @@ from storyjax.data.images.scenes import (
 )
 from storyjax.data.images.shapes import COLOURS, SHAPES
 from storyjax.errors import CheckpointError
-from storyjax.metrics.scenes import SceneJudge, caption_accuracy, fid
+from storyjax.metrics.scenes import SceneJudge, caption_accuracy, claim_accuracies, fid
 from storyjax.tasks import load_trained_task
 from storyjax.text.tokenizer import UNK, build_caption_tokenizer
 
@@ -174,6 +174,11 @@ def test_caption_accuracy_counts_claims_per_prompt():
   # Prompt 0: slot 0 present, colour, shape right, size wrong (3); slot 3 missed (0); slot 1 not empty (0),
   # slot 2 empty (1) → 4 of 4·2 + 2 claims. Prompt 1: all 4 + 3 claims right.
   assert caption_accuracy(predicted, claims) == pytest.approx((4 / 10 + 7 / 7) / 2)
+  # By kind over both prompts: 3 filled slots (2 found), 5 empty ones (4 found empty); colour and shape right at
+  # the 2 found, size at 1.
+  assert claim_accuracies(predicted, claims) == pytest.approx(
+    {"present": 2 / 3, "empty": 4 / 5, "colour": 2 / 3, "shape": 2 / 3, "size": 1 / 3}
+  )
   with pytest.raises(ValueError, match="lacks"):
     caption_accuracy({"present": predicted["present"]}, claims)
 

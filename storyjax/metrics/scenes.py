@@ -48,6 +48,21 @@ def caption_accuracy(predicted: dict, claims: dict) -> float:
   return float(np.mean(prompt_caption_accuracies(predicted, claims)))
 
 
+CLAIM_KINDS = ("present", "empty", "colour", "shape", "size")
+
+
+def _right_claims(predicted: dict, claims: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """(claimed (N, 4) bool: the slots the prompts fill, {kind of CLAIM_KINDS: (N, 4) bool, that claim right})."""
+  predicted, claims = _per_slot(predicted, "predicted"), _per_slot(claims, "claims")
+  if predicted["present"].shape != claims["present"].shape:
+    raise ValueError(f"predicted is {predicted['present'].shape} but claims {claims['present'].shape}; pair them")
+  claimed, found = claims["present"].astype(bool), predicted["present"].astype(bool)
+  right = {"present": claimed & found, "empty": ~claimed & ~found}
+  for key in ("colour", "shape", "size"):
+    right[key] = claimed & found & (predicted[key] == claims[key])
+  return claimed, right
+
+
 def prompt_caption_accuracies(predicted: dict, claims: dict) -> np.ndarray:
   """(N,) float64: for each prompt, the fraction of its claims the judge finds in its image.
 
@@ -58,15 +73,18 @@ def prompt_caption_accuracies(predicted: dict, claims: dict) -> np.ndarray:
       are each right iff the judge finds an object there with that value;
     - per slot it leaves empty, one: right iff the judge finds that slot empty.
   """
-  predicted, claims = _per_slot(predicted, "predicted"), _per_slot(claims, "claims")
-  if predicted["present"].shape != claims["present"].shape:
-    raise ValueError(f"predicted is {predicted['present'].shape} but claims {claims['present'].shape}; pair them")
-  claimed, found = claims["present"].astype(bool), predicted["present"].astype(bool)
-  right = (claimed == found).astype(np.float64)  # the present and empty claims
-  for key in ("colour", "shape", "size"):
-    right += claimed & found & (predicted[key] == claims[key])
+  claimed, right = _right_claims(predicted, claims)
   num_claims = 4 * claimed.sum(1) + (~claimed).sum(1)
-  return right.sum(1) / num_claims
+  return sum(right[kind].sum(1) for kind in CLAIM_KINDS) / num_claims
+
+
+def claim_accuracies(predicted: dict, claims: dict) -> dict[str, float]:
+  """Over all prompts, the fraction of each kind of claim the judge finds, as prompt_caption_accuracies counts them:
+  "present" and "empty" over the slots the prompts fill and leave empty; "colour", "shape", "size" over the slots
+  they fill (a missing object gets them wrong). NaN for a kind no prompt makes."""
+  claimed, right = _right_claims(predicted, claims)
+  slots = dict.fromkeys(CLAIM_KINDS, claimed) | {"empty": ~claimed}
+  return {kind: float(right[kind].sum() / slots[kind].sum()) if slots[kind].any() else np.nan for kind in CLAIM_KINDS}
 
 
 def fid(real_features, fake_features) -> float:

@@ -424,8 +424,10 @@ class Task:
 
     With the scene judge: fid, the Fréchet distance between the judge's features of the generations and of the
     real test images, and caption_accuracy (text) / class_accuracy (class), the prompt's attributes the judge
-    finds. With eval.inception_path, on any data: fid_inception, the same distance in FID Inception-v3's pool
-    features (images resized to 299; latents decoded first). For the configured guidance and unguided (ω = 0,
+    finds (text: also claims_present / _empty / _colour / _shape / _size for the configured guidance, the fraction
+    of each kind of claim it gets right, storyjax/metrics/scenes.py). With eval.inception_path, on any data:
+    fid_inception, the same distance in FID Inception-v3's pool features (images resized to 299; latents decoded
+    first). For the configured guidance and unguided (ω = 0,
     suffix _unguided; the quick evaluation too, as guidance trades fid for accuracy), then (full evaluation) for
     each schedule in eval.schedules. The full evaluation also writes each prompt's accuracy per setting to
     workdir/eval_prompts.npz (with its "prompt"), which scripts/compare_evaluations.py pairs across runs.
@@ -457,6 +459,9 @@ class Task:
         # The prompts are the true captions: their claims are the real images' attributes.
         claims = {key: np.stack([example[key] for example in examples]) for key in scenes.PER_SLOT_KEYS}
         key, accuracies = f"caption_accuracy{suffix}", scene_metrics.prompt_caption_accuracies(predicted, claims)
+        if not suffix:  # which claims the configured guidance gets right
+          kinds = scene_metrics.claim_accuracies(predicted, claims)
+          results.update({f"claims_{kind}": value for kind, value in kinds.items()})
       results[key], prompt_scores[key] = float(np.mean(accuracies)), accuracies
       return images
 
