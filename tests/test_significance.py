@@ -1,9 +1,8 @@
 """The paired bootstrap (storyjax/metrics/significance.py) and scripts/compare_evaluations.py on written evaluations."""
 
+import importlib.util
 import json
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -38,12 +37,15 @@ def write_evaluation(workdir: pathlib.Path, prompts, metrics: dict, **accuracies
   np.savez(workdir / "eval_prompts.npz", prompt=np.asarray(prompts), **accuracies)
 
 
-def compare(*workdirs) -> subprocess.CompletedProcess:
-  command = [sys.executable, str(REPO / "scripts" / "compare_evaluations.py"), *map(str, workdirs)]
-  return subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+def load_script():
+  spec = importlib.util.spec_from_file_location("compare_evaluations", REPO / "scripts" / "compare_evaluations.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def test_compare_evaluations_pairs_runs_on_their_prompts(tmp_path):
+  compare_evaluations = load_script().compare_evaluations
   prompts = ["a red circle", "a blue ring", "a green square"]
   write_evaluation(tmp_path / "cad", prompts, {"fid": 10.0, "step": 5}, caption_accuracy=np.array([1.0, 0.5, 0.75]))
   write_evaluation(
@@ -53,9 +55,8 @@ def test_compare_evaluations_pairs_runs_on_their_prompts(tmp_path):
     caption_accuracy=np.array([0.5, 0.5, 0.5]),
     caption_accuracy_linear=np.zeros(3),
   )
-  result = compare(tmp_path / "cad", tmp_path / "textrin")
-  assert result.returncode == 0, result.stderr
-  report = json.loads(result.stdout)
+  report = compare_evaluations([tmp_path / "cad", tmp_path / "textrin"])
+  json.dumps(report)  # printable as one JSON line
   assert report["num_prompts"] == 3
   cad, textrin = report["runs"]
   assert cad == {"workdir": str(tmp_path / "cad"), "fid": 10.0, "caption_accuracy": 0.75}  # shared keys only
@@ -64,5 +65,9 @@ def test_compare_evaluations_pairs_runs_on_their_prompts(tmp_path):
   assert difference["difference"] == pytest.approx(-0.25) and difference["low"] <= -0.25 <= difference["high"]
 
   write_evaluation(tmp_path / "other", prompts[::-1], {}, caption_accuracy=np.ones(3))
-  assert "was evaluated on other prompts" in compare(tmp_path / "cad", tmp_path / "other").stderr
-  assert "eval_prompts.npz" in compare(tmp_path / "cad", tmp_path / "missing").stderr
+  with pytest.raises(ValueError, match="was evaluated on other prompts"):
+    compare_evaluations([tmp_path / "cad", tmp_path / "other"])
+  with pytest.raises(FileNotFoundError, match=r"missing/eval\.json.*run `python -m storyjax\.evaluate"):
+    compare_evaluations([tmp_path / "cad", tmp_path / "missing"])
+  with pytest.raises(ValueError, match="at least two evaluated workdirs"):
+    compare_evaluations([tmp_path / "cad"])
