@@ -97,6 +97,7 @@ def test_denoising_errors_against_a_hand_computation():
   variables = _random_variables(task, examples)
   rng, gammas = jax.random.PRNGKey(5), (0.5, 0.01)
   errors = task.denoising_errors(variables, examples, gammas, rng)
+  denoised = task.denoised_images(variables, examples, gammas, rng)
   assert set(errors) == {"gamma", "own", "other", "coherence_0", "image_variance"}
   clean = np.stack([example["image"] for example in examples])
   batch = task._prompt_batch(examples)
@@ -109,6 +110,9 @@ def test_denoising_errors_against_a_hand_computation():
       v_hat, _ = apply(variables, conditions, jnp.asarray(noisy), jnp.full((2,), gamma), None)
       x0_hat = np.sqrt(gamma) * noisy - np.sqrt(1 - gamma) * np.asarray(v_hat)
       np.testing.assert_allclose(errors[name][index], np.mean((x0_hat - clean) ** 2), rtol=1e-4)
+      if name == "own":
+        np.testing.assert_allclose(denoised[1 + index], np.clip(x0_hat, -1, 1), atol=1e-5)
+  np.testing.assert_array_equal(denoised[0], clean)
   assert abs(errors["own"][1] - errors["other"][1]) > 1e-3  # random parameters read the caption
   np.testing.assert_allclose(errors["image_variance"], clean.var(axis=0).mean(), rtol=1e-5)
 

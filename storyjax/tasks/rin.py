@@ -488,6 +488,23 @@ class Task:
         (plots_dir / "samples.txt").write_text("".join(f"{prompt}\n" for prompt in prompts[: eval_config.num_plots]))
     return results
 
+  def _noised_and_denoiser(self, variables, examples: list[dict], gammas, rng):
+    """(clean (N, H, W, C), [(γ (N,), noisy)] per γ of `gammas`, jitted denoise(conditions, noisy, γ) → x̂₀)."""
+    clean = jnp.asarray(np.stack([self._image(example) for example in examples]))
+    prediction_type = self.config.diffusion.prediction
+
+    @jax.jit
+    def denoise(conditions, noisy, gamma):
+      prediction, _ = self._apply(variables, conditions, noisy, gamma, None)
+      return gaussian.predicted_x0_and_eps(prediction, noisy, gamma, prediction_type, clip_x0=False)[0]
+
+    noised = []
+    for index, value in enumerate(gammas):
+      gamma = jnp.full(clean.shape[:1], value, jnp.float32)
+      noise = jax.random.normal(jax.random.fold_in(rng, index), clean.shape, jnp.float32)
+      noised.append((gamma, gaussian.add_noise(clean, noise, gamma)))
+    return clean, noised, denoise
+
   def denoising_errors(self, variables, examples: list[dict], gammas, rng) -> dict:
     """Whether the model reads its conditions, without sampling: the x̂₀ MSE of N examples' images noised to each
     signal variance γ in `gammas`, predicted in one pass (no self-conditioning) from the examples' own conditions
@@ -498,27 +515,24 @@ class Task:
     image_variance, and ε-prediction's x̂₀ error is its ε̂ error times (1 − γ)/γ.
     """
     conditions = self._prompt_batch(examples)
-    clean = jnp.asarray(np.stack([self._image(example) for example in examples]))
     branches = {"own": conditions, "other": jax.tree.map(lambda leaf: jnp.roll(leaf, 1, axis=0), conditions)}
     if self.config.model.coherence:
       branches["coherence_0"] = {**conditions, "coherence": jnp.zeros_like(conditions["coherence"])}
-    prediction_type = self.config.diffusion.prediction
-
-    @jax.jit
-    def error(conditions, noisy, gamma):
-      prediction, _ = self._apply(variables, conditions, noisy, gamma, None)
-      x0_hat, _ = gaussian.predicted_x0_and_eps(prediction, noisy, gamma, prediction_type, clip_x0=False)
-      return jnp.mean((x0_hat - clean) ** 2)
-
+    clean, noised, denoise = self._noised_and_denoiser(variables, examples, gammas, rng)
     errors = {"gamma": [float(value) for value in gammas], **{name: [] for name in branches}}
     errors["image_variance"] = float(jnp.var(clean, axis=0).mean())
-    for index, value in enumerate(errors["gamma"]):
-      gamma = jnp.full(clean.shape[:1], value, jnp.float32)
-      noise = jax.random.normal(jax.random.fold_in(rng, index), clean.shape, jnp.float32)
-      noisy = gaussian.add_noise(clean, noise, gamma)
+    for gamma, noisy in noised:
       for name, branch in branches.items():
-        errors[name].append(float(error(branch, noisy, gamma)))
+        errors[name].append(float(jnp.mean((denoise(branch, noisy, gamma) - clean) ** 2)))
     return errors
+
+  def denoised_images(self, variables, examples: list[dict], gammas, rng) -> np.ndarray:
+    """(1 + len(gammas), N, H, W, C): the examples' images, then per γ the x̂₀ of denoising_errors' "own" branch
+    (the same noise), clipped to [−1, 1]."""
+    clean, noised, denoise = self._noised_and_denoiser(variables, examples, gammas, rng)
+    conditions = self._prompt_batch(examples)
+    denoised = [np.clip(np.asarray(denoise(conditions, noisy, gamma)), -1.0, 1.0) for gamma, noisy in noised]
+    return np.stack([np.asarray(clean), *denoised])
 
   # ---- generation -------------------------------------------------------------------------------
   def sample(self, variables, prompts, rng) -> dict:
