@@ -427,10 +427,10 @@ class Task:
     finds (text: also claims_present / _empty / _colour / _shape / _size for the configured guidance, the fraction
     of each kind of claim it gets right, storyjax/metrics/scenes.py). With eval.inception_path, on any data:
     fid_inception, the same distance in FID Inception-v3's pool features (images resized to 299; latents decoded
-    first). For the configured guidance and unguided (ω = 0,
-    suffix _unguided; the quick evaluation too, as guidance trades fid for accuracy), then (full evaluation) for
-    each schedule in eval.schedules. The full evaluation also writes each prompt's accuracy per setting to
-    workdir/eval_prompts.npz (with its "prompt"), which scripts/compare_evaluations.py pairs across runs.
+    first). For the configured guidance and, unless it is ω = 0 already, unguided (suffix _unguided; the quick
+    evaluation too, as guidance trades fid for accuracy), then (full evaluation) for each schedule in
+    eval.schedules. The full evaluation also writes each prompt's accuracy per setting to workdir/eval_prompts.npz
+    (with its "prompt"), which scripts/compare_evaluations.py pairs across runs.
     """
     eval_config, diffusion = self.config.eval, self.config.diffusion
     judge = self._judge()
