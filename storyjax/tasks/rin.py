@@ -488,22 +488,28 @@ class Task:
         (plots_dir / "samples.txt").write_text("".join(f"{prompt}\n" for prompt in prompts[: eval_config.num_plots]))
     return results
 
-  def _noised_and_denoiser(self, variables, examples: list[dict], gammas, rng):
-    """(clean (N, H, W, C), [(γ (N,), noisy)] per γ of `gammas`, jitted denoise(conditions, noisy, γ) → x̂₀)."""
-    clean = jnp.asarray(np.stack([self._image(example) for example in examples]))
-    prediction_type = self.config.diffusion.prediction
+  @functools.cached_property
+  def _denoise(self):
+    """Jitted (variables, conditions, noisy, γ) → the one-pass x̂₀ (no self-conditioning), unclipped."""
 
-    @jax.jit
-    def denoise(conditions, noisy, gamma):
+    def denoise(variables, conditions, noisy, gamma):
       prediction, _ = self._apply(variables, conditions, noisy, gamma, None)
-      return gaussian.predicted_x0_and_eps(prediction, noisy, gamma, prediction_type, clip_x0=False)[0]
+      x0_hat, _ = gaussian.predicted_x0_and_eps(
+        prediction, noisy, gamma, self.config.diffusion.prediction, clip_x0=False
+      )
+      return x0_hat
 
+    return jax.jit(denoise)
+
+  def _noised(self, examples: list[dict], gammas, rng) -> tuple[jnp.ndarray, list[tuple]]:
+    """(clean (N, H, W, C), [(γ (N,), noisy)] per γ of `gammas`, the noise drawn from rng folded with γ's index)."""
+    clean = jnp.asarray(np.stack([self._image(example) for example in examples]))
     noised = []
     for index, value in enumerate(gammas):
       gamma = jnp.full(clean.shape[:1], value, jnp.float32)
       noise = jax.random.normal(jax.random.fold_in(rng, index), clean.shape, jnp.float32)
       noised.append((gamma, gaussian.add_noise(clean, noise, gamma)))
-    return clean, noised, denoise
+    return clean, noised
 
   def denoising_errors(self, variables, examples: list[dict], gammas, rng) -> dict:
     """Whether the model reads its conditions, without sampling: the x̂₀ MSE of N examples' images noised to each
@@ -518,20 +524,21 @@ class Task:
     branches = {"own": conditions, "other": jax.tree.map(lambda leaf: jnp.roll(leaf, 1, axis=0), conditions)}
     if self.config.model.coherence:
       branches["coherence_0"] = {**conditions, "coherence": jnp.zeros_like(conditions["coherence"])}
-    clean, noised, denoise = self._noised_and_denoiser(variables, examples, gammas, rng)
+    clean, noised = self._noised(examples, gammas, rng)
     errors = {"gamma": [float(value) for value in gammas], **{name: [] for name in branches}}
     errors["image_variance"] = float(jnp.var(clean, axis=0).mean())
     for gamma, noisy in noised:
       for name, branch in branches.items():
-        errors[name].append(float(jnp.mean((denoise(branch, noisy, gamma) - clean) ** 2)))
+        errors[name].append(float(jnp.mean((self._denoise(variables, branch, noisy, gamma) - clean) ** 2)))
     return errors
 
   def denoised_images(self, variables, examples: list[dict], gammas, rng) -> np.ndarray:
     """(1 + len(gammas), N, H, W, C): the examples' images, then per γ the x̂₀ of denoising_errors' "own" branch
     (the same noise), clipped to [−1, 1]."""
-    clean, noised, denoise = self._noised_and_denoiser(variables, examples, gammas, rng)
+    clean, noised = self._noised(examples, gammas, rng)
     conditions = self._prompt_batch(examples)
-    denoised = [np.clip(np.asarray(denoise(conditions, noisy, gamma)), -1.0, 1.0) for gamma, noisy in noised]
+    denoised = [self._denoise(variables, conditions, noisy, gamma) for gamma, noisy in noised]
+    denoised = [np.clip(np.asarray(images), -1.0, 1.0) for images in denoised]
     return np.stack([np.asarray(clean), *denoised])
 
   # ---- generation -------------------------------------------------------------------------------
