@@ -14,6 +14,8 @@ import pytest
 
 from storyjax.diffusion import gaussian
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 TIMES = np.array([0.0, 1e-4, 0.1, 0.25, 0.5, 0.73, 0.9, 0.999, 1.0], np.float32)
 
 

@@ -22,6 +22,8 @@ from storyjax.tasks import rin as rin_task
 
 from conftest import REPO_ROOT
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 SCALING_FACTOR = 0.13025  # SDXL's, so that reading it from config.json (not the 0.18215 default) is tested
 CONFIG = {
   "_class_name": "AutoencoderKL",

@@ -18,6 +18,8 @@ from storyjax.errors import ConfigError, DataError
 from storyjax.tasks import get_task
 from storyjax.text.t5 import T5Encoder, T5TextFeatures, load_t5_encoder, relative_position_bucket
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 CONFIG = {
   "vocab_size": 60,
   "d_model": 16,
