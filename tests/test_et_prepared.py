@@ -21,6 +21,8 @@ from storyjax.errors import ConfigError, DataError
 
 from conftest import REPO_ROOT
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 MAX_FRAMES, MIN_FRAMES = 64, 56
 SPLIT_SIZES = {"pure": {"train": 5, "test": 3}, "mixed": {"train": 2, "test": 2}}
 EXPORT_FRAMES = {"pure": (MAX_FRAMES, MIN_FRAMES), "mixed": (90, 81)}  # mixed items are cut to MAX_FRAMES

@@ -13,6 +13,8 @@ from storyjax.errors import CheckpointError
 from storyjax.layers.conv import Conv3D
 from storyjax.models.laeo import LaeoNet, load_keras_weights
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 WINDOW = (1, 10, 64, 64, 3)
 
 

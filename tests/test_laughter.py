@@ -13,6 +13,8 @@ import pytest
 from storyjax.data import laughter
 from storyjax.errors import DataError
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 RATE = 16000
 SEEDS = (0, 1, 2)
 

@@ -3,8 +3,11 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from storyjax import losses
+
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _np_smooth_l1(x, y):

@@ -30,6 +30,8 @@ from storyjax.data.medical.stress import (
 )
 from storyjax.errors import ConfigError, DataError
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 AUDIO, VIDEO = MODALITIES.index("audio"), MODALITIES.index("video")
 
 

@@ -18,6 +18,8 @@ from storyjax.data.et import procedural, tagging
 from storyjax.data.et.camera import write_kitti_poses
 from storyjax.errors import ConfigError, DataError
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Known values of matplotlib's viridis at 0, 0.5 and 1.
 VIRIDIS_START, VIRIDIS_MIDDLE, VIRIDIS_END = "#440154", "#21918c", "#fde725"
