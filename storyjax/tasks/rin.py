@@ -443,6 +443,9 @@ class Task:
     real_features = judge.features(real_images) if judge else None
     real_inception = inception.features(self._rgb(real_images)) if inception else None
     rng = jax.random.PRNGKey(eval_config.seed)
+    claims = None  # the text prompts' claims: the prompts are the true captions, so the real images' attributes
+    if judge is not None and self.conditioning != "class":
+      claims = {key: np.stack([example[key] for example in examples]) for key in scenes.PER_SLOT_KEYS}
     results, prompt_scores = {}, {}
 
     def score(guidance_spec: str, guidance_weight: float, suffix: str = "") -> np.ndarray:
@@ -456,8 +459,6 @@ class Task:
       if self.conditioning == "class":
         key, accuracies = f"class_accuracy{suffix}", _class_hits(predicted, examples)
       else:
-        # The prompts are the true captions: their claims are the real images' attributes.
-        claims = {key: np.stack([example[key] for example in examples]) for key in scenes.PER_SLOT_KEYS}
         key, accuracies = f"caption_accuracy{suffix}", scene_metrics.prompt_caption_accuracies(predicted, claims)
         if not suffix:  # which claims the configured guidance gets right
           kinds = scene_metrics.claim_accuracies(predicted, claims)
@@ -537,8 +538,9 @@ class Task:
     (the same noise), clipped to [−1, 1]."""
     clean, noised = self._noised(examples, gammas, rng)
     conditions = self._prompt_batch(examples)
-    denoised = [self._denoise(variables, conditions, noisy, gamma) for gamma, noisy in noised]
-    denoised = [np.clip(np.asarray(images), -1.0, 1.0) for images in denoised]
+    denoised = [
+      np.clip(np.asarray(self._denoise(variables, conditions, noisy, gamma)), -1, 1) for gamma, noisy in noised
+    ]
     return np.stack([np.asarray(clean), *denoised])
 
   # ---- generation -------------------------------------------------------------------------------
